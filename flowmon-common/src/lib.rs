@@ -1,0 +1,279 @@
+//! Types shared by flowmon's kernel program and its agent.
+//!
+//! Everything here is `#[repr(C)]` and `no_std` so that the kernel half writes exactly the bytes
+//! the agent reads. The flow map is an LRU per-CPU hash: every CPU keeps its own [`FlowBlock`] for
+//! a flow, so the hot path needs no atomic instructions and two CPUs updating one flow never
+//! contend; the agent merges the per-CPU blocks into one record (see [`Orientation`]).
+#![no_std]
+
+/// Name of the flow map (`BPF_MAP_TYPE_LRU_PERCPU_HASH`, [`FlowKey`] to [`FlowBlock`]).
+pub const FLOWS_MAP: &str = "FLOWS";
+/// Name of the per-CPU array holding one [`DatapathCounters`].
+pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Name of the per-CPU array counting failed flow creations, indexed by errno.
+pub const CREATE_ERRORS_MAP: &str = "CREATE_ERRORS";
+/// Name of the LRU map that remembers the ports of fragmented datagrams.
+pub const FRAGMENTS_MAP: &str = "FRAGMENTS";
+/// Names of the two programs in the object.
+pub const XDP_PROGRAM: &str = "flowmon_xdp";
+pub const TC_PROGRAM: &str = "flowmon_tc";
+
+/// Default capacity of the flow map; the agent overrides it at load time (`--max-flows`).
+pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
+/// Capacity of the fragment map: datagrams in reassembly at once.
+pub const MAX_FRAGMENTED_DATAGRAMS: u32 = 4_096;
+/// Entries of [`CREATE_ERRORS_MAP`]; larger errnos land in the last slot.
+pub const CREATE_ERROR_SLOTS: u32 = 256;
+
+/// TCP flag bits as they appear in the TCP header's flags byte.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
+}
+
+/// IP protocol numbers the datapath understands.
+pub mod ip_proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+}
+
+/// What the two port fields of a [`FlowKey`] hold.
+pub mod key_kind {
+    /// Transport ports (TCP, UDP) or zeros (any other protocol).
+    pub const PORTS: u8 = 0;
+    /// ICMP/ICMPv6 echo: both port fields hold the echo identifier, so request and reply meet.
+    pub const ICMP_ECHO: u8 = 1;
+    /// Any other ICMP message: `port_lo` holds the type and `port_hi` the code.
+    pub const ICMP_MESSAGE: u8 = 2;
+}
+
+/// The flow key, the same for both directions: addresses in ascending order (IPv4 as
+/// IPv4-mapped IPv6), each address's port beside it, then protocol and VLAN id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub addr_lo: [u8; 16],
+    pub addr_hi: [u8; 16],
+    /// Port of `addr_lo` (host byte order), or see [`key_kind`].
+    pub port_lo: u16,
+    /// Port of `addr_hi` (host byte order), or see [`key_kind`].
+    pub port_hi: u16,
+    /// Inner VLAN id (12 bits), 0 when untagged.
+    pub vlan: u16,
+    pub protocol: u8,
+    /// One of [`key_kind`].
+    pub kind: u8,
+}
+
+/// Index of the side that sent a packet: the side holding `addr_lo`/`port_lo`, or the other.
+pub const SIDE_LO: usize = 0;
+pub const SIDE_HI: usize = 1;
+
+/// Which side of a flow is the client, and how sure the CPU that decided it was.
+///
+/// Each CPU decides on its own when it first sees a flow; the agent keeps the decision with the
+/// strongest evidence, the earliest `first_seen_ns` breaking ties.
+pub mod orientation {
+    /// Set when the client is the `hi` side.
+    pub const CLIENT_IS_HI: u8 = 0x01;
+    /// The client is the first packet's sender: nothing better was known.
+    pub const FIRST_PACKET: u8 = 1 << 1;
+    /// A TCP flow picked up mid-stream: the side on a well-known port is the server.
+    pub const PORT_HEURISTIC: u8 = 2 << 1;
+    /// A SYN without ACK, an echo request, or their answers named the client.
+    pub const HANDSHAKE: u8 = 3 << 1;
+    /// Mask of the evidence bits.
+    pub const STRENGTH: u8 = 3 << 1;
+
+    /// The orientation byte for `client_is_hi` with the given evidence.
+    pub const fn encode(client_is_hi: bool, strength: u8) -> u8 {
+        strength | client_is_hi as u8
+    }
+}
+
+/// One CPU's control block of a flow. All per-direction arrays are indexed by [`SIDE_LO`] and
+/// [`SIDE_HI`], the sender of the packets counted there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowBlock {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of this CPU's first and latest packet of the flow.
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// Packets and layer-2 bytes sent by each side, as they crossed the wire.
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    /// Source MAC address of each side's first frame.
+    pub mac: [[u8; 6]; 2],
+    /// Interface of this CPU's first packet of the flow.
+    pub ifindex: u32,
+    /// Union of the TCP flags each side sent.
+    pub tcp_flags: [u8; 2],
+    /// TTL or hop limit of each side's first packet.
+    pub ttl: [u8; 2],
+    /// See [`orientation`]; 0 while this CPU has not seen the flow.
+    pub orientation: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Per-CPU datapath counters, one array slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DatapathCounters {
+    /// Every frame the programs saw, and its layer-2 bytes.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Frames whose headers end before the parser could read them.
+    pub truncated: u64,
+    /// IP frames the parser does not understand (bad version or header length, too many
+    /// extension headers or VLAN tags).
+    pub unsupported: u64,
+    /// Frames that carry no IP (ARP, LLDP...): passed on, not a flow.
+    pub non_ip: u64,
+    /// Flow blocks created, and creations the kernel refused (detail in [`CREATE_ERRORS_MAP`]).
+    pub flows_created: u64,
+    pub create_failures: u64,
+    /// Non-first IP fragments, and those whose first fragment was not seen (counted to the
+    /// flow of their addresses with ports 0).
+    pub fragments: u64,
+    pub fragments_unmatched: u64,
+}
+
+/// Key of the fragment map: one fragmented datagram.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragmentKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub id: u32,
+    pub vlan: u16,
+    pub protocol: u8,
+    pub _pad: u8,
+}
+
+/// The port fields of a fragmented datagram's first fragment, in the sender's order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragmentPorts {
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// The first fragment's [`key_kind`]: ICMP keys carry other things in their port fields.
+    pub kind: u8,
+    pub _pad: u8,
+}
+
+/// A TCP connection's state, derived from the flags each side has sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpState {
+    /// No TCP flags seen (not TCP, or only flagless segments).
+    None,
+    /// The client sent SYN, nothing answered yet.
+    Syn,
+    /// The server answered SYN-ACK; the client has not acknowledged it.
+    SynAck,
+    /// Handshake completed, or a connection picked up mid-stream.
+    Established,
+    /// Only the client has sent FIN.
+    FinClient,
+    /// Only the server has sent FIN.
+    FinServer,
+    /// Both sides have sent FIN.
+    Closed,
+    /// Either side sent RST.
+    Rst,
+}
+
+impl TcpState {
+    pub fn from_flags(client: u8, server: u8) -> Self {
+        use tcp_flags::{ACK, FIN, RST, SYN};
+        let both = client | server;
+        if both & RST != 0 {
+            Self::Rst
+        } else if client & FIN != 0 && server & FIN != 0 {
+            Self::Closed
+        } else if client & FIN != 0 {
+            Self::FinClient
+        } else if server & FIN != 0 {
+            Self::FinServer
+        } else if server & (SYN | ACK) == SYN | ACK && client & ACK == 0 {
+            Self::SynAck
+        } else if both & ACK != 0 {
+            Self::Established
+        } else if client & SYN != 0 {
+            Self::Syn
+        } else {
+            Self::None
+        }
+    }
+
+    /// Whether the connection has ended (both FINs or an RST): the agent's close timeout runs.
+    pub fn is_closing(self) -> bool {
+        matches!(self, Self::Closed | Self::Rst)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Syn => "syn",
+            Self::SynAck => "syn_ack",
+            Self::Established => "established",
+            Self::FinClient => "fin_client",
+            Self::FinServer => "fin_server",
+            Self::Closed => "closed",
+            Self::Rst => "rst",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C) structs of integers and byte arrays with no padding the
+    // kernel could leave uninitialised (explicit `_pad` fields fill every gap).
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowBlock {}
+    unsafe impl aya::Pod for super::DatapathCounters {}
+    unsafe impl aya::Pod for super::FragmentKey {}
+    unsafe impl aya::Pod for super::FragmentPorts {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcp_flags::*;
+
+    #[test]
+    fn layouts_match_what_the_kernel_writes() {
+        assert_eq!(core::mem::size_of::<FlowKey>(), 40);
+        assert_eq!(core::mem::size_of::<FlowBlock>(), 72);
+        assert_eq!(core::mem::size_of::<DatapathCounters>(), 72);
+        assert_eq!(core::mem::size_of::<FragmentKey>(), 40);
+    }
+
+    #[test]
+    fn tcp_state_follows_the_handshake_and_teardown() {
+        let steps = [
+            (0, 0, TcpState::None),
+            (SYN, 0, TcpState::Syn),
+            (SYN, SYN | ACK, TcpState::SynAck),
+            (SYN | ACK, SYN | ACK, TcpState::Established),
+            (SYN | ACK | FIN, SYN | ACK, TcpState::FinClient),
+            (SYN | ACK, SYN | ACK | FIN, TcpState::FinServer),
+            (SYN | ACK | FIN, SYN | ACK | FIN, TcpState::Closed),
+            (SYN, RST | ACK, TcpState::Rst),
+            (ACK | PSH, 0, TcpState::Established),
+            (0, SYN | ACK, TcpState::SynAck),
+        ];
+        for (client, server, state) in steps {
+            assert_eq!(TcpState::from_flags(client, server), state, "{client:#x} {server:#x}");
+        }
+        assert!(TcpState::Closed.is_closing() && TcpState::Rst.is_closing());
+        assert!(!TcpState::FinClient.is_closing());
+    }
+}

@@ -1,0 +1,94 @@
+//! flowmon's kernel half: an XDP program on ingress and a TC (clsact) program on egress share one
+//! flow table, so both directions of a sensor host's traffic are counted. Both always pass the
+//! packet on unchanged.
+#![no_std]
+#![no_main]
+
+mod flow;
+mod parse;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_UNSPEC, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use flowmon_common::DatapathCounters;
+
+use crate::parse::{Packet, ParseError, parse};
+
+/// Enough of a frame for any header chain the parser follows.
+const MAX_HEADERS_LEN: u32 = 256;
+
+#[xdp]
+pub fn flowmon_xdp(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let bytes = (end - start) as u64;
+    if let Some(counters) = flow::counters() {
+        counters.packets += 1;
+        counters.bytes += bytes;
+        let mut packet = Packet::new();
+        match parse(start, end, 0, &mut packet) {
+            Ok(()) => flow::account(counters, &mut packet, ctx.ingress_ifindex() as u32, 1, bytes),
+            Err(err) => count_failure(counters, err),
+        }
+    }
+    xdp_action::XDP_PASS
+}
+
+/// Egress sees what the host itself sends, so the responder side of the host's own
+/// connections is counted too. A segmentation-offload super-packet counts as the segments it
+/// becomes on the wire.
+#[classifier]
+pub fn flowmon_tc(ctx: TcContext) -> i32 {
+    let skb = unsafe { &*ctx.skb.skb };
+    let segments = (skb.gso_segs as u64).max(1);
+    // A VLAN tag kept out of band still crosses the wire, 4 bytes per frame.
+    let (outer_vlan, tag_bytes) = if skb.vlan_present != 0 {
+        (skb.vlan_tci as u16 & 0x0fff, 4)
+    } else {
+        (0, 0)
+    };
+    if let Some(counters) = flow::counters() {
+        // Headers outside the linear area (rare on egress): pull them in before parsing.
+        let wanted = ctx.len().min(MAX_HEADERS_LEN);
+        if ((ctx.data_end() - ctx.data()) as u32) < wanted {
+            let _ = ctx.pull_data(wanted);
+        }
+        let mut packet = Packet::new();
+        let parsed = parse(ctx.data(), ctx.data_end(), outer_vlan, &mut packet);
+        let first_bytes = skb.len as u64 + tag_bytes;
+        let (packets, bytes) = match parsed {
+            Ok(()) if segments > 1 => (
+                segments,
+                first_bytes + (segments - 1) * (packet.headers_len as u64 + tag_bytes),
+            ),
+            _ => (1, first_bytes),
+        };
+        counters.packets += packets;
+        counters.bytes += bytes;
+        match parsed {
+            Ok(()) => flow::account(counters, &mut packet, skb.ifindex, packets, bytes),
+            Err(err) => count_failure(counters, err),
+        }
+    }
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn count_failure(counters: &mut DatapathCounters, err: ParseError) {
+    match err {
+        ParseError::Truncated => counters.truncated += 1,
+        ParseError::Unsupported => counters.unsupported += 1,
+        ParseError::NonIp => counters.non_ip += 1,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

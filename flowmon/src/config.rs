@@ -1,0 +1,201 @@
+//! Settings: every flag is also a key of the config file (`--config`, TOML, the flag's name
+//! without the dashes, e.g. `tcp-timeout = 300`). A flag given on the command line wins over the
+//! file; what neither sets takes the default named in its help. Documented in
+//! `docs/configuration.md`.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+use crate::datapath::XdpModeChoice;
+
+#[derive(Debug, Parser)]
+#[command(name = "flowmon", version, about)]
+pub struct Cli {
+    /// TOML file with any of the settings below; flags override it.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Feed a Tanner/T-Pot event log (JSON lines) through validation, sessions, detection and
+    /// the analyzer, on the logged times.
+    Replay {
+        /// The event log.
+        file: PathBuf,
+    },
+}
+
+/// Every setting, optional so that the file and the flags can be merged; the accessors apply
+/// the defaults.
+#[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Settings {
+    /// Interface to monitor (XDP on ingress, TC on egress); repeat for several. Without one,
+    /// flowmon only serves SNARE sensors.
+    #[arg(long = "iface", value_name = "IF")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub iface: Vec<String>,
+    /// XDP attach mode: auto (native, else generic), native or generic. [default: auto]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xdp_mode: Option<XdpModeChoice>,
+    /// Capacity of the kernel flow map. [default: 262144]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_flows: Option<u32>,
+    /// JSON-lines file that receives every flow record.
+    #[arg(long, value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_log: Option<PathBuf>,
+    /// Name of this sensor in records. [default: the host name]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensor_id: Option<String>,
+    /// Seconds between two reads of the flow map. [default: 1]
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll_interval: Option<f64>,
+    /// Idle timeout of an established TCP flow, seconds. [default: 300]
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_timeout: Option<f64>,
+    /// Seconds a TCP flow is kept after FIN from both sides or an RST. [default: 5]
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_close_timeout: Option<f64>,
+    /// Idle timeout of a UDP flow, seconds. [default: 60]
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_timeout: Option<f64>,
+    /// Idle timeout of an ICMP/ICMPv6 flow, seconds. [default: 30]
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_timeout: Option<f64>,
+    /// Idle timeout of any other protocol's flow, seconds. [default: 60]
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_timeout: Option<f64>,
+    /// Seconds between interim records of a flow that is still alive. [default: 60]
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interim_interval: Option<f64>,
+}
+
+impl Settings {
+    /// Reads `path` (if any) and lays `self` (the flags) over it.
+    pub fn merged_with_file(self, path: Option<&std::path::Path>) -> Result<Settings> {
+        let Some(path) = path else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let file: toml::Value =
+            toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        let mut merged = serde_json::to_value(file)?;
+        let flags = serde_json::to_value(&self)?;
+        if let (Some(merged), serde_json::Value::Object(flags)) = (merged.as_object_mut(), flags) {
+            merged.extend(flags);
+        }
+        serde_json::from_value(merged)
+            .with_context(|| format!("invalid setting in config file {}", path.display()))
+    }
+
+    pub fn xdp_mode(&self) -> XdpModeChoice {
+        self.xdp_mode.unwrap_or_default()
+    }
+
+    pub fn max_flows(&self) -> u32 {
+        self.max_flows.unwrap_or(flowmon_common::DEFAULT_MAX_FLOWS)
+    }
+
+    pub fn sensor_id(&self) -> String {
+        self.sensor_id.clone().unwrap_or_else(host_name)
+    }
+
+    pub fn poll_interval(&self) -> Result<Duration> {
+        seconds("poll-interval", self.poll_interval, 1.0)
+    }
+
+    pub fn timeouts(&self) -> Result<crate::flow::tracker::Timeouts> {
+        let ns = |name, value, default| -> Result<u64> {
+            Ok(seconds(name, value, default)?.as_nanos() as u64)
+        };
+        Ok(crate::flow::tracker::Timeouts {
+            tcp: ns("tcp-timeout", self.tcp_timeout, 300.0)?,
+            tcp_close: ns("tcp-close-timeout", self.tcp_close_timeout, 5.0)?,
+            udp: ns("udp-timeout", self.udp_timeout, 60.0)?,
+            icmp: ns("icmp-timeout", self.icmp_timeout, 30.0)?,
+            other: ns("other-timeout", self.other_timeout, 60.0)?,
+            interim: ns("interim-interval", self.interim_interval, 60.0)?,
+        })
+    }
+}
+
+/// A positive number of seconds, fractions allowed.
+fn seconds(name: &str, value: Option<f64>, default: f64) -> Result<Duration> {
+    let value = value.unwrap_or(default);
+    if !(value.is_finite() && value > 0.0) {
+        bail!("--{name} must be a positive number of seconds, not {value}");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return "flowmon".into();
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+/// Parses a listen address flag.
+pub fn socket_addr(name: &str, value: &str) -> Result<SocketAddr> {
+    value
+        .parse()
+        .with_context(|| format!("--{name}: {value:?} is not an address:port"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_defaults_fill_the_rest() {
+        let dir = std::env::temp_dir().join(format!("flowmon-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("flowmon.toml");
+        std::fs::write(&path, "iface = [\"eth1\"]\ntcp-timeout = 120\nudp-timeout = 0.5\n").unwrap();
+        let cli = Cli::parse_from(["flowmon", "--udp-timeout", "7"]);
+        let settings = cli.settings.merged_with_file(Some(&path)).unwrap();
+        assert_eq!(settings.iface, ["eth1"]);
+        let timeouts = settings.timeouts().unwrap();
+        assert_eq!(timeouts.tcp, 120_000_000_000);
+        assert_eq!(timeouts.udp, 7_000_000_000);
+        assert_eq!(timeouts.icmp, 30_000_000_000);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_their_name() {
+        let cli = Cli::parse_from(["flowmon", "--tcp-timeout", "-1"]);
+        let err = cli.settings.timeouts().unwrap_err().to_string();
+        assert!(err.contains("--tcp-timeout"), "{err}");
+        let dir = std::env::temp_dir().join(format!("flowmon-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("flowmon.toml");
+        std::fs::write(&path, "tcp-timout = 3\n").unwrap();
+        let err = Settings::default().merged_with_file(Some(&path)).unwrap_err();
+        assert!(format!("{err:#}").contains("tcp-timout"), "{err:#}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

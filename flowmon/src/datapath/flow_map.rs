@@ -1,0 +1,214 @@
+//! Reading and pruning the flow map at batch-operation speed.
+//!
+//! aya 0.14 has no batch map operations, so `BPF_MAP_LOOKUP_BATCH` and `BPF_MAP_DELETE_BATCH`
+//! are issued through the raw `bpf()` syscall on the map's fd. A walk never deletes the key it
+//! stands on (the kernel's get_next_key would restart from the first key): keys are collected
+//! first and deleted afterwards.
+
+use std::{
+    io,
+    mem::size_of,
+    os::fd::{AsFd as _, AsRawFd as _, RawFd},
+};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{Map, PerCpuHashMap};
+use flowmon_common::{FlowBlock, FlowKey};
+
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+/// The kernel's internal "operation not supported" errno, which leaks to userspace.
+const ENOTSUPP: i32 = 524;
+/// Entries asked for per batch call; also bounds how many keys one hash bucket may hold.
+const BATCH_ENTRIES: usize = 4096;
+
+/// The `batch` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// One flow as the map holds it: a control block per CPU.
+pub struct FlowEntry {
+    pub key: FlowKey,
+    pub blocks: Vec<FlowBlock>,
+}
+
+/// The flow map of a loaded datapath.
+pub struct FlowMap<'a> {
+    map: &'a Map,
+    fd: RawFd,
+    cpus: usize,
+}
+
+impl<'a> FlowMap<'a> {
+    pub(super) fn new(map: &'a Map) -> Result<Self> {
+        let Map::PerCpuLruHashMap(data) = map else {
+            anyhow::bail!("the flow map is not an LRU per-CPU hash");
+        };
+        let cpus = aya::util::nr_cpus().map_err(|(path, err)| anyhow::anyhow!("{path}: {err}"))?;
+        let fd = data.fd().as_fd().as_raw_fd();
+        Ok(Self { map, fd, cpus })
+    }
+
+    /// Capacity the map was created with.
+    pub fn capacity(&self) -> Result<u32> {
+        let Map::PerCpuLruHashMap(data) = self.map else {
+            unreachable!("checked in new")
+        };
+        Ok(data.info()?.max_entries())
+    }
+
+    /// Every flow in the map: batch lookup, or the key-by-key walk where the kernel refuses
+    /// batch operations.
+    pub fn read_all(&self) -> Result<Vec<FlowEntry>> {
+        match self.lookup_batch() {
+            Ok(entries) => Ok(entries),
+            Err(err) if batch_unsupported(&err) => self.read_by_iteration(),
+            Err(err) => Err(err).context("BPF_MAP_LOOKUP_BATCH on the flow map"),
+        }
+    }
+
+    /// The plain iterator (get_next_key + lookup per entry): the fallback, and the baseline
+    /// of the drain benchmark.
+    pub fn read_by_iteration(&self) -> Result<Vec<FlowEntry>> {
+        let map = PerCpuHashMap::<_, FlowKey, FlowBlock>::try_from(self.map)?;
+        let mut entries = Vec::new();
+        for item in map.iter() {
+            match item {
+                Ok((key, values)) => entries.push(FlowEntry {
+                    key,
+                    blocks: values.iter().copied().collect(),
+                }),
+                // Evicted between get_next_key and lookup: nothing left to read.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(entries)
+    }
+
+    fn lookup_batch(&self) -> io::Result<Vec<FlowEntry>> {
+        let mut keys = vec![FlowKey::default(); BATCH_ENTRIES];
+        let mut values = vec![FlowBlock::default(); BATCH_ENTRIES * self.cpus];
+        let mut entries = Vec::new();
+        let mut token: u32 = 0;
+        let mut first = true;
+        loop {
+            let mut next_token: u32 = 0;
+            let mut attr = BatchAttr {
+                in_batch: if first { 0 } else { &token as *const u32 as u64 },
+                out_batch: &mut next_token as *mut u32 as u64,
+                keys: keys.as_mut_ptr() as u64,
+                values: values.as_mut_ptr() as u64,
+                count: BATCH_ENTRIES as u32,
+                map_fd: self.fd as u32,
+                ..BatchAttr::default()
+            };
+            let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+            // ENOENT ends the walk, possibly with a last partial batch.
+            let done = match result {
+                Ok(()) => false,
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => true,
+                Err(err) => return Err(err),
+            };
+            let count = attr.count as usize;
+            for (i, key) in keys.iter().take(count).enumerate() {
+                let blocks = values[i * self.cpus..(i + 1) * self.cpus].to_vec();
+                entries.push(FlowEntry { key: *key, blocks });
+            }
+            if done {
+                return Ok(entries);
+            }
+            token = next_token;
+            first = false;
+        }
+    }
+
+    /// Deletes `keys`; a key already gone (evicted meanwhile) is not an error. Returns how
+    /// many were deleted.
+    pub fn delete(&self, keys: &[FlowKey]) -> Result<usize> {
+        let mut deleted = 0;
+        for chunk in keys.chunks(BATCH_ENTRIES) {
+            let mut attr = BatchAttr {
+                keys: chunk.as_ptr() as u64,
+                count: chunk.len() as u32,
+                map_fd: self.fd as u32,
+                ..BatchAttr::default()
+            };
+            match bpf(BPF_MAP_DELETE_BATCH, &mut attr) {
+                Ok(()) => deleted += attr.count as usize,
+                // The batch stops at a missing key: delete the rest one by one.
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) || batch_unsupported(&err) => {
+                    deleted += attr.count as usize;
+                    deleted += self.delete_one_by_one(&chunk[attr.count as usize..])?;
+                }
+                Err(err) => return Err(err).context("BPF_MAP_DELETE_BATCH on the flow map"),
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn delete_one_by_one(&self, keys: &[FlowKey]) -> Result<usize> {
+        let mut deleted = 0;
+        for key in keys {
+            let mut attr = ElemAttr {
+                map_fd: self.fd as u32,
+                key: key as *const FlowKey as u64,
+                ..ElemAttr::default()
+            };
+            match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
+                Ok(()) => deleted += 1,
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(err) => return Err(err).context("BPF_MAP_DELETE_ELEM on the flow map"),
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+
+/// The element member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+fn batch_unsupported(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EINVAL) | Some(ENOTSUPP) | Some(libc::EOPNOTSUPP)
+    )
+}
+
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
+    // SAFETY: `attr` is a repr(C) prefix of `union bpf_attr` for `cmd`, and every pointer in it
+    // points to a live buffer of the size the kernel will use.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            size_of::<T>() as u32,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

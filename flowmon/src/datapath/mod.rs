@@ -1,0 +1,121 @@
+//! The kernel half as seen from userspace: load the object, attach it to interfaces, read its
+//! maps.
+
+mod attach;
+mod flow_map;
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::PerCpuArray,
+    programs::{SchedClassifier, Xdp},
+};
+use flowmon_common::{
+    COUNTERS_MAP, CREATE_ERRORS_MAP, DatapathCounters, FLOWS_MAP, TC_PROGRAM, XDP_PROGRAM,
+};
+
+pub use attach::{Attachment, XdpModeChoice};
+pub use flow_map::FlowMap;
+
+/// The kernel object built by `build.rs` from `flowmon-ebpf`.
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowmon"));
+
+/// The loaded kernel programs and their maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+}
+
+impl Datapath {
+    /// Loads the object with a flow map of `max_flows` entries and loads (verifies) both
+    /// programs, without attaching them anywhere.
+    pub fn load(max_flows: u32) -> Result<Self> {
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(FLOWS_MAP, max_flows)
+            .load(EBPF_OBJECT)
+            .map_err(|err| attach::explain(err.into(), "load the eBPF object"))?;
+        let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?.try_into()?;
+        xdp.load()
+            .map_err(|err| attach::explain(err.into(), "load the XDP program"))?;
+        let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?.try_into()?;
+        tc.load()
+            .map_err(|err| attach::explain(err.into(), "load the TC program"))?;
+        Ok(Self { ebpf })
+    }
+
+    /// Attaches XDP on ingress and TC on egress of `iface`; both stay attached until the
+    /// returned attachment is dropped or the datapath is.
+    pub fn attach(&mut self, iface: &str, mode: XdpModeChoice) -> Result<Attachment> {
+        attach::attach(&mut self.ebpf, iface, mode)
+    }
+
+    pub fn xdp_program(&mut self) -> Result<&mut Xdp> {
+        Ok(program(&mut self.ebpf, XDP_PROGRAM)?.try_into()?)
+    }
+
+    pub fn tc_program(&mut self) -> Result<&mut SchedClassifier> {
+        Ok(program(&mut self.ebpf, TC_PROGRAM)?.try_into()?)
+    }
+
+    pub fn flow_map(&self) -> Result<FlowMap<'_>> {
+        let map = self
+            .ebpf
+            .map(FLOWS_MAP)
+            .with_context(|| format!("map {FLOWS_MAP} missing from the object"))?;
+        FlowMap::new(map)
+    }
+
+    /// The datapath counters summed over all CPUs.
+    pub fn counters(&self) -> Result<DatapathCounters> {
+        let map = self.ebpf.map(COUNTERS_MAP).context("map COUNTERS missing")?;
+        let array = PerCpuArray::<_, DatapathCounters>::try_from(map)?;
+        let mut sum = DatapathCounters::default();
+        for c in array.get(&0, 0)?.iter() {
+            sum.packets += c.packets;
+            sum.bytes += c.bytes;
+            sum.truncated += c.truncated;
+            sum.unsupported += c.unsupported;
+            sum.non_ip += c.non_ip;
+            sum.flows_created += c.flows_created;
+            sum.create_failures += c.create_failures;
+            sum.fragments += c.fragments;
+            sum.fragments_unmatched += c.fragments_unmatched;
+        }
+        Ok(sum)
+    }
+
+    /// Failed flow creations by errno, summed over all CPUs; only errnos that occurred.
+    pub fn create_errors(&self) -> Result<Vec<(u32, u64)>> {
+        let map = self
+            .ebpf
+            .map(CREATE_ERRORS_MAP)
+            .context("map CREATE_ERRORS missing")?;
+        let array = PerCpuArray::<_, u64>::try_from(map)?;
+        let mut errors = Vec::new();
+        for (errno, values) in array.iter().enumerate() {
+            let count: u64 = values?.iter().sum();
+            if count > 0 {
+                errors.push((errno as u32, count));
+            }
+        }
+        Ok(errors)
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name)
+        .with_context(|| format!("program {name} missing from the object"))
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones ignore it.
+fn raise_memlock_limit() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct we pass and nothing else.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
+    }
+}

@@ -1,0 +1,193 @@
+//! The flow lifecycle: which flows are idle, closed or due an interim record at each poll, and
+//! the records that say so. Pure logic over snapshots of the kernel map, so it is tested without
+//! a kernel.
+
+use std::collections::HashMap;
+
+use flowmon_common::{FlowKey, ip_proto};
+
+use super::{
+    Flow,
+    clock::WallClock,
+    record::{Deltas, EndReason, FlowRecord, Origin, RecordType},
+};
+
+/// Idle timeouts per protocol and the interim interval, in nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp: u64,
+    pub tcp_close: u64,
+    pub udp: u64,
+    pub icmp: u64,
+    pub other: u64,
+    pub interim: u64,
+}
+
+impl Timeouts {
+    fn idle(&self, flow: &Flow) -> u64 {
+        match flow.key.protocol {
+            ip_proto::TCP if flow.tcp_state().is_closing() => self.tcp_close,
+            ip_proto::TCP => self.tcp,
+            ip_proto::UDP => self.udp,
+            ip_proto::ICMP | ip_proto::ICMPV6 => self.icmp,
+            _ => self.other,
+        }
+    }
+}
+
+/// What the agent knows of a flow between polls.
+#[derive(Clone, Debug)]
+struct Tracked {
+    flow_id: String,
+    /// Records made so far; the next record's sequence number.
+    records: u64,
+    /// Totals of the last record, for the next one's deltas.
+    last_record: Option<FlowRecord>,
+    last_record_ns: u64,
+    /// The flow as last read, reported if the kernel evicts it.
+    last_seen: Flow,
+}
+
+/// The decision for one flow at one poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Keep,
+    Interim,
+    Expire(EndReason),
+}
+
+/// Resolves an interface index to the name records carry.
+pub trait IfaceNames {
+    fn name(&self, ifindex: u32) -> String;
+}
+
+impl IfaceNames for HashMap<u32, String> {
+    fn name(&self, ifindex: u32) -> String {
+        self.get(&ifindex)
+            .cloned()
+            .unwrap_or_else(|| ifindex.to_string())
+    }
+}
+
+pub struct FlowTracker<N> {
+    flows: HashMap<FlowKey, Tracked>,
+    timeouts: Timeouts,
+    clock: WallClock,
+    sensor_id: String,
+    ifaces: N,
+}
+
+impl<N: IfaceNames> FlowTracker<N> {
+    pub fn new(timeouts: Timeouts, clock: WallClock, sensor_id: String, ifaces: N) -> Self {
+        Self {
+            flows: HashMap::new(),
+            timeouts,
+            clock,
+            sensor_id,
+            ifaces,
+        }
+    }
+
+    /// Flows the agent currently follows.
+    pub fn live(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// What to do with `flow` now.
+    pub fn verdict(&self, flow: &Flow, now_ns: u64) -> Verdict {
+        let idle_for = now_ns.saturating_sub(flow.last_seen_ns);
+        if idle_for >= self.timeouts.idle(flow) {
+            let reason = if flow.tcp_state().is_closing() {
+                EndReason::End
+            } else {
+                EndReason::Idle
+            };
+            return Verdict::Expire(reason);
+        }
+        let since_record = match self.flows.get(&flow.key) {
+            Some(tracked) => now_ns.saturating_sub(tracked.last_record_ns),
+            None => now_ns.saturating_sub(flow.first_seen_ns),
+        };
+        if since_record >= self.timeouts.interim {
+            Verdict::Interim
+        } else {
+            Verdict::Keep
+        }
+    }
+
+    /// Notes `flow` as read at this poll.
+    pub fn observe(&mut self, flow: &Flow) {
+        self.flows
+            .entry(flow.key)
+            .and_modify(|tracked| tracked.last_seen = flow.clone())
+            .or_insert_with(|| Tracked {
+                flow_id: uuid::Uuid::new_v4().to_string(),
+                records: 0,
+                last_record: None,
+                last_record_ns: flow.first_seen_ns,
+                last_seen: flow.clone(),
+            });
+    }
+
+    /// An interim record of a live flow.
+    pub fn interim(&mut self, flow: &Flow, now_ns: u64) -> FlowRecord {
+        self.record(flow, RecordType::Interim, None, now_ns)
+    }
+
+    /// The final record of `flow`; the agent forgets it.
+    pub fn finish(&mut self, flow: &Flow, reason: EndReason, now_ns: u64) -> FlowRecord {
+        let record = self.record(flow, RecordType::Final, Some(reason), now_ns);
+        self.flows.remove(&flow.key);
+        record
+    }
+
+    /// Final "evicted" records for flows that were live at the last poll and are gone from
+    /// the map although the agent never removed them: the kernel's LRU dropped them.
+    pub fn finish_missing(
+        &mut self,
+        present: &std::collections::HashSet<FlowKey>,
+        now_ns: u64,
+    ) -> Vec<FlowRecord> {
+        let missing: Vec<Flow> = self
+            .flows
+            .iter()
+            .filter(|(key, _)| !present.contains(key))
+            .map(|(_, tracked)| tracked.last_seen.clone())
+            .collect();
+        missing
+            .iter()
+            .map(|flow| self.finish(flow, EndReason::Evicted, now_ns))
+            .collect()
+    }
+
+    fn record(
+        &mut self,
+        flow: &Flow,
+        record_type: RecordType,
+        end_reason: Option<EndReason>,
+        now_ns: u64,
+    ) -> FlowRecord {
+        self.observe(flow);
+        let iface = self.ifaces.name(flow.ifindex);
+        let tracked = self.flows.get_mut(&flow.key).expect("observed above");
+        let origin = Origin {
+            sensor_id: &self.sensor_id,
+            iface: &iface,
+        };
+        let record = FlowRecord::new(
+            flow,
+            &tracked.flow_id,
+            tracked.records,
+            &origin,
+            record_type,
+            end_reason,
+            Deltas::since(flow, tracked.last_record.as_ref()),
+            &self.clock,
+            now_ns,
+        );
+        tracked.records += 1;
+        tracked.last_record = Some(record.clone());
+        tracked.last_record_ns = now_ns;
+        record
+    }
+}

@@ -1,0 +1,12 @@
+//! flowmon: a kernel-accelerated flow monitor and honeypot session analyzer.
+//!
+//! - [`datapath`]: the kernel half as seen from userspace (load, attach, read the maps).
+//! - [`flow`]: flows merged from the kernel's control blocks, their lifecycle and records.
+//! - [`sinks`]: where records go.
+//! - [`agent`]: the daemon that wires them together.
+
+pub mod agent;
+pub mod config;
+pub mod datapath;
+pub mod flow;
+pub mod sinks;

@@ -1,0 +1,52 @@
+//! A JSON-lines file sink: one serialised record per line, appended, flushed after each batch so
+//! a reader (or a crash) never sees half a batch linger in a buffer.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{BufWriter, Write as _},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+pub struct JsonLines {
+    path: PathBuf,
+    out: BufWriter<File>,
+    written: u64,
+}
+
+impl JsonLines {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {} for appending", path.display()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            out: BufWriter::new(file),
+            written: 0,
+        })
+    }
+
+    /// Appends `records` and flushes them to the file.
+    pub fn write_all<'a, T: Serialize + 'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a T>,
+    ) -> Result<()> {
+        for record in records {
+            serde_json::to_writer(&mut self.out, record)?;
+            self.out.write_all(b"\n")?;
+            self.written += 1;
+        }
+        self.out
+            .flush()
+            .with_context(|| format!("cannot write to {}", self.path.display()))
+    }
+
+    /// Lines written since the file was opened.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
