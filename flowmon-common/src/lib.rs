@@ -271,7 +271,11 @@ mod tests {
             (0, SYN | ACK, TcpState::SynAck),
         ];
         for (client, server, state) in steps {
-            assert_eq!(TcpState::from_flags(client, server), state, "{client:#x} {server:#x}");
+            assert_eq!(
+                TcpState::from_flags(client, server),
+                state,
+                "{client:#x} {server:#x}"
+            );
         }
         assert!(TcpState::Closed.is_closing() && TcpState::Rst.is_closing());
         assert!(!TcpState::FinClient.is_closing());

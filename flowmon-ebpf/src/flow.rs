@@ -56,7 +56,15 @@ pub fn account(
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(block) = FLOWS.get_ptr_mut(&key) {
         // SAFETY: this CPU's block of a live entry; see `counters` for exclusivity.
-        update(unsafe { &mut *block }, packet, sender, ifindex, packets, bytes, now);
+        update(
+            unsafe { &mut *block },
+            packet,
+            sender,
+            ifindex,
+            packets,
+            bytes,
+            now,
+        );
         return;
     }
     let mut block = FlowBlock::default();
@@ -66,7 +74,15 @@ pub fn account(
         // Another CPU created it in the meantime: add to the block it made for us.
         Err(err) if -err == EEXIST => {
             if let Some(existing) = FLOWS.get_ptr_mut(&key) {
-                update(unsafe { &mut *existing }, packet, sender, ifindex, packets, bytes, now);
+                update(
+                    unsafe { &mut *existing },
+                    packet,
+                    sender,
+                    ifindex,
+                    packets,
+                    bytes,
+                    now,
+                );
             }
         }
         Err(err) => {

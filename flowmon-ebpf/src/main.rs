@@ -28,7 +28,13 @@ pub fn flowmon_xdp(ctx: XdpContext) -> u32 {
         counters.bytes += bytes;
         let mut packet = Packet::new();
         match parse(start, end, 0, &mut packet) {
-            Ok(()) => flow::account(counters, &mut packet, ctx.ingress_ifindex() as u32, 1, bytes),
+            Ok(()) => flow::account(
+                counters,
+                &mut packet,
+                ctx.ingress_ifindex() as u32,
+                1,
+                bytes,
+            ),
             Err(err) => count_failure(counters, err),
         }
     }

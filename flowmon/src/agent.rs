@@ -7,10 +7,7 @@ use anyhow::{Context as _, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    config::Settings,
-    datapath::Datapath,
-    flow::monitor::FlowMonitor,
-    sinks::json_lines::JsonLines,
+    config::Settings, datapath::Datapath, flow::monitor::FlowMonitor, sinks::json_lines::JsonLines,
 };
 
 pub async fn run(settings: Settings) -> Result<()> {

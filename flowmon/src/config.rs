@@ -87,6 +87,83 @@ pub struct Settings {
     #[arg(long, value_name = "SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interim_interval: Option<f64>,
+    /// Directory for pinned-state bookkeeping and the Redis spool. [default: /var/lib/flowmon]
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    /// bpffs directory where the flow map and programs are pinned. [default: /sys/fs/bpf/flowmon]
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin_dir: Option<PathBuf>,
+    /// Leave the programs attached (and pinned) at shutdown, for a restart without a gap.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_attached: bool,
+    /// Redis (or Redis Cluster) URL; `rediss://` and passwords accepted. [default:
+    /// redis://127.0.0.1:6379]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// Treat --redis-url as a Redis Cluster seed node.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redis_cluster: bool,
+    /// Do not write to Redis at all.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_redis: bool,
+    /// Approximate MAXLEN of the `flowmon:flows` stream. [default: 1000000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_stream_maxlen: Option<u64>,
+    /// Seconds a peer's `flowmon:peer:<ip>` index lives after its last flow. [default: 86400]
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_index_retention: Option<f64>,
+    /// Largest on-disk spool for Redis writes while Redis is away, bytes. [default: 1 GiB]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool_max_bytes: Option<u64>,
+    /// Prometheus metrics endpoint. [default: 127.0.0.1:9108]
+    #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    /// Where SNARE sensors send their events (Tanner's protocol). [default: 0.0.0.0:8090]
+    #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snare_listen: Option<String>,
+    /// Largest accepted event body, bytes; larger ones get 413. [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_event_bytes: Option<usize>,
+    /// Seconds after its last request that a session ends. [default: 75]
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_timeout: Option<f64>,
+    /// Most sessions kept live; beyond it the least recently active ends early. [default: 100000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<usize>,
+    /// JSON-lines file that receives every SNARE event (Tanner's event log format).
+    #[arg(long, value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_log: Option<PathBuf>,
+    /// Tanner's read API. [default: 127.0.0.1:8092]
+    #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_listen: Option<String>,
+    /// Bearer token the read API requires; none when unset.
+    #[arg(long, value_name = "TOKEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<String>,
+    /// MaxMind-format city database for session locations.
+    #[arg(long, value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub geoip_db: Option<PathBuf>,
+    /// Seconds an analysed session is kept in Redis; forever when unset.
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_retention: Option<f64>,
 }
 
 impl Settings {
@@ -97,8 +174,8 @@ impl Settings {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let file: toml::Value =
-            toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        let file: toml::Value = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
         let mut merged = serde_json::to_value(file)?;
         let flags = serde_json::to_value(&self)?;
         if let (Some(merged), serde_json::Value::Object(flags)) = (merged.as_object_mut(), flags) {
@@ -174,7 +251,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("flowmon-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("flowmon.toml");
-        std::fs::write(&path, "iface = [\"eth1\"]\ntcp-timeout = 120\nudp-timeout = 0.5\n").unwrap();
+        std::fs::write(
+            &path,
+            "iface = [\"eth1\"]\ntcp-timeout = 120\nudp-timeout = 0.5\n",
+        )
+        .unwrap();
         let cli = Cli::parse_from(["flowmon", "--udp-timeout", "7"]);
         let settings = cli.settings.merged_with_file(Some(&path)).unwrap();
         assert_eq!(settings.iface, ["eth1"]);
@@ -194,7 +275,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("flowmon.toml");
         std::fs::write(&path, "tcp-timout = 3\n").unwrap();
-        let err = Settings::default().merged_with_file(Some(&path)).unwrap_err();
+        let err = Settings::default()
+            .merged_with_file(Some(&path))
+            .unwrap_err();
         assert!(format!("{err:#}").contains("tcp-timout"), "{err:#}");
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -39,7 +39,11 @@ impl Harness {
             })
             .expect("BPF_PROG_TEST_RUN on the XDP program");
         assert_eq!(result.return_value, XDP_PASS, "XDP verdict");
-        assert_eq!(&out[..result.data_size_out as usize], frame, "frame altered");
+        assert_eq!(
+            &out[..result.data_size_out as usize],
+            frame,
+            "frame altered"
+        );
     }
 
     /// Runs the TC egress program once on `frame`; asserts that it lets the frame go on.

@@ -3,3 +3,5 @@
 
 pub mod frames;
 pub mod kernel;
+pub mod process;
+pub mod redis_server;

@@ -11,7 +11,15 @@ use flowmon_common::{TC_PROGRAM, XDP_PROGRAM};
 
 /// How XDP is attached: `auto` tries the driver (native) mode and falls back to generic.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum XdpModeChoice {
@@ -60,8 +68,12 @@ pub(super) fn attach(ebpf: &mut Ebpf, iface: &str, mode: XdpModeChoice) -> Resul
         },
     };
     let tc: &mut SchedClassifier = super::program(ebpf, TC_PROGRAM)?.try_into()?;
-    tc.attach(iface, TcAttachType::Egress)
-        .map_err(|err| explain(err.into(), &format!("attach the TC egress program to {iface}")))?;
+    tc.attach(iface, TcAttachType::Egress).map_err(|err| {
+        explain(
+            err.into(),
+            &format!("attach the TC egress program to {iface}"),
+        )
+    })?;
     Ok(Attachment {
         iface: iface.to_owned(),
         ifindex,

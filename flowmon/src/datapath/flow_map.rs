@@ -106,7 +106,11 @@ impl<'a> FlowMap<'a> {
         loop {
             let mut next_token: u32 = 0;
             let mut attr = BatchAttr {
-                in_batch: if first { 0 } else { &token as *const u32 as u64 },
+                in_batch: if first {
+                    0
+                } else {
+                    &token as *const u32 as u64
+                },
                 out_batch: &mut next_token as *mut u32 as u64,
                 keys: keys.as_mut_ptr() as u64,
                 values: values.as_mut_ptr() as u64,
@@ -175,7 +179,6 @@ impl<'a> FlowMap<'a> {
         Ok(deleted)
     }
 }
-
 
 /// The element member of `union bpf_attr`.
 #[repr(C)]

@@ -18,8 +18,7 @@ pub use attach::{Attachment, XdpModeChoice};
 pub use flow_map::FlowMap;
 
 /// The kernel object built by `build.rs` from `flowmon-ebpf`.
-pub static EBPF_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowmon"));
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowmon"));
 
 /// The loaded kernel programs and their maps.
 pub struct Datapath {
@@ -68,7 +67,10 @@ impl Datapath {
 
     /// The datapath counters summed over all CPUs.
     pub fn counters(&self) -> Result<DatapathCounters> {
-        let map = self.ebpf.map(COUNTERS_MAP).context("map COUNTERS missing")?;
+        let map = self
+            .ebpf
+            .map(COUNTERS_MAP)
+            .context("map COUNTERS missing")?;
         let array = PerCpuArray::<_, DatapathCounters>::try_from(map)?;
         let mut sum = DatapathCounters::default();
         for c in array.get(&0, 0)?.iter() {

@@ -58,7 +58,11 @@ impl Flow {
         };
         let side = |index: usize| {
             let mut endpoint = Endpoint {
-                ip: ip_of(if index == SIDE_LO { &key.addr_lo } else { &key.addr_hi }),
+                ip: ip_of(if index == SIDE_LO {
+                    &key.addr_lo
+                } else {
+                    &key.addr_hi
+                }),
                 port: 0,
                 packets: 0,
                 bytes: 0,

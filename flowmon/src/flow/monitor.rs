@@ -8,7 +8,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
 use super::{
     Flow,
     clock::{WallClock, monotonic_ns},
@@ -16,6 +15,7 @@ use super::{
     tracker::{FlowTracker, Timeouts, Verdict},
 };
 use crate::{datapath::Datapath, sinks::json_lines::JsonLines};
+use anyhow::Result;
 
 pub struct FlowMonitor {
     datapath: Datapath,

@@ -54,7 +54,12 @@ impl Deltas {
     /// What `flow` adds to the totals of a previous record (`None`: the first record).
     pub fn since(flow: &Flow, previous: Option<&FlowRecord>) -> Self {
         let (cp, cb, sp, sb) = previous.map_or((0, 0, 0, 0), |r| {
-            (r.client_packets, r.client_bytes, r.server_packets, r.server_bytes)
+            (
+                r.client_packets,
+                r.client_bytes,
+                r.server_packets,
+                r.server_bytes,
+            )
         });
         Self {
             client_packets: flow.client.packets.saturating_sub(cp),
