@@ -1,6 +1,6 @@
 //! Running flowmon's programs under BPF_PROG_TEST_RUN and reading back what they counted.
 
-use aya::programs::{TestRun as _, TestRunOptions};
+use aya::programs::{TestRun as _, TestRunOptions, TestRunResult};
 use flowmon::{datapath::Datapath, flow::Flow};
 use flowmon_common::DatapathCounters;
 
@@ -8,6 +8,11 @@ use flowmon_common::DatapathCounters;
 pub const XDP_PASS: u32 = 2;
 /// TC_ACT_UNSPEC as the u32 the kernel reports: "continue", the packet goes on unchanged.
 pub const TC_ACT_UNSPEC: u32 = u32::MAX;
+
+/// Size of `struct __sk_buff` and the offsets of the fields BPF_PROG_TEST_RUN lets a test set.
+const SK_BUFF_SIZE: usize = 192;
+const SK_BUFF_GSO_SEGS: usize = 164;
+const SK_BUFF_GSO_SIZE: usize = 176;
 
 /// A freshly loaded datapath (its own maps), attached nowhere.
 pub struct Harness {
@@ -26,18 +31,9 @@ impl Harness {
     }
 
     /// Runs the XDP program once on `frame`; asserts that the frame passes unchanged.
-    pub fn xdp(&mut self, frame: &[u8]) {
+    pub fn xdp(&self, frame: &[u8]) {
         let mut out = vec![0u8; frame.len() + 256];
-        let result = self
-            .datapath
-            .xdp_program()
-            .unwrap()
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::new()
-            })
-            .expect("BPF_PROG_TEST_RUN on the XDP program");
+        let result = run_xdp(&self.datapath, frame, Some(&mut out), 1);
         assert_eq!(result.return_value, XDP_PASS, "XDP verdict");
         assert_eq!(
             &out[..result.data_size_out as usize],
@@ -47,17 +43,55 @@ impl Harness {
     }
 
     /// Runs the TC egress program once on `frame`; asserts that it lets the frame go on.
-    pub fn tc(&mut self, frame: &[u8]) {
+    pub fn tc(&self, frame: &[u8]) {
+        self.tc_with_context(frame, None);
+    }
+
+    /// Runs the TC program on `frame` as a segmentation-offload super-packet of `segments`
+    /// segments of `segment_size` payload bytes.
+    pub fn tc_gso(&self, frame: &[u8], segments: u32, segment_size: u32) {
+        let mut skb = [0u8; SK_BUFF_SIZE];
+        skb[SK_BUFF_GSO_SEGS..SK_BUFF_GSO_SEGS + 4].copy_from_slice(&segments.to_ne_bytes());
+        skb[SK_BUFF_GSO_SIZE..SK_BUFF_GSO_SIZE + 4].copy_from_slice(&segment_size.to_ne_bytes());
+        self.tc_with_context(frame, Some(&skb));
+    }
+
+    fn tc_with_context(&self, frame: &[u8], skb: Option<&[u8]>) {
+        let mut out = vec![0u8; frame.len() + 256];
         let result = self
             .datapath
             .tc_program()
             .unwrap()
             .test_run(TestRunOptions {
                 data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: skb,
                 ..TestRunOptions::new()
             })
             .expect("BPF_PROG_TEST_RUN on the TC program");
         assert_eq!(result.return_value, TC_ACT_UNSPEC, "TC verdict");
+        assert_eq!(
+            &out[..result.data_size_out as usize],
+            frame,
+            "frame altered"
+        );
+    }
+
+    /// Runs the XDP program `repeat` times per (cpu, frame) pair, each pair on a thread pinned
+    /// to its CPU, all at once.
+    pub fn run_on_cpus_concurrently(&self, work: &[(usize, &[u8])], repeat: u32) {
+        let start = std::sync::Barrier::new(work.len());
+        std::thread::scope(|scope| {
+            for &(cpu, frame) in work {
+                let start = &start;
+                scope.spawn(move || {
+                    pin_to_cpu(cpu);
+                    start.wait();
+                    let result = run_xdp(&self.datapath, frame, None, repeat);
+                    assert_eq!(result.return_value, XDP_PASS);
+                });
+            }
+        });
     }
 
     /// Every flow in the map, merged.
@@ -87,5 +121,35 @@ impl Harness {
 impl Default for Harness {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// One BPF_PROG_TEST_RUN of flowmon's XDP program: `repeat` runs on this thread's CPU.
+pub fn run_xdp(
+    datapath: &Datapath,
+    frame: &[u8],
+    out: Option<&mut [u8]>,
+    repeat: u32,
+) -> TestRunResult {
+    datapath
+        .xdp_program()
+        .unwrap()
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: out,
+            repeat,
+            ..TestRunOptions::new()
+        })
+        .expect("BPF_PROG_TEST_RUN on the XDP program")
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and sched_setaffinity only touch it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(rc, 0, "pin to CPU {cpu}");
     }
 }

@@ -49,12 +49,20 @@ impl Datapath {
         attach::attach(&mut self.ebpf, iface, mode)
     }
 
-    pub fn xdp_program(&mut self) -> Result<&mut Xdp> {
-        Ok(program(&mut self.ebpf, XDP_PROGRAM)?.try_into()?)
+    /// The XDP program, for BPF_PROG_TEST_RUN (tests, benchmarks).
+    pub fn xdp_program(&self) -> Result<&Xdp> {
+        Ok(self.program(XDP_PROGRAM)?.try_into()?)
     }
 
-    pub fn tc_program(&mut self) -> Result<&mut SchedClassifier> {
-        Ok(program(&mut self.ebpf, TC_PROGRAM)?.try_into()?)
+    /// The TC egress program, for BPF_PROG_TEST_RUN.
+    pub fn tc_program(&self) -> Result<&SchedClassifier> {
+        Ok(self.program(TC_PROGRAM)?.try_into()?)
+    }
+
+    fn program(&self, name: &str) -> Result<&aya::programs::Program> {
+        self.ebpf
+            .program(name)
+            .with_context(|| format!("program {name} missing from the object"))
     }
 
     pub fn flow_map(&self) -> Result<FlowMap<'_>> {
