@@ -17,6 +17,8 @@ pub const FRAGMENTS_MAP: &str = "FRAGMENTS";
 /// Names of the two programs in the object.
 pub const XDP_PROGRAM: &str = "flowmon_xdp";
 pub const TC_PROGRAM: &str = "flowmon_tc";
+/// An XDP program that only passes packets: the baseline of the datapath benchmark.
+pub const BASELINE_PROGRAM: &str = "flowmon_baseline";
 
 /// Default capacity of the flow map; the agent overrides it at load time (`--max-flows`).
 pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
@@ -55,13 +57,32 @@ pub mod key_kind {
     pub const ICMP_MESSAGE: u8 = 2;
 }
 
+/// An IPv6 (or IPv4-mapped) address as the kernel copies it out of the packet: four 32-bit
+/// loads, so each word holds its bytes in network order. See [`address_bytes`].
+pub type Address = [u32; 4];
+
+/// The 16 bytes of an [`Address`].
+pub fn address_bytes(address: &Address) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    for (chunk, word) in bytes.chunks_exact_mut(4).zip(address) {
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    bytes
+}
+
+/// The [`Address`] of 16 address bytes.
+pub fn address_from_bytes(bytes: [u8; 16]) -> Address {
+    let word = |i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    [word(0), word(4), word(8), word(12)]
+}
+
 /// The flow key, the same for both directions: addresses in ascending order (IPv4 as
 /// IPv4-mapped IPv6), each address's port beside it, then protocol and VLAN id.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
-    pub addr_lo: [u8; 16],
-    pub addr_hi: [u8; 16],
+    pub addr_lo: Address,
+    pub addr_hi: Address,
     /// Port of `addr_lo` (host byte order), or see [`key_kind`].
     pub port_lo: u16,
     /// Port of `addr_hi` (host byte order), or see [`key_kind`].
@@ -150,8 +171,8 @@ pub struct DatapathCounters {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FragmentKey {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
+    pub src: Address,
+    pub dst: Address,
     pub id: u32,
     pub vlan: u16,
     pub protocol: u8,
@@ -247,6 +268,12 @@ mod pod {
 mod tests {
     use super::*;
     use tcp_flags::*;
+
+    #[test]
+    fn addresses_round_trip_through_their_words() {
+        let bytes = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1];
+        assert_eq!(address_bytes(&address_from_bytes(bytes)), bytes);
+    }
 
     #[test]
     fn layouts_match_what_the_kernel_writes() {

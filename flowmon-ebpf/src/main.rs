@@ -80,6 +80,13 @@ pub fn flowmon_tc(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// Does nothing but pass the packet: the reference point of `cargo xtask bench datapath`.
+/// Never attached; loaded only by the benchmark.
+#[xdp]
+pub fn flowmon_baseline(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[inline(always)]
 fn count_failure(counters: &mut DatapathCounters, err: ParseError) {
     match err {

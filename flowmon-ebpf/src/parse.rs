@@ -54,9 +54,9 @@ pub enum Fragment {
 
 /// The facts of one packet that a flow update needs.
 pub struct Packet {
-    /// Source and destination, IPv4 as IPv4-mapped IPv6.
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
+    /// Source and destination, IPv4 as IPv4-mapped IPv6, bytes in network order.
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
     /// Transport ports in the sender's order, or the ICMP fields of [`key_kind`].
     pub src_port: u16,
     pub dst_port: u16,
@@ -65,7 +65,6 @@ pub struct Packet {
     pub kind: u8,
     pub ttl: u8,
     pub tcp_flags: u8,
-    pub src_mac: [u8; 6],
     /// Who this packet says the client is: [`orientation`] strength, and whether it is the
     /// sender.
     pub evidence: u8,
@@ -74,21 +73,59 @@ pub struct Packet {
     /// segmentation-offload super-packet repeats.
     pub headers_len: usize,
     pub fragment: Fragment,
+    /// The frame, for the rare reads beyond these facts (a side's first MAC address).
+    pub frame_start: usize,
+    pub frame_end: usize,
 }
 
-/// Copies the fixed-size header at `offset` out of the packet, after one bounds check.
+/// A header of `N` bytes whose bounds were checked once, read field by field in place.
 ///
-/// One check per header and reads from the copy keep the verifier's view simple: with variable
-/// offsets (IP options, extension headers) separate checks per field get merged or dropped by
-/// the compiler in ways the verifier cannot follow.
-#[inline(always)]
-fn header<const N: usize>(start: usize, end: usize, offset: usize) -> Result<[u8; N], ParseError> {
-    let at = start + offset;
-    if at + N > end {
-        return Err(ParseError::Truncated);
+/// One check per header, with reads at constant offsets from the checked pointer, is the shape
+/// the verifier follows; loads of the fields' natural width (misaligned packet loads are fine
+/// on the architectures with a BPF JIT flowmon targets) keep the hot path short.
+#[derive(Clone, Copy)]
+struct Header<const N: usize> {
+    at: usize,
+}
+
+impl<const N: usize> Header<N> {
+    #[inline(always)]
+    fn at(start: usize, end: usize, offset: usize) -> Result<Self, ParseError> {
+        let at = start + offset;
+        if at + N > end {
+            return Err(ParseError::Truncated);
+        }
+        Ok(Self { at })
     }
-    // SAFETY: the N bytes at `at` lie inside the packet, checked just above.
-    Ok(unsafe { (at as *const [u8; N]).read_unaligned() })
+
+    #[inline(always)]
+    fn u8(self, offset: usize) -> u8 {
+        // SAFETY: callers read inside the N checked bytes.
+        unsafe { *((self.at + offset) as *const u8) }
+    }
+
+    #[inline(always)]
+    fn be16(self, offset: usize) -> u16 {
+        // SAFETY: as in `u8`.
+        u16::from_be(unsafe { *((self.at + offset) as *const u16) })
+    }
+
+    /// Four bytes as they lie in the packet (network order).
+    #[inline(always)]
+    fn raw32(self, offset: usize) -> u32 {
+        // SAFETY: as in `u8`.
+        unsafe { *((self.at + offset) as *const u32) }
+    }
+
+    #[inline(always)]
+    fn raw128(self, offset: usize) -> [u32; 4] {
+        [
+            self.raw32(offset),
+            self.raw32(offset + 4),
+            self.raw32(offset + 8),
+            self.raw32(offset + 12),
+        ]
+    }
 }
 
 /// Fails unless the first `len` bytes of the frame are present.
@@ -100,9 +137,20 @@ fn require(start: usize, end: usize, len: usize) -> Result<(), ParseError> {
     Ok(())
 }
 
+/// The source MAC of a frame that [`parse`] accepted.
 #[inline(always)]
-fn be16(bytes: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([bytes[at], bytes[at + 1]])
+pub fn source_mac(start: usize, end: usize) -> [u8; 6] {
+    match Header::<ETH_HLEN>::at(start, end, 0) {
+        Ok(eth) => [
+            eth.u8(6),
+            eth.u8(7),
+            eth.u8(8),
+            eth.u8(9),
+            eth.u8(10),
+            eth.u8(11),
+        ],
+        Err(_) => [0; 6],
+    }
 }
 
 /// Parses the frame in `[start, end)`. `outer_vlan` is a tag the NIC or the stack keeps out of
@@ -114,8 +162,8 @@ pub fn parse(
     outer_vlan: u16,
     packet: &mut Packet,
 ) -> Result<(), ParseError> {
-    let ethernet: [u8; ETH_HLEN] = header(start, end, 0)?;
-    let mut ethertype = be16(&ethernet, 12);
+    let eth = Header::<ETH_HLEN>::at(start, end, 0)?;
+    let mut ethertype = eth.be16(12);
     let mut offset = ETH_HLEN;
     let mut vlan = outer_vlan;
     for _ in 0..MAX_VLAN_TAGS {
@@ -123,20 +171,13 @@ pub fn parse(
             break;
         }
         // The innermost tag names the network the addresses belong to.
-        let tag: [u8; 4] = header(start, end, offset)?;
-        vlan = be16(&tag, 0) & 0x0fff;
-        ethertype = be16(&tag, 2);
+        let tag = Header::<4>::at(start, end, offset)?;
+        vlan = tag.be16(0) & 0x0fff;
+        ethertype = tag.be16(2);
         offset += 4;
     }
     packet.vlan = vlan;
-    packet.src_mac = [
-        ethernet[6],
-        ethernet[7],
-        ethernet[8],
-        ethernet[9],
-        ethernet[10],
-        ethernet[11],
-    ];
+    (packet.frame_start, packet.frame_end) = (start, end);
     match ethertype {
         ETH_P_IP => parse_ipv4(start, end, offset, packet),
         ETH_P_IPV6 => parse_ipv6(start, end, offset, packet),
@@ -148,8 +189,8 @@ pub fn parse(
 impl Packet {
     pub const fn new() -> Self {
         Packet {
-            src: [0; 16],
-            dst: [0; 16],
+            src: [0; 4],
+            dst: [0; 4],
             src_port: 0,
             dst_port: 0,
             vlan: 0,
@@ -157,25 +198,20 @@ impl Packet {
             kind: key_kind::PORTS,
             ttl: 0,
             tcp_flags: 0,
-            src_mac: [0; 6],
             evidence: orientation::FIRST_PACKET,
             sender_is_client: true,
             headers_len: 0,
             fragment: Fragment::Whole,
+            frame_start: 0,
+            frame_end: 0,
         }
     }
 }
 
+/// `::ffff:a.b.c.d` for an IPv4 address as it lies in the packet.
 #[inline(always)]
-fn ipv4_mapped(ip: &[u8; 20], at: usize) -> [u8; 16] {
-    let mut mapped = [0u8; 16];
-    mapped[10] = 0xff;
-    mapped[11] = 0xff;
-    mapped[12] = ip[at];
-    mapped[13] = ip[at + 1];
-    mapped[14] = ip[at + 2];
-    mapped[15] = ip[at + 3];
-    mapped
+fn ipv4_mapped(addr: u32) -> [u32; 4] {
+    [0, 0, u32::from_be(0x0000_ffff), addr]
 }
 
 #[inline(always)]
@@ -185,22 +221,23 @@ fn parse_ipv4(
     offset: usize,
     packet: &mut Packet,
 ) -> Result<(), ParseError> {
-    let ip: [u8; 20] = header(start, end, offset)?;
-    if ip[0] >> 4 != 4 {
+    let ip = Header::<20>::at(start, end, offset)?;
+    let version_ihl = ip.u8(0);
+    if version_ihl >> 4 != 4 {
         return Err(ParseError::Unsupported);
     }
-    let header_len = ((ip[0] & 0x0f) as usize) * 4;
+    let header_len = ((version_ihl & 0x0f) as usize) * 4;
     if header_len < 20 {
         return Err(ParseError::Unsupported);
     }
+    packet.ttl = ip.u8(8);
+    packet.protocol = ip.u8(9);
+    packet.src = ipv4_mapped(ip.raw32(12));
+    packet.dst = ipv4_mapped(ip.raw32(16));
+    let id = ip.be16(4) as u32;
+    let frag = ip.be16(6);
     // The whole header, options included, must be present.
     require(start, end, offset + header_len)?;
-    packet.ttl = ip[8];
-    packet.protocol = ip[9];
-    packet.src = ipv4_mapped(&ip, 12);
-    packet.dst = ipv4_mapped(&ip, 16);
-    let id = be16(&ip, 4) as u32;
-    let frag = be16(&ip, 6);
     if frag & 0x1fff != 0 {
         packet.fragment = Fragment::Later { id };
         return Ok(());
@@ -218,30 +255,30 @@ fn parse_ipv6(
     offset: usize,
     packet: &mut Packet,
 ) -> Result<(), ParseError> {
-    let ip: [u8; IPV6_HLEN] = header(start, end, offset)?;
-    if ip[0] >> 4 != 6 {
+    let ip = Header::<IPV6_HLEN>::at(start, end, offset)?;
+    if ip.u8(0) >> 4 != 6 {
         return Err(ParseError::Unsupported);
     }
-    let mut next_header = ip[6];
-    packet.ttl = ip[7];
-    packet.src.copy_from_slice(&ip[8..24]);
-    packet.dst.copy_from_slice(&ip[24..40]);
+    let mut next_header = ip.u8(6);
+    packet.ttl = ip.u8(7);
+    packet.src = ip.raw128(8);
+    packet.dst = ip.raw128(24);
     let mut offset = offset + IPV6_HLEN;
     let mut done = false;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next_header {
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
-                let ext: [u8; 8] = header(start, end, offset)?;
-                next_header = ext[0];
-                offset += (ext[1] as usize + 1) * 8;
+                let ext = Header::<8>::at(start, end, offset)?;
+                next_header = ext.u8(0);
+                offset += (ext.u8(1) as usize + 1) * 8;
                 require(start, end, offset)?;
             }
             NEXTHDR_FRAGMENT => {
-                let ext: [u8; 8] = header(start, end, offset)?;
-                next_header = ext[0];
+                let ext = Header::<8>::at(start, end, offset)?;
+                next_header = ext.u8(0);
+                let frag = ext.be16(2);
+                let id = u32::from_be(ext.raw32(4));
                 offset += 8;
-                let frag = be16(&ext, 2);
-                let id = u32::from_be_bytes([ext[4], ext[5], ext[6], ext[7]]);
                 if frag >> 3 != 0 {
                     packet.protocol = next_header;
                     packet.fragment = Fragment::Later { id };
@@ -273,29 +310,29 @@ fn parse_transport(
 ) -> Result<(), ParseError> {
     match packet.protocol {
         TCP => {
-            let tcp: [u8; 20] = header(start, end, offset)?;
-            let header_len = ((tcp[12] >> 4) as usize) * 4;
+            let tcp = Header::<20>::at(start, end, offset)?;
+            let header_len = ((tcp.u8(12) >> 4) as usize) * 4;
+            packet.src_port = tcp.be16(0);
+            packet.dst_port = tcp.be16(2);
+            packet.tcp_flags = tcp.u8(13);
             if header_len < 20 {
                 return Err(ParseError::Unsupported);
             }
             // Options included: every segment of an offloaded super-packet repeats them.
-            require(start, end, offset + header_len)?;
-            packet.src_port = be16(&tcp, 0);
-            packet.dst_port = be16(&tcp, 2);
-            packet.tcp_flags = tcp[13];
             packet.headers_len = offset + header_len;
+            require(start, end, packet.headers_len)?;
             (packet.sender_is_client, packet.evidence) =
                 tcp_orientation(packet.tcp_flags, packet.src_port, packet.dst_port);
         }
         UDP => {
-            let udp: [u8; 8] = header(start, end, offset)?;
-            packet.src_port = be16(&udp, 0);
-            packet.dst_port = be16(&udp, 2);
+            let udp = Header::<8>::at(start, end, offset)?;
+            packet.src_port = udp.be16(0);
+            packet.dst_port = udp.be16(2);
             packet.headers_len = offset + 8;
         }
         ICMP | ICMPV6 => {
-            let icmp: [u8; 8] = header(start, end, offset)?;
-            let (icmp_type, code) = (icmp[0], icmp[1]);
+            let icmp = Header::<8>::at(start, end, offset)?;
+            let (icmp_type, code) = (icmp.u8(0), icmp.u8(1));
             packet.headers_len = offset + 8;
             let (request, reply) = if packet.protocol == ICMP {
                 (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY)
@@ -303,7 +340,7 @@ fn parse_transport(
                 (ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY)
             };
             if icmp_type == request || icmp_type == reply {
-                let id = be16(&icmp, 4);
+                let id = icmp.be16(4);
                 packet.kind = key_kind::ICMP_ECHO;
                 packet.src_port = id;
                 packet.dst_port = id;

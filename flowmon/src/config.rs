@@ -256,7 +256,7 @@ mod tests {
             "iface = [\"eth1\"]\ntcp-timeout = 120\nudp-timeout = 0.5\n",
         )
         .unwrap();
-        let cli = Cli::parse_from(["flowmon", "--udp-timeout", "7"]);
+        let cli = Cli::try_parse_from(["flowmon", "--udp-timeout", "7"]).unwrap();
         let settings = cli.settings.merged_with_file(Some(&path)).unwrap();
         assert_eq!(settings.iface, ["eth1"]);
         let timeouts = settings.timeouts().unwrap();
@@ -268,7 +268,7 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused_with_their_name() {
-        let cli = Cli::parse_from(["flowmon", "--tcp-timeout", "-1"]);
+        let cli = Cli::try_parse_from(["flowmon", "--tcp-timeout", "0"]).unwrap();
         let err = cli.settings.timeouts().unwrap_err().to_string();
         assert!(err.contains("--tcp-timeout"), "{err}");
         let dir = std::env::temp_dir().join(format!("flowmon-config-bad-{}", std::process::id()));

@@ -3,5 +3,6 @@
 
 pub mod frames;
 pub mod kernel;
+pub mod netns;
 pub mod process;
 pub mod redis_server;

@@ -24,7 +24,7 @@ fn assert_side(flow: &Flow, client: (u64, u64), server: (u64, u64)) {
 
 #[test]
 fn tcp_handshake_data_and_teardown_on_one_key() {
-    let mut h = Harness::new();
+    let h = Harness::new();
     // The client has the higher address, so orientation is not the key's order.
     let c = |flags| {
         Frame::tcp("10.0.0.2", 40000, "10.0.0.1", 80, flags)
@@ -75,7 +75,7 @@ fn tcp_handshake_data_and_teardown_on_one_key() {
 
 #[test]
 fn rst_ends_the_connection() {
-    let mut h = Harness::new();
+    let h = Harness::new();
     h.xdp(&Frame::tcp("10.0.0.2", 40000, "10.0.0.1", 22, SYN).build());
     h.xdp(&Frame::tcp("10.0.0.1", 22, "10.0.0.2", 40000, RST | ACK).build());
     let flow = h.only_flow();
@@ -85,7 +85,7 @@ fn rst_ends_the_connection() {
 
 #[test]
 fn udp_both_directions_share_a_key_and_the_first_sender_is_the_client() {
-    let mut h = Harness::new();
+    let h = Harness::new();
     let query = Frame::udp("192.0.2.10", 5353, "192.0.2.1", 53)
         .payload(30)
         .build();
@@ -105,7 +105,7 @@ fn udp_both_directions_share_a_key_and_the_first_sender_is_the_client() {
 
 #[test]
 fn mid_stream_pickup_trusts_the_well_known_port_then_the_first_sender() {
-    let mut h = Harness::new();
+    let h = Harness::new();
     // The first packet seen comes from the server's port 443.
     h.xdp(
         &Frame::tcp("10.0.0.1", 443, "10.0.0.9", 51000, ACK | PSH)
@@ -121,7 +121,7 @@ fn mid_stream_pickup_trusts_the_well_known_port_then_the_first_sender() {
     assert_side(&flow, (1, 54), (1, 64));
 
     // Both ports high: nothing to go by but who spoke first.
-    let mut h = Harness::new();
+    let h = Harness::new();
     h.xdp(&Frame::tcp("10.0.0.1", 8443, "10.0.0.9", 51000, ACK).build());
     let flow = h.only_flow();
     assert_eq!(
@@ -132,7 +132,7 @@ fn mid_stream_pickup_trusts_the_well_known_port_then_the_first_sender() {
 
 #[test]
 fn a_syn_ack_seen_first_names_its_receiver_the_client() {
-    let mut h = Harness::new();
+    let h = Harness::new();
     h.xdp(&Frame::tcp("10.0.0.1", 80, "10.0.0.9", 40000, SYN | ACK).build());
     let flow = h.only_flow();
     assert_eq!(flow.client.ip.to_string(), "10.0.0.9");
@@ -146,7 +146,7 @@ fn echo_request_and_reply_pair_on_the_identifier() {
         ("10.1.1.9", "10.1.1.1", (8, 0)),
         ("2001:db8::9", "2001:db8::1", (128, 129)),
     ] {
-        let mut h = Harness::new();
+        let h = Harness::new();
         h.xdp(&Frame::echo_request(client, server, 77).payload(56).build());
         h.xdp(&Frame::echo_reply(server, client, 77).payload(56).build());
         h.xdp(&Frame::echo_request(client, server, 78).payload(56).build());
@@ -165,7 +165,7 @@ fn echo_request_and_reply_pair_on_the_identifier() {
 
 #[test]
 fn a_reply_seen_first_still_names_the_requester_the_client() {
-    let mut h = Harness::new();
+    let h = Harness::new();
     h.xdp(&Frame::echo_reply("10.1.1.1", "10.1.1.9", 5).build());
     let flow = h.only_flow();
     assert_eq!(flow.client.ip.to_string(), "10.1.1.9");
@@ -173,7 +173,7 @@ fn a_reply_seen_first_still_names_the_requester_the_client() {
 
 #[test]
 fn other_icmp_is_keyed_on_type_and_code() {
-    let mut h = Harness::new();
+    let h = Harness::new();
     // Destination unreachable (3), port unreachable (3), twice; then host unreachable (1).
     h.xdp(&Frame::icmp("10.1.1.1", "10.1.1.9", 3, 3, 0).build());
     h.xdp(&Frame::icmp("10.1.1.1", "10.1.1.9", 3, 3, 0).build());
@@ -190,7 +190,7 @@ fn other_icmp_is_keyed_on_type_and_code() {
 
 #[test]
 fn ipv4_options_and_ipv6_extension_headers_are_skipped() {
-    let mut h = Harness::new();
+    let h = Harness::new();
     // Record-route option, 8 bytes.
     let v4 = Frame::tcp("10.0.0.2", 40000, "10.0.0.1", 80, SYN)
         .ipv4_options(&[7, 7, 4, 0, 0, 0, 0, 1])
@@ -215,7 +215,7 @@ fn ipv4_options_and_ipv6_extension_headers_are_skipped() {
 
 #[test]
 fn vlan_tags_separate_flows_and_the_inner_tag_is_the_key() {
-    let mut h = Harness::new();
+    let h = Harness::new();
     let base = || Frame::udp("10.0.0.2", 1000, "10.0.0.1", 2000);
     h.xdp(&base().build());
     h.xdp(&base().vlan(10).build());
@@ -235,7 +235,7 @@ fn vlan_tags_separate_flows_and_the_inner_tag_is_the_key() {
 
 #[test]
 fn any_other_protocol_is_a_flow_of_its_addresses() {
-    let mut h = Harness::new();
+    let h = Harness::new();
     h.xdp(&Frame::other("10.0.0.2", "10.0.0.1", 47).payload(40).build());
     h.xdp(&Frame::other("10.0.0.1", "10.0.0.2", 47).payload(40).build());
     let flow = h.only_flow();
@@ -247,7 +247,7 @@ fn any_other_protocol_is_a_flow_of_its_addresses() {
 #[test]
 fn later_fragments_count_to_their_datagram_flow() {
     for (src, dst) in [("10.0.0.2", "10.0.0.1"), ("2001:db8::2", "2001:db8::1")] {
-        let mut h = Harness::new();
+        let h = Harness::new();
         let first = Frame::udp(src, 4000, dst, 53)
             .fragment(9, 0, true)
             .payload(1000)
@@ -297,7 +297,7 @@ fn every_truncation_point_passes_and_is_counted() {
         Frame::tcp("2001:db8::2", 1, "2001:db8::1", 2, SYN).ipv6_ext(Ipv6Ext::Routing),
     ];
     for frame in frames {
-        let mut h = Harness::new();
+        let h = Harness::new();
         let bytes = frame.build();
         let full = *frame.header_ends().last().unwrap();
         assert_eq!(full, bytes.len(), "{frame:?}");
@@ -326,7 +326,7 @@ fn every_truncation_point_passes_and_is_counted() {
 
 #[test]
 fn non_ip_and_odd_ip_headers_pass_and_are_counted() {
-    let mut h = Harness::new();
+    let h = Harness::new();
     // ARP: not IP, passed on and counted as such.
     let mut arp = vec![0xff; 6];
     arp.extend(CLIENT_MAC);
@@ -355,7 +355,7 @@ fn non_ip_and_odd_ip_headers_pass_and_are_counted() {
 
 #[test]
 fn tc_egress_counts_segmentation_offload_as_its_wire_segments() {
-    let mut h = Harness::new();
+    let h = Harness::new();
     // A 3-segment TSO super-packet: 3 frames on the wire, each with its own 66 bytes of
     // Ethernet, IPv4 and TCP (12 bytes of options) headers.
     let frame = Frame::tcp("10.0.0.1", 80, "10.0.0.2", 40000, ACK)
@@ -379,7 +379,7 @@ fn tc_egress_counts_segmentation_offload_as_its_wire_segments() {
 fn concurrent_updates_of_one_flow_from_two_cpus_lose_nothing() {
     let frame = Frame::tcp("10.0.0.2", 40000, "10.0.0.1", 80, ACK).build();
     let reply = Frame::tcp("10.0.0.1", 80, "10.0.0.2", 40000, ACK).build();
-    let mut h = Harness::new();
+    let h = Harness::new();
     const REPEAT: u32 = 200_000;
     // Both CPUs start at once on a flow that does not exist yet: one creates it, the other
     // finds it on EEXIST; both then count into it.

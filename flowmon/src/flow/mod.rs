@@ -9,7 +9,8 @@ pub mod tracker;
 use std::net::{IpAddr, Ipv6Addr};
 
 use flowmon_common::{
-    FlowBlock, FlowKey, SIDE_HI, SIDE_LO, TcpState, ip_proto, key_kind, orientation,
+    Address, FlowBlock, FlowKey, SIDE_HI, SIDE_LO, TcpState, address_bytes, ip_proto, key_kind,
+    orientation,
 };
 
 /// One side of a flow.
@@ -160,8 +161,8 @@ fn ports(key: &FlowKey, client_side: usize) -> (u16, u16) {
 }
 
 /// An address of the key; IPv4-mapped addresses are IPv4.
-pub fn ip_of(bytes: &[u8; 16]) -> IpAddr {
-    let v6 = Ipv6Addr::from(*bytes);
+pub fn ip_of(address: &Address) -> IpAddr {
+    let v6 = Ipv6Addr::from(address_bytes(address));
     match v6.to_ipv4_mapped() {
         Some(v4) => IpAddr::V4(v4),
         None => IpAddr::V6(v6),
@@ -173,6 +174,11 @@ mod tests {
     use super::*;
     use flowmon_common::tcp_flags::{ACK, SYN};
 
+    fn v4(octets: [u8; 4]) -> Address {
+        let mapped = std::net::Ipv4Addr::from(octets).to_ipv6_mapped();
+        flowmon_common::address_from_bytes(mapped.octets())
+    }
+
     fn key() -> FlowKey {
         let mut key = FlowKey {
             protocol: ip_proto::TCP,
@@ -180,8 +186,8 @@ mod tests {
             port_hi: 40000,
             ..FlowKey::default()
         };
-        key.addr_lo[10..].copy_from_slice(&[0xff, 0xff, 10, 0, 0, 1]);
-        key.addr_hi[10..].copy_from_slice(&[0xff, 0xff, 10, 0, 0, 2]);
+        key.addr_lo = v4([10, 0, 0, 1]);
+        key.addr_hi = v4([10, 0, 0, 2]);
         key
     }
 
@@ -235,8 +241,8 @@ mod tests {
             port_hi: 34855,
             ..FlowKey::default()
         };
-        key.addr_lo[10..].copy_from_slice(&[0xff, 0xff, 66, 35, 250, 204]);
-        key.addr_hi[10..].copy_from_slice(&[0xff, 0xff, 128, 232, 110, 120]);
+        key.addr_lo = v4([66, 35, 250, 204]);
+        key.addr_hi = v4([128, 232, 110, 120]);
         let block = FlowBlock {
             first_seen_ns: 1,
             packets: [0, 1],

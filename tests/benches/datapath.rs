@@ -1,0 +1,149 @@
+//! `cargo xtask bench datapath`: nanoseconds per packet of flowmon's XDP program under
+//! BPF_PROG_TEST_RUN, against an XDP program that only passes packets, measured in one run.
+//!
+//! The kernel times `repeat` runs of the program on one frame and reports the mean, so the
+//! figures leave out the syscall and measure the program alone.
+
+use std::net::Ipv4Addr;
+
+use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use flowmon::datapath::{Datapath, EBPF_OBJECT};
+use flowmon_common::BASELINE_PROGRAM;
+use flowmon_tests::{
+    frames::{ACK, Frame},
+    kernel::{pin_to_cpu, run_xdp},
+};
+
+const REPEAT: u32 = 2_000_000;
+const NEW_FLOWS: u32 = 50_000;
+
+fn tcp_frame() -> Vec<u8> {
+    // 64 bytes on the wire before the FCS: Ethernet, IPv4, TCP and 10 bytes of payload.
+    Frame::tcp("10.0.0.2", 40000, "10.0.0.1", 80, ACK)
+        .payload(10)
+        .build()
+}
+
+/// Mean nanoseconds per run of `repeat` runs of the flowmon program on `frame`, the flow
+/// created beforehand.
+fn existing_flow_ns(datapath: &Datapath, frame: &[u8]) -> f64 {
+    run_xdp(datapath, frame, None, 1);
+    run_xdp(datapath, frame, None, REPEAT).duration.as_nanos() as f64
+}
+
+fn baseline_ns(baseline: &Xdp, frame: &[u8]) -> f64 {
+    let result = baseline
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat: REPEAT,
+            ..TestRunOptions::new()
+        })
+        .expect("run the baseline program");
+    result.duration.as_nanos() as f64
+}
+
+/// Mean nanoseconds of a packet that creates its flow: one run each on `NEW_FLOWS` frames of
+/// distinct flows (the per-run figure includes the kernel's timer reads, about the same for
+/// the baseline measured the same way).
+fn new_flow_ns(datapath: &Datapath, baseline: &Xdp) -> (f64, f64) {
+    let (mut flowmon, mut empty) = (0u128, 0u128);
+    for i in 0..NEW_FLOWS {
+        let client = Ipv4Addr::from(0x0a80_0000 + i).to_string();
+        let frame = Frame::tcp(&client, 40000, "10.0.0.1", 80, ACK)
+            .payload(10)
+            .build();
+        flowmon += run_xdp(datapath, &frame, None, 1).duration.as_nanos();
+        empty += baseline
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ..TestRunOptions::new()
+            })
+            .unwrap()
+            .duration
+            .as_nanos();
+    }
+    (
+        flowmon as f64 / NEW_FLOWS as f64,
+        empty as f64 / NEW_FLOWS as f64,
+    )
+}
+
+/// Mean nanoseconds per packet with two threads, on CPUs 0 and 1, hitting one flow at once
+/// (one per direction, as a flow's two directions arriving on two RX queues would).
+fn two_threads_ns(datapath: &Datapath) -> f64 {
+    let forward = tcp_frame();
+    let reverse = Frame::tcp("10.0.0.1", 80, "10.0.0.2", 40000, ACK)
+        .payload(10)
+        .build();
+    run_xdp(datapath, &forward, None, 1);
+    let start = std::sync::Barrier::new(2);
+    let times: Vec<f64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = [(0, &forward), (1, &reverse)]
+            .into_iter()
+            .map(|(cpu, frame)| {
+                let start = &start;
+                scope.spawn(move || {
+                    pin_to_cpu(cpu);
+                    start.wait();
+                    run_xdp(datapath, frame, None, REPEAT).duration.as_nanos() as f64
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    times.iter().sum::<f64>() / times.len() as f64
+}
+
+fn main() {
+    pin_to_cpu(0);
+    let datapath = Datapath::load(262_144).expect("load flowmon (run as root)");
+    let mut object = aya::Ebpf::load(EBPF_OBJECT).expect("load the object again");
+    let baseline: &mut Xdp = object
+        .program_mut(BASELINE_PROGRAM)
+        .expect("baseline program")
+        .try_into()
+        .unwrap();
+    baseline.load().expect("load the baseline program");
+
+    let tcp = tcp_frame();
+    let empty = baseline_ns(baseline, &tcp);
+    let existing = existing_flow_ns(&datapath, &tcp);
+    let ipv6 = existing_flow_ns(
+        &datapath,
+        &Frame::tcp("2001:db8::2", 40000, "2001:db8::1", 80, ACK)
+            .payload(10)
+            .build(),
+    );
+    let vlan = existing_flow_ns(
+        &datapath,
+        &Frame::tcp("10.0.0.2", 40000, "10.0.0.1", 80, ACK)
+            .vlan(42)
+            .payload(10)
+            .build(),
+    );
+    let shared = two_threads_ns(&datapath);
+    let (new_flow, new_flow_empty) = new_flow_ns(&datapath, baseline);
+
+    println!("## datapath (BPF_PROG_TEST_RUN, ns per packet, {REPEAT} runs each)\n");
+    println!("| case | flowmon ns | empty XDP ns | ratio | target |");
+    println!("|---|---:|---:|---:|---|");
+    let row = |case: &str, ns: f64, base: f64, target: &str| {
+        println!(
+            "| {case} | {ns:.1} | {base:.1} | {:.2}x | {target} |",
+            ns / base
+        );
+    };
+    row("existing IPv4 TCP flow", existing, empty, "<= 3x empty");
+    row("existing IPv6 TCP flow", ipv6, empty, "");
+    row("existing VLAN-tagged flow", vlan, empty, "");
+    row(
+        &format!("new flow (mean of {NEW_FLOWS}, one run each)"),
+        new_flow,
+        new_flow_empty,
+        "< 700 ns",
+    );
+    println!(
+        "| two threads on one flow (per thread) | {shared:.1} | {existing:.1} (one thread) | {:.2}x | <= 1.3x one thread |",
+        shared / existing
+    );
+}

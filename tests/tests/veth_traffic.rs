@@ -1,0 +1,288 @@
+//! Real traffic over a veth pair between two network namespaces, flowmon attached to the server
+//! end (XDP ingress, TC egress), offloads in their default state. Each flow's per-direction
+//! packets and bytes are checked against exact expected values: frame sizes for ping and UDP,
+//! and for TCP the kernel's own segment and byte counts (TCP_INFO) of each side.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd as _,
+    time::Duration,
+};
+
+use flowmon_tests::{
+    netns::VethPair,
+    process::{ChildGuard, TempDir, flowmon_binary},
+};
+use serde_json::Value;
+
+/// Ethernet, IPv4 and a TCP header with the timestamp option: every segment but the two SYNs.
+const TCP_FRAME_OVERHEAD: u64 = 14 + 20 + 32;
+/// A SYN or SYN-ACK carries 8 more option bytes (MSS, SACK permitted, window scale).
+const SYN_EXTRA_OPTIONS: u64 = 8;
+
+struct Monitored {
+    pair: VethPair,
+    flowmon: ChildGuard,
+    dir: TempDir,
+}
+
+impl Monitored {
+    fn start() -> Self {
+        let pair = VethPair::new();
+        let dir = TempDir::new("veth");
+        let flow_log = dir.path().join("flows.jsonl");
+        let binary = flowmon_binary();
+        let mut command = pair.server.command(binary.to_str().unwrap());
+        command
+            .args(["--iface", VethPair::SERVER_IF, "--no-redis"])
+            .arg("--flow-log")
+            .arg(&flow_log)
+            .arg("--state-dir")
+            .arg(dir.path());
+        let flowmon = ChildGuard::spawn("flowmon", &mut command);
+        pair.wait_for_xdp(Duration::from_secs(20));
+        Self { pair, flowmon, dir }
+    }
+
+    /// Stops flowmon with SIGTERM and returns the records it wrote.
+    fn stop(mut self) -> Vec<Value> {
+        let status = self
+            .flowmon
+            .signal_and_wait(libc::SIGTERM, Duration::from_secs(20));
+        assert!(status.success(), "flowmon exited with {status}");
+        let log = std::fs::read_to_string(self.dir.path().join("flows.jsonl")).unwrap();
+        log.lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON record per line"))
+            .collect()
+    }
+}
+
+fn find<'a>(records: &'a [Value], protocol: &str, client_ip: &str, server_port: u64) -> &'a Value {
+    let matching: Vec<&Value> = records
+        .iter()
+        .filter(|r| {
+            r["protocol"] == protocol
+                && r["client_ip"] == client_ip
+                && r["server_port"] == server_port
+        })
+        .collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "one {protocol} record from {client_ip} to port {server_port}: {records:#?}"
+    );
+    matching[0]
+}
+
+fn assert_counts(record: &Value, client: (u64, u64), server: (u64, u64)) {
+    let got = |key: &str| record[key].as_u64().unwrap();
+    assert_eq!(
+        (got("client_packets"), got("client_bytes")),
+        client,
+        "client side of {record}"
+    );
+    assert_eq!(
+        (got("server_packets"), got("server_bytes")),
+        server,
+        "server side of {record}"
+    );
+    assert_eq!(record["record_type"], "final");
+    assert_eq!(record["end_reason"], "forced");
+}
+
+#[test]
+fn ping_and_ping6_are_counted_exactly() {
+    let monitored = Monitored::start();
+    let client = &monitored.pair.client;
+    client.exec(&[
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        VethPair::SERVER_IP,
+    ]);
+    client.exec(&[
+        "ping",
+        "-6",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        VethPair::SERVER_IP6,
+    ]);
+    let records = monitored.stop();
+
+    // 56 data bytes + 8 ICMP + 20 IPv4 / 40 IPv6 + 14 Ethernet, three each way.
+    let v4 = find(&records, "icmp", VethPair::CLIENT_IP, 0);
+    assert_counts(v4, (3, 3 * 98), (3, 3 * 98));
+    assert_eq!(
+        (v4["client_port"].as_u64(), v4["server_ip"].as_str()),
+        (Some(8), Some(VethPair::SERVER_IP))
+    );
+    let v6 = find(&records, "icmpv6", VethPair::CLIENT_IP6, 129);
+    assert_counts(v6, (3, 3 * 118), (3, 3 * 118));
+    assert_eq!(v6["client_port"], 128);
+    assert!(v4["icmp_id"].is_u64(), "echo flows carry their identifier");
+    assert_eq!(v4["community_id"].as_str().unwrap().len(), "1:".len() + 28);
+}
+
+/// What one side of a TCP connection sent, by its own kernel's count.
+struct Sent {
+    segments: u64,
+    payload: u64,
+}
+
+impl Sent {
+    /// Frames and frame bytes on the wire: every segment's headers, both SYNs' extra options,
+    /// and the payload.
+    fn frames(&self) -> (u64, u64) {
+        (
+            self.segments,
+            self.segments * TCP_FRAME_OVERHEAD + SYN_EXTRA_OPTIONS + self.payload,
+        )
+    }
+}
+
+/// The kernel's state of a TCP socket, as `ss -i` shows it.
+fn tcp_info(stream: &TcpStream) -> libc::tcp_info {
+    // SAFETY: getsockopt writes at most `len` bytes into the zeroed tcp_info we own.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        assert_eq!(rc, 0, "TCP_INFO");
+        info
+    }
+}
+
+fn tcp_sent(stream: &TcpStream) -> Sent {
+    let info = tcp_info(stream);
+    Sent {
+        segments: info.tcpi_segs_out as u64,
+        payload: info.tcpi_bytes_sent,
+    }
+}
+
+/// Waits until the peer has acknowledged our FIN (the socket reached TCP_CLOSE).
+fn wait_until_closed(stream: &TcpStream) {
+    const TCP_CLOSE: u8 = 7;
+    for _ in 0..500 {
+        if tcp_info(stream).tcpi_state == TCP_CLOSE {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("TCP connection did not close");
+}
+
+/// One TCP connection: the client sends `upload` bytes, the server `download` bytes, then
+/// both close in order. Returns what each side sent, read once the connection is closed.
+fn tcp_exchange(pair: &VethPair, port: u16, upload: usize, download: usize) -> (Sent, Sent) {
+    let listener = pair
+        .server
+        .run(|| TcpListener::bind((VethPair::SERVER_IP, port)).expect("listen"));
+    std::thread::scope(|scope| {
+        let server = scope.spawn(|| {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.write_all(&vec![7u8; download]).unwrap();
+            let mut received = Vec::new();
+            stream.read_to_end(&mut received).unwrap();
+            assert_eq!(received.len(), upload);
+            stream.shutdown(Shutdown::Write).unwrap();
+            wait_until_closed(&stream);
+            // The listener's request socket sent the SYN-ACK: the accepted socket's count
+            // starts after it.
+            let mut sent = tcp_sent(&stream);
+            sent.segments += 1;
+            sent
+        });
+        let addr: SocketAddr = format!("{}:{port}", VethPair::SERVER_IP).parse().unwrap();
+        let mut stream = pair
+            .client
+            .run(|| TcpStream::connect(addr).expect("connect"));
+        let writer = stream.try_clone().unwrap();
+        let upload_thread = scope.spawn(move || {
+            let mut writer = writer;
+            writer.write_all(&vec![9u8; upload]).unwrap();
+            writer.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut received = Vec::new();
+        stream.read_to_end(&mut received).unwrap();
+        upload_thread.join().unwrap();
+        assert_eq!(received.len(), download);
+        wait_until_closed(&stream);
+        let client = tcp_sent(&stream);
+        (client, server.join().unwrap())
+    })
+}
+
+#[test]
+fn tcp_transfers_are_counted_as_the_segments_on_the_wire() {
+    let monitored = Monitored::start();
+    // Upload: the client's segments arrive through XDP. Download: the server's leave through
+    // TC egress as offloaded super-packets, counted as the segments they become.
+    let (up_client, up_server) = tcp_exchange(&monitored.pair, 5001, 1 << 20, 0);
+    let (down_client, down_server) = tcp_exchange(&monitored.pair, 5002, 0, 1 << 20);
+    let records = monitored.stop();
+
+    assert_eq!((up_client.payload, down_server.payload), (1 << 20, 1 << 20));
+    let upload = find(&records, "tcp", VethPair::CLIENT_IP, 5001);
+    assert_counts(upload, up_client.frames(), up_server.frames());
+    assert_eq!(upload["tcp_state"], "closed");
+    let download = find(&records, "tcp", VethPair::CLIENT_IP, 5002);
+    assert_counts(download, down_client.frames(), down_server.frames());
+    assert!(down_server.segments > 700, "1 MiB is hundreds of segments");
+}
+
+#[test]
+fn udp_datagrams_of_known_sizes_are_counted_exactly() {
+    let monitored = Monitored::start();
+    let sizes = [1usize, 100, 1000, 1472];
+    let server = monitored
+        .pair
+        .server
+        .run(|| UdpSocket::bind((VethPair::SERVER_IP, 5353)).unwrap());
+    let client = monitored
+        .pair
+        .client
+        .run(|| UdpSocket::bind((VethPair::CLIENT_IP, 40053)).unwrap());
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    for size in sizes {
+        client
+            .send_to(&vec![1u8; size], (VethPair::SERVER_IP, 5353))
+            .unwrap();
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        assert_eq!(n, size);
+        // Echo twice the size, or as much as fits one frame.
+        let answer = (2 * size).min(1472);
+        server.send_to(&vec![2u8; answer], from).unwrap();
+        assert_eq!(client.recv(&mut buf).unwrap(), answer);
+    }
+    let records = monitored.stop();
+    let frame = |payload: usize| (14 + 20 + 8 + payload) as u64;
+    let record = find(&records, "udp", VethPair::CLIENT_IP, 5353);
+    assert_eq!(record["client_port"], 40053);
+    assert_counts(
+        record,
+        (4, sizes.iter().map(|&s| frame(s)).sum()),
+        (4, sizes.iter().map(|&s| frame((2 * s).min(1472))).sum()),
+    );
+}
