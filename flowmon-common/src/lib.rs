@@ -80,6 +80,7 @@ pub fn address_from_bytes(bytes: [u8; 16]) -> Address {
 /// IPv4-mapped IPv6), each address's port beside it, then protocol and VLAN id.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct FlowKey {
     pub addr_lo: Address,
     pub addr_hi: Address,

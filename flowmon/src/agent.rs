@@ -1,24 +1,48 @@
 //! The daemon: attaches the datapath, runs the flow monitor and the services, and shuts all of
 //! it down cleanly on SIGINT or SIGTERM.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use anyhow::{Context as _, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    config::Settings, datapath::Datapath, flow::monitor::FlowMonitor, sinks::json_lines::JsonLines,
+    config::Settings,
+    datapath::Datapath,
+    flow::monitor::{FlowMonitor, MonitorConfig},
+    metrics::{self, Metrics},
+    sinks::{FlowSinks, json_lines::JsonLines, redis::RedisFlowSink},
+    store::{Store, StoreConfig},
 };
 
 pub async fn run(settings: Settings) -> Result<()> {
+    // First of all, so that a signal during start-up is not fatal but a clean shutdown.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let metrics = Metrics::new();
+    let store = if settings.no_redis {
+        None
+    } else {
+        Some(Store::start(StoreConfig::from_settings(&settings))?)
+    };
     let monitor = if settings.iface.is_empty() {
         tracing::info!("no --iface given: not monitoring flows");
         None
     } else {
-        Some(start_flow_monitor(&settings)?)
+        Some(start_flow_monitor(
+            &settings,
+            store.clone(),
+            metrics.clone(),
+        )?)
     };
+    // Last: a metrics endpoint that answers means everything is attached and serving.
+    let metrics_server = metrics::serve(settings.metrics_listen()?, metrics.clone()).await?;
+    tracing::info!("ready");
 
-    wait_for_shutdown_signal().await?;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
     tracing::info!("shutting down");
 
     if let Some((stop, thread)) = monitor {
@@ -27,6 +51,11 @@ pub async fn run(settings: Settings) -> Result<()> {
             .await?
             .map_err(|_| anyhow::anyhow!("the flow monitor panicked"))??;
     }
+    // Everything handed to the store reaches Redis or its spool before flowmon exits.
+    if let Some(store) = store {
+        store.close().await;
+    }
+    metrics_server.abort();
     Ok(())
 }
 
@@ -35,47 +64,43 @@ type MonitorHandle = (
     std::thread::JoinHandle<Result<()>>,
 );
 
-fn start_flow_monitor(settings: &Settings) -> Result<MonitorHandle> {
-    let timeouts = settings.timeouts()?;
-    let poll_interval = settings.poll_interval()?;
-    let flow_log = settings
+fn start_flow_monitor(
+    settings: &Settings,
+    store: Option<Store>,
+    metrics: Arc<Metrics>,
+) -> Result<MonitorHandle> {
+    let config = MonitorConfig {
+        timeouts: settings.timeouts()?,
+        sensor_id: settings.sensor_id(),
+        state_dir: settings.state_dir(),
+        poll_interval: settings.poll_interval()?,
+        keep_attached: settings.keep_attached,
+    };
+    let log = settings
         .flow_log
         .as_deref()
         .map(JsonLines::open)
         .transpose()?;
-    let mut datapath = Datapath::load(settings.max_flows())?;
+    let redis = store
+        .map(|store| RedisFlowSink::new(store, settings))
+        .transpose()?;
+    let sinks = FlowSinks::new(log, redis, metrics.clone());
+    let mut datapath = Datapath::load(settings.max_flows(), Some(&settings.pin_dir()))?;
     let mut ifaces = HashMap::new();
     for iface in &settings.iface {
         let attachment = datapath.attach(iface, settings.xdp_mode())?;
         tracing::info!(
             iface = %attachment.iface,
             xdp_mode = attachment.xdp_mode,
-            "attached XDP on ingress and TC on egress"
+            "XDP on ingress, TC on egress"
         );
-        ifaces.insert(attachment.ifindex, attachment.iface);
+        ifaces.insert(attachment.ifindex, attachment.iface.clone());
     }
-    let monitor = FlowMonitor::new(
-        datapath,
-        ifaces,
-        timeouts,
-        settings.sensor_id(),
-        flow_log,
-        poll_interval,
-    );
+    let monitor = FlowMonitor::new(datapath, ifaces, config, sinks, metrics)?;
     let (stop, stopped) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("flow-monitor".into())
         .spawn(move || monitor.run(stopped))
         .context("cannot start the flow monitor thread")?;
     Ok((stop, thread))
-}
-
-async fn wait_for_shutdown_signal() -> Result<()> {
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
-    Ok(())
 }

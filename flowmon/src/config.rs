@@ -197,6 +197,23 @@ impl Settings {
         self.sensor_id.clone().unwrap_or_else(host_name)
     }
 
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/flowmon"))
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        self.pin_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/flowmon"))
+    }
+
+    pub fn metrics_listen(&self) -> Result<SocketAddr> {
+        let addr = self.metrics_listen.as_deref().unwrap_or("127.0.0.1:9108");
+        socket_addr("metrics-listen", addr)
+    }
+
     pub fn poll_interval(&self) -> Result<Duration> {
         seconds("poll-interval", self.poll_interval, 1.0)
     }
@@ -213,6 +230,24 @@ impl Settings {
             other: ns("other-timeout", self.other_timeout, 60.0)?,
             interim: ns("interim-interval", self.interim_interval, 60.0)?,
         })
+    }
+
+    pub fn redis_url(&self) -> &str {
+        self.redis_url
+            .as_deref()
+            .unwrap_or("redis://127.0.0.1:6379")
+    }
+
+    pub fn flow_stream_maxlen(&self) -> u64 {
+        self.flow_stream_maxlen.unwrap_or(1_000_000)
+    }
+
+    pub fn peer_index_retention(&self) -> Result<Duration> {
+        seconds("peer-index-retention", self.peer_index_retention, 86_400.0)
+    }
+
+    pub fn spool_max_bytes(&self) -> u64 {
+        self.spool_max_bytes.unwrap_or(1 << 30)
     }
 }
 

@@ -9,4 +9,6 @@ pub mod agent;
 pub mod config;
 pub mod datapath;
 pub mod flow;
+pub mod metrics;
 pub mod sinks;
+pub mod store;

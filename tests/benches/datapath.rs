@@ -96,7 +96,7 @@ fn two_threads_ns(datapath: &Datapath) -> f64 {
 
 fn main() {
     pin_to_cpu(0);
-    let datapath = Datapath::load(262_144).expect("load flowmon (run as root)");
+    let datapath = Datapath::load(262_144, None).expect("load flowmon (run as root)");
     let mut object = aya::Ebpf::load(EBPF_OBJECT).expect("load the object again");
     let baseline: &mut Xdp = object
         .program_mut(BASELINE_PROGRAM)

@@ -26,7 +26,8 @@ impl Harness {
 
     pub fn with_max_flows(max_flows: u32) -> Self {
         Self {
-            datapath: Datapath::load(max_flows).expect("load flowmon's eBPF object (run as root)"),
+            datapath: Datapath::load(max_flows, None)
+                .expect("load flowmon's eBPF object (run as root)"),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Support for flowmon's system tests: crafted frames, network namespaces with veth pairs,
 //! child processes and a redis-server, each cleaned up when dropped, also when a test fails.
 
+pub mod agent;
 pub mod frames;
 pub mod kernel;
 pub mod netns;

@@ -29,10 +29,15 @@ impl Netns {
         netns
     }
 
-    /// A command that runs inside the namespace.
+    /// A command that runs inside the namespace. Only the network namespace changes (unlike
+    /// `ip netns exec`, which also remounts /sys): the host's bpffs stays visible, so pins
+    /// outlive the process that made them.
     pub fn command(&self, program: &str) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.name, program]);
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/var/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
         command
     }
 

@@ -117,3 +117,29 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A directory on the host's bpffs for one flowmon's pins, removed (with whatever a killed
+/// flowmon left pinned) when dropped.
+pub struct PinDir(pub PathBuf);
+
+impl PinDir {
+    pub fn new(label: &str) -> Self {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(PathBuf::from(format!(
+            "/sys/fs/bpf/flowmon-test-{label}-{}-{n}",
+            std::process::id()
+        )))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        // Unpinning the links detaches the programs; the namespaces go with the test anyway.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

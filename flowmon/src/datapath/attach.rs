@@ -1,11 +1,20 @@
-//! Attaching the programs to an interface, and one-line errors for the ways that fails.
+//! Attaching the programs to an interface, pinning the links so the programs keep counting
+//! while the agent restarts, and one-line errors for the ways that fails.
 
-use std::ffi::CString;
+use std::{
+    ffi::CString,
+    path::{Path, PathBuf},
+};
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf,
-    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
+    },
 };
 use flowmon_common::{TC_PROGRAM, XDP_PROGRAM};
 
@@ -29,12 +38,15 @@ pub enum XdpModeChoice {
     Generic,
 }
 
-/// Where the programs were attached, for the log.
+/// Where the programs were attached, for the log and for detaching.
 #[derive(Debug)]
 pub struct Attachment {
     pub iface: String,
     pub ifindex: u32,
+    /// "native", "generic", or "kept" when a pinned link from a previous run was taken over.
     pub xdp_mode: &'static str,
+    /// Pinned links, removed at shutdown unless the programs are to stay attached.
+    pub pins: Vec<PathBuf>,
 }
 
 pub fn ifindex(iface: &str) -> Result<u32> {
@@ -46,45 +58,102 @@ pub fn ifindex(iface: &str) -> Result<u32> {
     }
 }
 
-pub(super) fn attach(ebpf: &mut Ebpf, iface: &str, mode: XdpModeChoice) -> Result<Attachment> {
+/// Attaches XDP and TC to `iface`. With `pin_dir`, links pinned there by a previous run are
+/// taken over (their program replaced atomically, no packet missed) and new links are pinned.
+pub(super) fn attach(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    mode: XdpModeChoice,
+    pin_dir: Option<&Path>,
+) -> Result<Attachment> {
     let ifindex = ifindex(iface)?;
-    let xdp: &mut Xdp = super::program(ebpf, XDP_PROGRAM)?.try_into()?;
-    let xdp_mode = match mode {
-        XdpModeChoice::Native => {
-            attach_xdp(xdp, ifindex, iface, XdpMode::Driver)?;
-            "native"
+    // bpffs refuses names with a dot; interface names never contain a colon.
+    let pin =
+        |hook: &str| pin_dir.map(|dir| dir.join(format!("{}:{hook}", iface.replace('.', ":"))));
+    let (xdp_pin, tc_pin) = (pin("xdp"), pin("tc"));
+    let xdp: &mut Xdp = super::program_mut(ebpf, XDP_PROGRAM)?.try_into()?;
+    let xdp_mode = match take_over(xdp_pin.as_deref())? {
+        Some(link) => {
+            xdp.attach_to_link(XdpLink::try_from(link)?)
+                .map_err(|err| explain(err.into(), &format!("replace XDP on {iface}")))?;
+            "kept"
         }
-        XdpModeChoice::Generic => {
-            attach_xdp(xdp, ifindex, iface, XdpMode::Skb)?;
-            "generic"
-        }
-        XdpModeChoice::Auto => match attach_xdp(xdp, ifindex, iface, XdpMode::Driver) {
-            Ok(()) => "native",
-            Err(err) => {
-                tracing::warn!("native XDP unavailable on {iface} ({err:#}); using generic mode");
-                attach_xdp(xdp, ifindex, iface, XdpMode::Skb)?;
-                "generic"
+        None => {
+            let (link, mode) = attach_xdp_mode(xdp, ifindex, iface, mode)?;
+            if let Some(path) = &xdp_pin {
+                pin_link(xdp.take_link(link)?.try_into(), path)?;
             }
-        },
+            mode
+        }
     };
-    let tc: &mut SchedClassifier = super::program(ebpf, TC_PROGRAM)?.try_into()?;
-    tc.attach(iface, TcAttachType::Egress).map_err(|err| {
-        explain(
-            err.into(),
-            &format!("attach the TC egress program to {iface}"),
-        )
-    })?;
+    let tc: &mut SchedClassifier = super::program_mut(ebpf, TC_PROGRAM)?.try_into()?;
+    match take_over(tc_pin.as_deref())? {
+        Some(link) => {
+            tc.attach_to_link(SchedClassifierLink::try_from(link)?)
+                .map_err(|err| explain(err.into(), &format!("replace TC on {iface}")))?;
+        }
+        None => {
+            let link = tc.attach(iface, TcAttachType::Egress).map_err(|err| {
+                explain(
+                    err.into(),
+                    &format!("attach the TC egress program to {iface}"),
+                )
+            })?;
+            if let Some(path) = &tc_pin {
+                pin_link(tc.take_link(link)?.try_into(), path)?;
+            }
+        }
+    }
     Ok(Attachment {
         iface: iface.to_owned(),
         ifindex,
         xdp_mode,
+        pins: [xdp_pin, tc_pin].into_iter().flatten().collect(),
     })
 }
 
-fn attach_xdp(xdp: &mut Xdp, ifindex: u32, iface: &str, mode: XdpMode) -> Result<()> {
-    xdp.attach_to_if_index(ifindex, mode)
-        .map(drop)
-        .map_err(|err| explain(err.into(), &format!("attach XDP to {iface}")))
+/// The link pinned at `pin` by a previous run, if there is one.
+fn take_over(pin: Option<&Path>) -> Result<Option<FdLink>> {
+    match pin {
+        Some(path) if path.exists() => Ok(Some(
+            PinnedLink::from_pin(path)
+                .with_context(|| format!("cannot open pinned link {}", path.display()))?
+                .into(),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// Pins `link` at `path`: from then on the pin, not this process, keeps the program attached.
+/// (Without a pin directory links stay with the program and detach when flowmon exits.)
+fn pin_link(link: Result<FdLink, aya::programs::links::LinkError>, path: &Path) -> Result<()> {
+    let link = link.with_context(|| format!("cannot pin {}: not a bpf_link", path.display()))?;
+    link.pin(path)
+        .with_context(|| format!("cannot pin link at {}", path.display()))?;
+    Ok(())
+}
+
+fn attach_xdp_mode(
+    xdp: &mut Xdp,
+    ifindex: u32,
+    iface: &str,
+    mode: XdpModeChoice,
+) -> Result<(aya::programs::xdp::XdpLinkId, &'static str)> {
+    let attach = |xdp: &mut Xdp, mode| {
+        xdp.attach_to_if_index(ifindex, mode)
+            .map_err(|err| explain(err.into(), &format!("attach XDP to {iface}")))
+    };
+    match mode {
+        XdpModeChoice::Native => Ok((attach(xdp, XdpMode::Driver)?, "native")),
+        XdpModeChoice::Generic => Ok((attach(xdp, XdpMode::Skb)?, "generic")),
+        XdpModeChoice::Auto => match attach(xdp, XdpMode::Driver) {
+            Ok(link) => Ok((link, "native")),
+            Err(err) => {
+                tracing::warn!("native XDP unavailable on {iface} ({err:#}); using generic mode");
+                Ok((attach(xdp, XdpMode::Skb)?, "generic"))
+            }
+        },
+    }
 }
 
 /// Turns an aya error into one line that says what went wrong and what to do about it.

@@ -1,9 +1,10 @@
 //! Reading and pruning the flow map at batch-operation speed.
 //!
-//! aya 0.14 has no batch map operations, so `BPF_MAP_LOOKUP_BATCH` and `BPF_MAP_DELETE_BATCH`
-//! are issued through the raw `bpf()` syscall on the map's fd. A walk never deletes the key it
-//! stands on (the kernel's get_next_key would restart from the first key): keys are collected
-//! first and deleted afterwards.
+//! aya 0.14 has no batch map operations, so `BPF_MAP_LOOKUP_BATCH` is issued through the raw
+//! `bpf()` syscall on the map's fd. A walk never deletes the key it stands on (the kernel's
+//! get_next_key would restart from the first key): the agent reads the whole map, decides, and
+//! only then removes what ended, each with `BPF_MAP_LOOKUP_AND_DELETE_ELEM`, so that the final
+//! counts are the ones removed, not the ones read up to a poll earlier.
 
 use std::{
     io,
@@ -15,9 +16,8 @@ use anyhow::{Context as _, Result};
 use aya::maps::{Map, PerCpuHashMap};
 use flowmon_common::{FlowBlock, FlowKey};
 
-const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 /// The kernel's internal "operation not supported" errno, which leaks to userspace.
 const ENOTSUPP: i32 = 524;
 /// Entries asked for per batch call; also bounds how many keys one hash bucket may hold.
@@ -138,45 +138,31 @@ impl<'a> FlowMap<'a> {
         }
     }
 
-    /// Deletes `keys`; a key already gone (evicted meanwhile) is not an error. Returns how
-    /// many were deleted.
-    pub fn delete(&self, keys: &[FlowKey]) -> Result<usize> {
-        let mut deleted = 0;
-        for chunk in keys.chunks(BATCH_ENTRIES) {
-            let mut attr = BatchAttr {
-                keys: chunk.as_ptr() as u64,
-                count: chunk.len() as u32,
-                map_fd: self.fd as u32,
-                ..BatchAttr::default()
-            };
-            match bpf(BPF_MAP_DELETE_BATCH, &mut attr) {
-                Ok(()) => deleted += attr.count as usize,
-                // The batch stops at a missing key: delete the rest one by one.
-                Err(err) if err.raw_os_error() == Some(libc::ENOENT) || batch_unsupported(&err) => {
-                    deleted += attr.count as usize;
-                    deleted += self.delete_one_by_one(&chunk[attr.count as usize..])?;
-                }
-                Err(err) => return Err(err).context("BPF_MAP_DELETE_BATCH on the flow map"),
-            }
-        }
-        Ok(deleted)
-    }
-
-    fn delete_one_by_one(&self, keys: &[FlowKey]) -> Result<usize> {
-        let mut deleted = 0;
+    /// Removes `keys` from the map and returns each one's blocks as they were at removal:
+    /// exact final counts, with no packet slipping in between a read and a delete. Keys
+    /// already gone (evicted meanwhile) are left out.
+    pub fn take(&self, keys: &[FlowKey]) -> Result<Vec<FlowEntry>> {
+        let mut entries = Vec::with_capacity(keys.len());
+        let mut blocks = vec![FlowBlock::default(); self.cpus];
         for key in keys {
             let mut attr = ElemAttr {
                 map_fd: self.fd as u32,
                 key: key as *const FlowKey as u64,
+                value: blocks.as_mut_ptr() as u64,
                 ..ElemAttr::default()
             };
-            match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
-                Ok(()) => deleted += 1,
+            match bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
+                Ok(()) => entries.push(FlowEntry {
+                    key: *key,
+                    blocks: blocks.clone(),
+                }),
                 Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(err) => return Err(err).context("BPF_MAP_DELETE_ELEM on the flow map"),
+                Err(err) => {
+                    return Err(err).context("BPF_MAP_LOOKUP_AND_DELETE_ELEM on the flow map");
+                }
             }
         }
-        Ok(deleted)
+        Ok(entries)
     }
 }
 

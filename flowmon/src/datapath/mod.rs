@@ -3,6 +3,9 @@
 
 mod attach;
 mod flow_map;
+mod pinning;
+
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use aya::{
@@ -11,7 +14,8 @@ use aya::{
     programs::{SchedClassifier, Xdp},
 };
 use flowmon_common::{
-    COUNTERS_MAP, CREATE_ERRORS_MAP, DatapathCounters, FLOWS_MAP, TC_PROGRAM, XDP_PROGRAM,
+    COUNTERS_MAP, CREATE_ERRORS_MAP, DatapathCounters, FLOWS_MAP, FRAGMENTS_MAP, TC_PROGRAM,
+    XDP_PROGRAM,
 };
 
 pub use attach::{Attachment, XdpModeChoice};
@@ -23,30 +27,86 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 /// The loaded kernel programs and their maps.
 pub struct Datapath {
     ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+    attachments: Vec<Attachment>,
 }
+
+/// Every map of the object; all are pinned together so that a restarted agent finds the flows
+/// and the counters the programs kept meanwhile.
+const MAPS: [&str; 4] = [FLOWS_MAP, COUNTERS_MAP, CREATE_ERRORS_MAP, FRAGMENTS_MAP];
 
 impl Datapath {
     /// Loads the object with a flow map of `max_flows` entries and loads (verifies) both
-    /// programs, without attaching them anywhere.
-    pub fn load(max_flows: u32) -> Result<Self> {
+    /// programs, without attaching them anywhere. With `pin_dir`, the maps are pinned there,
+    /// or taken over when a previous run pinned them.
+    pub fn load(max_flows: u32, pin_dir: Option<&Path>) -> Result<Self> {
         raise_memlock_limit();
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(FLOWS_MAP, max_flows)
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(FLOWS_MAP, max_flows);
+        if let Some(dir) = pin_dir {
+            pinning::prepare(dir)?;
+            for map in MAPS {
+                loader.map_pin_path(map, dir.join(map));
+            }
+        }
+        let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|err| attach::explain(err.into(), "load the eBPF object"))?;
-        let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?.try_into()?;
+        let xdp: &mut Xdp = program_mut(&mut ebpf, XDP_PROGRAM)?.try_into()?;
         xdp.load()
             .map_err(|err| attach::explain(err.into(), "load the XDP program"))?;
-        let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?.try_into()?;
+        let tc: &mut SchedClassifier = program_mut(&mut ebpf, TC_PROGRAM)?.try_into()?;
         tc.load()
             .map_err(|err| attach::explain(err.into(), "load the TC program"))?;
-        Ok(Self { ebpf })
+        let datapath = Self {
+            ebpf,
+            pin_dir: pin_dir.map(Path::to_owned),
+            attachments: Vec::new(),
+        };
+        let capacity = datapath.flow_map()?.capacity()?;
+        if capacity != max_flows {
+            tracing::warn!(
+                capacity,
+                max_flows,
+                "the pinned flow map keeps its size; remove the pins to resize it"
+            );
+        }
+        Ok(datapath)
     }
 
-    /// Attaches XDP on ingress and TC on egress of `iface`; both stay attached until the
-    /// returned attachment is dropped or the datapath is.
-    pub fn attach(&mut self, iface: &str, mode: XdpModeChoice) -> Result<Attachment> {
-        attach::attach(&mut self.ebpf, iface, mode)
+    /// Attaches XDP on ingress and TC on egress of `iface` (taking over links a previous run
+    /// pinned); they stay attached until [`Datapath::detach`], or for good when pinned.
+    pub fn attach(&mut self, iface: &str, mode: XdpModeChoice) -> Result<&Attachment> {
+        let links_dir = self.pin_dir.as_ref().map(|dir| dir.join("links"));
+        if let Some(dir) = &links_dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let attachment = attach::attach(&mut self.ebpf, iface, mode, links_dir.as_deref())?;
+        self.attachments.push(attachment);
+        Ok(self.attachments.last().expect("just pushed"))
+    }
+
+    /// Detaches the programs from every interface by removing their pinned links (the pins
+    /// were the links' only holders). The maps stay readable.
+    pub fn detach_programs(&mut self) -> Result<()> {
+        for pin in self.attachments.drain(..).flat_map(|a| a.pins) {
+            std::fs::remove_file(&pin)
+                .with_context(|| format!("cannot remove pinned link {}", pin.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the pinned maps, so nothing of this run stays in the kernel once it exits.
+    /// Without this (`--keep-attached`), the next run takes the maps over.
+    pub fn unpin_maps(self) {
+        if let Some(dir) = &self.pin_dir {
+            for map in MAPS {
+                let _ = std::fs::remove_file(dir.join(map));
+            }
+            let _ = std::fs::remove_dir(dir.join("links"));
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 
     /// The XDP program, for BPF_PROG_TEST_RUN (tests, benchmarks).
@@ -113,7 +173,7 @@ impl Datapath {
     }
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
     ebpf.program_mut(name)
         .with_context(|| format!("program {name} missing from the object"))
 }

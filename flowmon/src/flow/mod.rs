@@ -2,6 +2,7 @@
 //! made of it.
 
 pub mod clock;
+pub mod journal;
 pub mod monitor;
 pub mod record;
 pub mod tracker;

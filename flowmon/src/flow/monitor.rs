@@ -1,54 +1,109 @@
-//! The flow monitor: polls the kernel's flow map, applies the lifecycle and hands the records
-//! to the sinks. It runs on a thread of its own, since a poll of a large map is seconds of
-//! syscalls that must not stall the async side.
+//! The flow monitor: polls the kernel's flow map, applies the lifecycle, journals and hands
+//! the records to the sinks, and accounts for flows the LRU map dropped. It runs on a thread of
+//! its own: a poll of a large map is a long run of syscalls that must not stall the async side.
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::mpsc::{Receiver, RecvTimeoutError},
+    path::PathBuf,
+    sync::{
+        Arc,
+        mpsc::{Receiver, RecvTimeoutError},
+    },
     time::{Duration, Instant},
 };
+
+use anyhow::Result;
+use flowmon_common::FlowKey;
 
 use super::{
     Flow,
     clock::{WallClock, monotonic_ns},
+    journal::Journal,
     record::{EndReason, FlowRecord},
     tracker::{FlowTracker, Timeouts, Verdict},
 };
-use crate::{datapath::Datapath, sinks::json_lines::JsonLines};
-use anyhow::Result;
+use crate::{datapath::Datapath, metrics::Metrics, sinks::FlowSinks};
+
+/// Map utilisation above which flowmon warns that flows are about to be evicted.
+const UTILISATION_WARNING: f64 = 0.8;
+
+/// How the monitor runs.
+pub struct MonitorConfig {
+    pub timeouts: Timeouts,
+    pub sensor_id: String,
+    pub state_dir: PathBuf,
+    pub poll_interval: Duration,
+    /// Leave the programs attached and pinned at shutdown.
+    pub keep_attached: bool,
+}
 
 pub struct FlowMonitor {
     datapath: Datapath,
     tracker: FlowTracker<HashMap<u32, String>>,
-    flow_log: Option<JsonLines>,
-    poll_interval: Duration,
+    journal: Journal,
+    sinks: FlowSinks,
+    metrics: Arc<Metrics>,
+    config: MonitorConfig,
+    /// Flows the agent removed from the map, over every run (from the journal).
+    deleted: u64,
+    capacity: u32,
+    warned_full: bool,
 }
 
 /// What one poll did, for logs and metrics.
 #[derive(Debug, Default)]
 pub struct PollStats {
     pub live: usize,
-    pub interim: usize,
-    pub finished: usize,
-    pub evicted: usize,
+    pub records: usize,
+    pub ended: usize,
+    pub evicted_seen: usize,
     pub duration: Duration,
 }
 
 impl FlowMonitor {
+    /// A monitor over `datapath`, continuing what a previous run journaled in the state dir.
     pub fn new(
         datapath: Datapath,
         ifaces: HashMap<u32, String>,
-        timeouts: Timeouts,
-        sensor_id: String,
-        flow_log: Option<JsonLines>,
-        poll_interval: Duration,
-    ) -> Self {
-        Self {
-            datapath,
-            tracker: FlowTracker::new(timeouts, WallClock::new(), sensor_id, ifaces),
-            flow_log,
-            poll_interval,
+        config: MonitorConfig,
+        mut sinks: FlowSinks,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
+        let (journal, recovered) = Journal::open(&config.state_dir)?;
+        let mut tracker = FlowTracker::new(
+            config.timeouts,
+            WallClock::new(),
+            config.sensor_id.clone(),
+            ifaces,
+        );
+        if !recovered.flows.is_empty() || !recovered.unexported.is_empty() {
+            tracing::info!(
+                flows = recovered.flows.len(),
+                resent = recovered.unexported.len(),
+                "continuing the flows of the previous run"
+            );
         }
+        tracker.restore(recovered.flows);
+        let resend: Vec<FlowRecord> = recovered
+            .unexported
+            .into_iter()
+            .map(|(_, _, r)| r)
+            .collect();
+        sinks.write(&resend)?;
+        let capacity = datapath.flow_map()?.capacity()?;
+        let mut monitor = Self {
+            datapath,
+            tracker,
+            journal,
+            sinks,
+            metrics,
+            config,
+            deleted: recovered.deleted,
+            capacity,
+            warned_full: false,
+        };
+        monitor.mark_exported()?;
+        Ok(monitor)
     }
 
     /// Polls until `shutdown` says so (or its sender is gone), then ends every live flow.
@@ -56,61 +111,152 @@ impl FlowMonitor {
         loop {
             let stats = self.poll()?;
             tracing::debug!(?stats, "poll");
-            match shutdown.recv_timeout(self.poll_interval.saturating_sub(stats.duration)) {
+            let pause = self.config.poll_interval.saturating_sub(stats.duration);
+            match shutdown.recv_timeout(pause) {
                 Err(RecvTimeoutError::Timeout) => continue,
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        let ended = self.shutdown()?;
-        tracing::info!(flows = ended, "final records written for every live flow");
-        Ok(())
+        self.shutdown()
     }
 
-    /// One read of the map: interim records for flows due one, final records (and removal from
-    /// the map) for idle and closed flows, and for flows the kernel evicted.
+    /// One read of the map: interim records for flows due one; final records for idle and
+    /// closed flows, taken out of the map with their exact last counts; final records for
+    /// flows the kernel evicted; loss accounting.
     pub fn poll(&mut self) -> Result<PollStats> {
         let started = Instant::now();
         let flows = self.read_flows()?;
         let now = monotonic_ns();
         let mut records = Vec::new();
-        let mut expired = Vec::new();
+        let mut expired = HashMap::new();
         let mut present = HashSet::with_capacity(flows.len());
         for flow in &flows {
             present.insert(flow.key);
             match self.tracker.verdict(flow, now) {
                 Verdict::Keep => self.tracker.observe(flow),
-                Verdict::Interim => records.push(self.tracker.interim(flow, now)),
+                Verdict::Interim => records.push((flow.key, self.tracker.interim(flow, now))),
                 Verdict::Expire(reason) => {
-                    records.push(self.tracker.finish(flow, reason, now));
-                    expired.push(flow.key);
+                    expired.insert(flow.key, reason);
                 }
             }
         }
+        let ended = self.take_and_finish(&expired, now)?;
         let evicted = self.tracker.finish_missing(&present, now);
-        let mut stats = PollStats {
-            interim: records.len() - expired.len(),
-            finished: expired.len(),
-            evicted: evicted.len(),
-            ..PollStats::default()
+        let stats = PollStats {
+            live: flows.len() - ended.len(),
+            records: records.len() + ended.len() + evicted.len(),
+            ended: ended.len(),
+            evicted_seen: evicted.len(),
+            duration: Duration::ZERO,
         };
+        records.extend(ended);
         records.extend(evicted);
-        self.datapath.flow_map()?.delete(&expired)?;
-        self.export(&records)?;
-        stats.live = self.tracker.live();
-        stats.duration = started.elapsed();
-        Ok(stats)
+        self.publish(records, now)?;
+        self.account(stats.live)?;
+        let duration = started.elapsed();
+        self.metrics
+            .flows
+            .poll_duration_seconds
+            .set(duration.as_secs_f64());
+        Ok(PollStats { duration, ..stats })
     }
 
-    /// Final "forced" records for every flow still in the map.
-    fn shutdown(&mut self) -> Result<usize> {
-        let flows = self.read_flows()?;
-        let now = monotonic_ns();
-        let records: Vec<FlowRecord> = flows
-            .iter()
-            .map(|flow| self.tracker.finish(flow, EndReason::Forced, now))
+    /// Removes the `expired` flows from the map and makes their final records from the counts
+    /// removed. A flow evicted in the meantime is left to `finish_missing` at the next poll.
+    fn take_and_finish(
+        &mut self,
+        expired: &HashMap<FlowKey, EndReason>,
+        now: u64,
+    ) -> Result<Vec<(FlowKey, FlowRecord)>> {
+        let keys: Vec<FlowKey> = expired.keys().copied().collect();
+        let taken = self.datapath.flow_map()?.take(&keys)?;
+        self.deleted += taken.len() as u64;
+        Ok(taken
+            .into_iter()
+            .filter_map(|entry| Flow::merge(entry.key, &entry.blocks))
+            .map(|flow| {
+                let record = self.tracker.finish(&flow, expired[&flow.key], now);
+                (flow.key, record)
+            })
+            .collect())
+    }
+
+    /// Journals `records`, hands them to the sinks, marks them exported.
+    fn publish(&mut self, records: Vec<(FlowKey, FlowRecord)>, now: u64) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let journaled: Vec<(FlowKey, u64, FlowRecord)> = records
+            .into_iter()
+            .map(|(key, record)| (key, now, record))
             .collect();
-        self.export(&records)?;
-        Ok(records.len())
+        self.journal.append(&journaled)?;
+        let records: Vec<FlowRecord> = journaled.into_iter().map(|(_, _, r)| r).collect();
+        for record in &records {
+            if let Some(reason) = record.end_reason {
+                self.metrics.flows.finalised(reason);
+            }
+        }
+        self.sinks.write(&records)?;
+        self.mark_exported()
+    }
+
+    fn mark_exported(&mut self) -> Result<()> {
+        let live = self.tracker.last_records();
+        self.journal.exported(self.deleted, &live)
+    }
+
+    /// Every flow the kernel created is live, was ended by the agent, or was evicted: the
+    /// evicted count follows from the other three.
+    fn account(&mut self, live: usize) -> Result<()> {
+        let counters = self.datapath.counters()?;
+        self.sinks.observe_store();
+        let metrics = &self.metrics.flows;
+        metrics.observe_kernel(&counters);
+        metrics.flows_live.set(live as i64);
+        let evicted = counters
+            .flows_created
+            .saturating_sub(live as u64 + self.deleted);
+        let reported = metrics.flows_evicted.get();
+        metrics
+            .flows_evicted
+            .inc_by(evicted.saturating_sub(reported));
+        let utilisation = live as f64 / self.capacity as f64;
+        metrics.map_utilisation.set(utilisation);
+        if utilisation > UTILISATION_WARNING && !self.warned_full {
+            tracing::warn!(
+                live,
+                capacity = self.capacity,
+                "flow map over {:.0} % full: flows will be evicted before they end; raise \
+                 --max-flows or lower the timeouts",
+                UTILISATION_WARNING * 100.0
+            );
+        }
+        self.warned_full = utilisation > UTILISATION_WARNING;
+        Ok(())
+    }
+
+    /// Final "forced" records for every flow, taken out of the map with its exact counts;
+    /// then the programs are detached and the pins removed, unless they are to stay attached
+    /// (the next run then starts from an empty map, nothing counted twice).
+    fn shutdown(mut self) -> Result<()> {
+        if !self.config.keep_attached {
+            self.datapath.detach_programs()?;
+        }
+        let keys: Vec<FlowKey> = self.read_flows()?.iter().map(|flow| flow.key).collect();
+        let forced: HashMap<FlowKey, EndReason> = keys
+            .into_iter()
+            .map(|key| (key, EndReason::Forced))
+            .collect();
+        let now = monotonic_ns();
+        let records = self.take_and_finish(&forced, now)?;
+        let ended = records.len();
+        self.publish(records, now)?;
+        tracing::info!(flows = ended, "final records written for every live flow");
+        if !self.config.keep_attached {
+            self.datapath.unpin_maps();
+        }
+        Ok(())
     }
 
     fn read_flows(&self) -> Result<Vec<Flow>> {
@@ -119,12 +265,5 @@ impl FlowMonitor {
             .into_iter()
             .filter_map(|entry| Flow::merge(entry.key, &entry.blocks))
             .collect())
-    }
-
-    fn export(&mut self, records: &[FlowRecord]) -> Result<()> {
-        if let Some(log) = &mut self.flow_log {
-            log.write_all(records)?;
-        }
-        Ok(())
     }
 }

@@ -170,6 +170,26 @@ impl FlowRecord {
     }
 }
 
+impl FlowRecord {
+    /// The final record of a flow the kernel evicted, known only by this, its last record:
+    /// same totals, nothing added.
+    pub fn evicted(&self, sequence: u64, clock: &WallClock, now_ns: u64) -> Self {
+        let flow_id = &self.flow_id;
+        Self {
+            record_id: format!("{flow_id}:{sequence}"),
+            sequence,
+            record_type: RecordType::Final,
+            end_reason: Some(EndReason::Evicted),
+            time: clock.epoch_secs(now_ns),
+            client_packets_delta: 0,
+            client_bytes_delta: 0,
+            server_packets_delta: 0,
+            server_bytes_delta: 0,
+            ..self.clone()
+        }
+    }
+}
+
 fn mac_string(mac: &[u8; 6]) -> String {
     format!(
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",

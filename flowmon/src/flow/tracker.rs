@@ -2,13 +2,14 @@
 //! the records that say so. Pure logic over snapshots of the kernel map, so it is tested without
 //! a kernel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use flowmon_common::{FlowKey, ip_proto};
 
 use super::{
     Flow,
     clock::WallClock,
+    journal::LastRecord,
     record::{Deltas, EndReason, FlowRecord, Origin, RecordType},
 };
 
@@ -41,11 +42,12 @@ struct Tracked {
     flow_id: String,
     /// Records made so far; the next record's sequence number.
     records: u64,
-    /// Totals of the last record, for the next one's deltas.
+    /// The last record, for the next one's deltas.
     last_record: Option<FlowRecord>,
     last_record_ns: u64,
-    /// The flow as last read, reported if the kernel evicts it.
-    last_seen: Flow,
+    /// The flow as last read, reported if the kernel evicts it (none for a flow taken over
+    /// from a previous run and not read since).
+    last_seen: Option<Flow>,
 }
 
 /// The decision for one flow at one poll.
@@ -119,14 +121,47 @@ impl<N: IfaceNames> FlowTracker<N> {
     pub fn observe(&mut self, flow: &Flow) {
         self.flows
             .entry(flow.key)
-            .and_modify(|tracked| tracked.last_seen = flow.clone())
+            .and_modify(|tracked| tracked.last_seen = Some(flow.clone()))
             .or_insert_with(|| Tracked {
                 flow_id: uuid::Uuid::new_v4().to_string(),
                 records: 0,
                 last_record: None,
                 last_record_ns: flow.first_seen_ns,
-                last_seen: flow.clone(),
+                last_seen: Some(flow.clone()),
             });
+    }
+
+    /// Continues the flows a previous run reported (from the journal).
+    pub fn restore(&mut self, flows: HashMap<FlowKey, LastRecord>) {
+        for (key, last) in flows {
+            self.flows.insert(
+                key,
+                Tracked {
+                    flow_id: last.record.flow_id.clone(),
+                    records: last.record.sequence + 1,
+                    last_record_ns: last.made_ns,
+                    last_record: Some(last.record),
+                    last_seen: None,
+                },
+            );
+        }
+    }
+
+    /// The last record of every followed flow that has one: what the journal must keep.
+    pub fn last_records(&self) -> HashMap<FlowKey, LastRecord> {
+        self.flows
+            .iter()
+            .filter_map(|(key, tracked)| {
+                let record = tracked.last_record.clone()?;
+                Some((
+                    *key,
+                    LastRecord {
+                        record,
+                        made_ns: tracked.last_record_ns,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// An interim record of a live flow.
@@ -141,22 +176,35 @@ impl<N: IfaceNames> FlowTracker<N> {
         record
     }
 
-    /// Final "evicted" records for flows that were live at the last poll and are gone from
-    /// the map although the agent never removed them: the kernel's LRU dropped them.
+    /// Final "evicted" records for flows that were followed at the last poll and are gone
+    /// from the map although the agent never removed them: the kernel's LRU dropped them. Each
+    /// carries the counts the agent last read.
     pub fn finish_missing(
         &mut self,
-        present: &std::collections::HashSet<FlowKey>,
+        present: &HashSet<FlowKey>,
         now_ns: u64,
-    ) -> Vec<FlowRecord> {
-        let missing: Vec<Flow> = self
+    ) -> Vec<(FlowKey, FlowRecord)> {
+        let missing: Vec<FlowKey> = self
             .flows
-            .iter()
-            .filter(|(key, _)| !present.contains(key))
-            .map(|(_, tracked)| tracked.last_seen.clone())
+            .keys()
+            .filter(|key| !present.contains(key))
+            .copied()
             .collect();
         missing
-            .iter()
-            .map(|flow| self.finish(flow, EndReason::Evicted, now_ns))
+            .into_iter()
+            .filter_map(|key| {
+                let tracked = self.flows.remove(&key)?;
+                let record = match (&tracked.last_seen, &tracked.last_record) {
+                    (Some(flow), _) => {
+                        let flow = flow.clone();
+                        self.flows.insert(key, tracked);
+                        self.finish(&flow, EndReason::Evicted, now_ns)
+                    }
+                    (None, Some(last)) => last.evicted(tracked.records, &self.clock, now_ns),
+                    (None, None) => return None,
+                };
+                Some((key, record))
+            })
             .collect()
     }
 

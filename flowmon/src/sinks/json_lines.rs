@@ -13,7 +13,6 @@ use serde::Serialize;
 pub struct JsonLines {
     path: PathBuf,
     out: BufWriter<File>,
-    written: u64,
 }
 
 impl JsonLines {
@@ -26,7 +25,6 @@ impl JsonLines {
         Ok(Self {
             path: path.to_owned(),
             out: BufWriter::new(file),
-            written: 0,
         })
     }
 
@@ -38,15 +36,9 @@ impl JsonLines {
         for record in records {
             serde_json::to_writer(&mut self.out, record)?;
             self.out.write_all(b"\n")?;
-            self.written += 1;
         }
         self.out
             .flush()
             .with_context(|| format!("cannot write to {}", self.path.display()))
-    }
-
-    /// Lines written since the file was opened.
-    pub fn written(&self) -> u64 {
-        self.written
     }
 }

@@ -1,0 +1,48 @@
+//! The bpf filesystem the pins live on: mounted at /sys/fs/bpf when missing (as a fresh boot
+//! leaves it), refused elsewhere when the directory is not on one.
+
+use std::{ffi::CString, os::unix::ffi::OsStrExt as _, path::Path};
+
+use anyhow::{Context as _, Result, bail};
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const DEFAULT_MOUNT: &str = "/sys/fs/bpf";
+
+fn on_bpffs(path: &Path) -> bool {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we own.
+    unsafe {
+        let mut stat: libc::statfs = std::mem::zeroed();
+        libc::statfs(c_path.as_ptr(), &mut stat) == 0 && stat.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+/// Makes sure `dir` exists on a bpf filesystem.
+pub fn prepare(dir: &Path) -> Result<()> {
+    if dir.starts_with(DEFAULT_MOUNT) && !on_bpffs(Path::new(DEFAULT_MOUNT)) {
+        tracing::info!("mounting bpffs on {DEFAULT_MOUNT}");
+        let target = CString::new(DEFAULT_MOUNT).expect("no NUL");
+        let fstype = CString::new("bpf").expect("no NUL");
+        // SAFETY: valid NUL-terminated strings; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                fstype.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("cannot mount bpffs on {DEFAULT_MOUNT}"));
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if !on_bpffs(dir) {
+        bail!("pin directory {} is not on a bpf filesystem", dir.display());
+    }
+    Ok(())
+}

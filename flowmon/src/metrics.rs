@@ -1,0 +1,229 @@
+//! The Prometheus endpoint (`--metrics-listen`, text format at `/metrics`) and the flow
+//! monitor's metrics. Counters that the kernel keeps are carried over by their increase since
+//! the previous poll, so they stay monotonic here even when the agent restarts.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::{Context as _, Result};
+use axum::{Router, http::header, response::IntoResponse, routing::get};
+use flowmon_common::DatapathCounters;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::flow::record::EndReason;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndReasonLabel {
+    pub end_reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    pub sink: &'static str,
+}
+
+/// What the flow monitor reports.
+#[derive(Default)]
+pub struct FlowMetrics {
+    pub packets: Counter,
+    pub bytes: Counter,
+    pub parse_failures: Family<ReasonLabel, Counter>,
+    pub non_ip_frames: Counter,
+    pub flows_created: Counter,
+    pub flow_create_failures: Counter,
+    pub fragments: Counter,
+    pub flows_live: Gauge,
+    pub flows_finalised: Family<EndReasonLabel, Counter>,
+    pub flows_evicted: Counter,
+    pub map_utilisation: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub poll_duration_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub records_written: Family<SinkLabel, Counter>,
+    pub spool_backlog: Gauge,
+    pub redis_errors: Counter,
+    /// The kernel counters at the previous poll.
+    last_kernel: std::sync::Mutex<DatapathCounters>,
+}
+
+impl FlowMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("flowmon");
+        r.register("packets", "Frames the datapath saw", self.packets.clone());
+        r.register(
+            "bytes",
+            "Layer-2 bytes the datapath saw",
+            self.bytes.clone(),
+        );
+        r.register(
+            "parse_failures",
+            "Frames the parser could not read, by reason",
+            self.parse_failures.clone(),
+        );
+        r.register(
+            "non_ip_frames",
+            "Frames without IP (ARP...)",
+            self.non_ip_frames.clone(),
+        );
+        r.register(
+            "flows_created",
+            "Flows the kernel created",
+            self.flows_created.clone(),
+        );
+        r.register(
+            "flow_create_failures",
+            "Flow creations the kernel refused",
+            self.flow_create_failures.clone(),
+        );
+        r.register(
+            "fragments",
+            "Non-first IP fragments",
+            self.fragments.clone(),
+        );
+        r.register(
+            "flows_live",
+            "Flows in the kernel map",
+            self.flows_live.clone(),
+        );
+        r.register(
+            "flows_finalised",
+            "Final flow records, by end reason",
+            self.flows_finalised.clone(),
+        );
+        r.register(
+            "flows_evicted",
+            "Flows the LRU map dropped before the agent ended them",
+            self.flows_evicted.clone(),
+        );
+        r.register(
+            "flow_map_utilisation",
+            "Live flows over the map's capacity",
+            self.map_utilisation.clone(),
+        );
+        r.register(
+            "poll_duration_seconds",
+            "Duration of the last poll of the flow map",
+            self.poll_duration_seconds.clone(),
+        );
+        r.register(
+            "records_written",
+            "Flow records written, by sink",
+            self.records_written.clone(),
+        );
+        r.register(
+            "spool_backlog",
+            "Redis writes waiting in the on-disk spool",
+            self.spool_backlog.clone(),
+        );
+        r.register(
+            "redis_errors",
+            "Failed Redis writes",
+            self.redis_errors.clone(),
+        );
+    }
+
+    /// Carries the kernel's counters over by their increase since the last call.
+    pub fn observe_kernel(&self, now: &DatapathCounters) {
+        let mut last = self.last_kernel.lock().expect("metrics lock");
+        let inc = |counter: &Counter, new: u64, old: u64| {
+            // A recreated map starts from zero again: count from there.
+            counter.inc_by(if new >= old { new - old } else { new });
+        };
+        inc(&self.packets, now.packets, last.packets);
+        inc(&self.bytes, now.bytes, last.bytes);
+        inc(
+            &self.parse_failures.get_or_create(&ReasonLabel {
+                reason: "truncated",
+            }),
+            now.truncated,
+            last.truncated,
+        );
+        inc(
+            &self.parse_failures.get_or_create(&ReasonLabel {
+                reason: "unsupported",
+            }),
+            now.unsupported,
+            last.unsupported,
+        );
+        inc(&self.non_ip_frames, now.non_ip, last.non_ip);
+        inc(&self.flows_created, now.flows_created, last.flows_created);
+        inc(
+            &self.flow_create_failures,
+            now.create_failures,
+            last.create_failures,
+        );
+        inc(&self.fragments, now.fragments, last.fragments);
+        *last = *now;
+    }
+
+    pub fn finalised(&self, reason: EndReason) {
+        self.flows_finalised
+            .get_or_create(&EndReasonLabel {
+                end_reason: reason.as_str(),
+            })
+            .inc();
+    }
+}
+
+/// Every metric flowmon exposes.
+pub struct Metrics {
+    pub flows: FlowMetrics,
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let flows = FlowMetrics::default();
+        let mut registry = Registry::default();
+        flows.register(&mut registry);
+        // Every end reason shows from the start, at zero.
+        for reason in EndReason::ALL {
+            let _ = flows.flows_finalised.get_or_create(&EndReasonLabel {
+                end_reason: reason.as_str(),
+            });
+        }
+        Arc::new(Self { flows, registry })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Serves `/metrics` on `addr` until the task is dropped.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
+                    .into_response()
+            }
+        }),
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::error!("metrics endpoint failed: {err}");
+        }
+    }))
+}

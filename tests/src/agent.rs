@@ -1,0 +1,116 @@
+//! A flowmon agent process inside a test's network namespace, with its own state directory,
+//! flow log and bpffs pins, all removed when dropped.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::{
+    netns::Netns,
+    process::{ChildGuard, PinDir, TempDir, flowmon_binary},
+};
+
+pub struct Agent {
+    process: Option<ChildGuard>,
+    args: Vec<String>,
+    netns_name: String,
+    pub dir: TempDir,
+    pub pins: PinDir,
+}
+
+impl Agent {
+    /// Starts flowmon in `netns` on `iface` with `args` (on top of its own state dir, pin dir
+    /// and flow log) and waits until it serves metrics.
+    pub fn start(netns: &Netns, iface: &str, args: &[&str]) -> Self {
+        let dir = TempDir::new("agent");
+        let pins = PinDir::new("agent");
+        let mut all: Vec<String> = vec!["--iface".into(), iface.into()];
+        all.extend(["--state-dir".into(), dir.path().display().to_string()]);
+        all.extend(["--pin-dir".into(), pins.path().display().to_string()]);
+        all.extend([
+            "--flow-log".into(),
+            dir.path().join("flows.jsonl").display().to_string(),
+        ]);
+        all.extend(args.iter().map(|a| a.to_string()));
+        let mut agent = Self {
+            process: None,
+            args: all,
+            netns_name: netns.name.clone(),
+            dir,
+            pins,
+        };
+        agent.restart(netns);
+        agent
+    }
+
+    /// Starts the process again with the same arguments, directories and pins.
+    pub fn restart(&mut self, netns: &Netns) {
+        assert!(self.process.is_none(), "flowmon is still running");
+        let binary = flowmon_binary();
+        let mut command = netns.command(binary.to_str().unwrap());
+        command.args(&self.args);
+        self.process = Some(ChildGuard::spawn("flowmon", &mut command));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.try_metrics(netns).is_none() {
+            assert!(Instant::now() < deadline, "flowmon did not come up");
+            if let Some(status) = self.process.as_mut().unwrap().child.try_wait().unwrap() {
+                panic!("flowmon exited at start-up: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, and the exit must be clean.
+    pub fn stop(&mut self) {
+        let mut process = self.process.take().expect("flowmon running");
+        let status = process.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
+        assert!(status.success(), "flowmon exited with {status}");
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        let mut process = self.process.take().expect("flowmon running");
+        process.signal_and_wait(libc::SIGKILL, Duration::from_secs(10));
+    }
+
+    pub fn flow_log(&self) -> PathBuf {
+        self.dir.path().join("flows.jsonl")
+    }
+
+    /// Every record in the flow log, in order.
+    pub fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.flow_log())
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON record per line"))
+            .collect()
+    }
+
+    fn try_metrics(&self, netns: &Netns) -> Option<String> {
+        netns.run(|| {
+            let mut stream = TcpStream::connect("127.0.0.1:9108").ok()?;
+            stream
+                .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                .ok()?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response).ok()?;
+            response
+                .split_once("\r\n\r\n")
+                .map(|(_, body)| body.to_owned())
+        })
+    }
+
+    /// The value of the metric line that starts with `name` (labels included).
+    pub fn metric(&self, netns: &Netns, name: &str) -> f64 {
+        assert_eq!(netns.name, self.netns_name);
+        let body = self.try_metrics(netns).expect("metrics endpoint");
+        body.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in\n{body}"))
+    }
+}
