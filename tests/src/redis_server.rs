@@ -1,27 +1,51 @@
-//! A real redis-server on a free loopback port, stopped when dropped.
+//! A real redis-server on a free loopback port, on the host or inside a test's network
+//! namespace, stopped when dropped.
 
 use std::{
     net::SocketAddr,
     process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use crate::process::{ChildGuard, TempDir, free_port, wait_for_port};
+use crate::{
+    netns::Netns,
+    process::{ChildGuard, TempDir, free_port},
+};
 
 pub struct RedisServer {
     pub port: u16,
+    /// The network namespace it runs in; the host's when `None`.
+    netns: Option<String>,
+    /// Keeps its data across `stop` and `restart` (append-only file, fsync on every write).
+    persistent: bool,
     process: Option<ChildGuard>,
     dir: TempDir,
 }
 
 impl RedisServer {
-    /// Starts redis-server (no persistence) on a free port and waits until it accepts.
+    /// Starts redis-server (no persistence) on a free loopback port and waits until it answers.
     pub fn start() -> Self {
-        let dir = TempDir::new("redis");
+        Self::start_with(None, false)
+    }
+
+    /// The same inside `netns`, where only processes of that namespace reach it.
+    pub fn start_in(netns: &Netns) -> Self {
+        Self::start_with(Some(netns.name.clone()), false)
+    }
+
+    /// Inside `netns`, keeping its data across a stop and a restart, as a production Redis
+    /// with an append-only file does.
+    pub fn start_persistent_in(netns: &Netns) -> Self {
+        Self::start_with(Some(netns.name.clone()), true)
+    }
+
+    fn start_with(netns: Option<String>, persistent: bool) -> Self {
         let mut server = Self {
             port: free_port(),
+            netns,
+            persistent,
             process: None,
-            dir,
+            dir: TempDir::new("redis"),
         };
         server.restart();
         server
@@ -35,8 +59,21 @@ impl RedisServer {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// Stops the server (its data is lost: tests of outages restart an empty Redis unless they
-    /// saved it).
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            None => Command::new(program),
+            Some(name) => {
+                let mut command = Command::new("nsenter");
+                command
+                    .arg(format!("--net=/var/run/netns/{name}"))
+                    .arg("--")
+                    .arg(program);
+                command
+            }
+        }
+    }
+
+    /// Stops the server (SIGKILL): an outage. Its data is lost unless it is persistent.
     pub fn stop(&mut self) {
         self.process = None;
     }
@@ -44,28 +81,49 @@ impl RedisServer {
     /// Starts the server again on the same port.
     pub fn restart(&mut self) {
         self.stop();
+        let appendonly: &[&str] = if self.persistent {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
         let process = ChildGuard::spawn(
             "redis-server",
-            Command::new("redis-server")
+            self.command("redis-server")
                 .args(["--port", &self.port.to_string()])
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--bind", "127.0.0.1", "--save", ""])
+                .args(appendonly)
                 .arg("--dir")
                 .arg(self.dir.path())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
-        wait_for_port(self.addr(), Duration::from_secs(10));
         self.process = Some(process);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self
+            .try_cli(&["ping"])
+            .is_some_and(|out| out.trim() == "PONG")
+        {
+            assert!(Instant::now() < deadline, "redis-server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn try_cli(&self, args: &[&str]) -> Option<String> {
+        let output = self
+            .command("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// Runs `redis-cli` against the server and returns its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("run redis-cli");
-        assert!(output.status.success(), "redis-cli {args:?} failed");
-        String::from_utf8(output.stdout).expect("utf-8 from redis-cli")
+        self.try_cli(args)
+            .unwrap_or_else(|| panic!("redis-cli {args:?} failed"))
     }
 }
