@@ -97,14 +97,7 @@ impl Harness {
 
     /// Every flow in the map, merged.
     pub fn flows(&self) -> Vec<Flow> {
-        self.datapath
-            .flow_map()
-            .unwrap()
-            .read_all()
-            .unwrap()
-            .into_iter()
-            .filter_map(|entry| Flow::merge(entry.key, &entry.blocks))
-            .collect()
+        Flow::all(&self.datapath.flow_map().unwrap().read_all().unwrap())
     }
 
     /// The only flow in the map.

@@ -37,10 +37,43 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// One flow as the map holds it: a control block per CPU.
-pub struct FlowEntry {
-    pub key: FlowKey,
-    pub blocks: Vec<FlowBlock>,
+/// Flows as the map holds them: keys, and for each key one control block per CPU, kept in two
+/// flat vectors (a million flows are two allocations, not a million).
+#[derive(Debug, Default)]
+pub struct FlowTable {
+    keys: Vec<FlowKey>,
+    blocks: Vec<FlowBlock>,
+    cpus: usize,
+}
+
+impl FlowTable {
+    fn new(cpus: usize) -> Self {
+        Self {
+            cpus,
+            ..Self::default()
+        }
+    }
+
+    fn push(&mut self, key: FlowKey, blocks: &[FlowBlock]) {
+        self.keys.push(key);
+        self.blocks.extend_from_slice(blocks);
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Each flow's key and per-CPU blocks.
+    pub fn iter(&self) -> impl Iterator<Item = (FlowKey, &[FlowBlock])> {
+        self.keys
+            .iter()
+            .copied()
+            .zip(self.blocks.chunks_exact(self.cpus.max(1)))
+    }
 }
 
 /// The flow map of a loaded datapath.
@@ -70,9 +103,9 @@ impl<'a> FlowMap<'a> {
 
     /// Every flow in the map: batch lookup, or the key-by-key walk where the kernel refuses
     /// batch operations.
-    pub fn read_all(&self) -> Result<Vec<FlowEntry>> {
+    pub fn read_all(&self) -> Result<FlowTable> {
         match self.lookup_batch() {
-            Ok(entries) => Ok(entries),
+            Ok(table) => Ok(table),
             Err(err) if batch_unsupported(&err) => self.read_by_iteration(),
             Err(err) => Err(err).context("BPF_MAP_LOOKUP_BATCH on the flow map"),
         }
@@ -80,30 +113,33 @@ impl<'a> FlowMap<'a> {
 
     /// The plain iterator (get_next_key + lookup per entry): the fallback, and the baseline
     /// of the drain benchmark.
-    pub fn read_by_iteration(&self) -> Result<Vec<FlowEntry>> {
+    pub fn read_by_iteration(&self) -> Result<FlowTable> {
         let map = PerCpuHashMap::<_, FlowKey, FlowBlock>::try_from(self.map)?;
-        let mut entries = Vec::new();
+        let mut table = FlowTable::new(self.cpus);
         for item in map.iter() {
             match item {
-                Ok((key, values)) => entries.push(FlowEntry {
-                    key,
-                    blocks: values.iter().copied().collect(),
-                }),
+                Ok((key, values)) => table.push(key, &values),
                 // Evicted between get_next_key and lookup: nothing left to read.
                 Err(aya::maps::MapError::KeyNotFound) => continue,
                 Err(err) => return Err(err.into()),
             }
         }
-        Ok(entries)
+        Ok(table)
     }
 
-    fn lookup_batch(&self) -> io::Result<Vec<FlowEntry>> {
-        let mut keys = vec![FlowKey::default(); BATCH_ENTRIES];
-        let mut values = vec![FlowBlock::default(); BATCH_ENTRIES * self.cpus];
-        let mut entries = Vec::new();
+    /// Reads batch after batch straight into the table's vectors.
+    fn lookup_batch(&self) -> io::Result<FlowTable> {
+        let mut table = FlowTable::new(self.cpus);
         let mut token: u32 = 0;
         let mut first = true;
         loop {
+            let filled = table.keys.len();
+            table
+                .keys
+                .resize(filled + BATCH_ENTRIES, FlowKey::default());
+            table
+                .blocks
+                .resize((filled + BATCH_ENTRIES) * self.cpus, FlowBlock::default());
             let mut next_token: u32 = 0;
             let mut attr = BatchAttr {
                 in_batch: if first {
@@ -112,26 +148,21 @@ impl<'a> FlowMap<'a> {
                     &token as *const u32 as u64
                 },
                 out_batch: &mut next_token as *mut u32 as u64,
-                keys: keys.as_mut_ptr() as u64,
-                values: values.as_mut_ptr() as u64,
+                keys: table.keys[filled..].as_mut_ptr() as u64,
+                values: table.blocks[filled * self.cpus..].as_mut_ptr() as u64,
                 count: BATCH_ENTRIES as u32,
                 map_fd: self.fd as u32,
                 ..BatchAttr::default()
             };
             let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
-            // ENOENT ends the walk, possibly with a last partial batch.
-            let done = match result {
-                Ok(()) => false,
-                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => true,
-                Err(err) => return Err(err),
-            };
             let count = attr.count as usize;
-            for (i, key) in keys.iter().take(count).enumerate() {
-                let blocks = values[i * self.cpus..(i + 1) * self.cpus].to_vec();
-                entries.push(FlowEntry { key: *key, blocks });
-            }
-            if done {
-                return Ok(entries);
+            table.keys.truncate(filled + count);
+            table.blocks.truncate((filled + count) * self.cpus);
+            // ENOENT ends the walk, possibly with a last partial batch.
+            match result {
+                Ok(()) => {}
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(table),
+                Err(err) => return Err(err),
             }
             token = next_token;
             first = false;
@@ -141,8 +172,8 @@ impl<'a> FlowMap<'a> {
     /// Removes `keys` from the map and returns each one's blocks as they were at removal:
     /// exact final counts, with no packet slipping in between a read and a delete. Keys
     /// already gone (evicted meanwhile) are left out.
-    pub fn take(&self, keys: &[FlowKey]) -> Result<Vec<FlowEntry>> {
-        let mut entries = Vec::with_capacity(keys.len());
+    pub fn take(&self, keys: &[FlowKey]) -> Result<FlowTable> {
+        let mut table = FlowTable::new(self.cpus);
         let mut blocks = vec![FlowBlock::default(); self.cpus];
         for key in keys {
             let mut attr = ElemAttr {
@@ -152,17 +183,14 @@ impl<'a> FlowMap<'a> {
                 ..ElemAttr::default()
             };
             match bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
-                Ok(()) => entries.push(FlowEntry {
-                    key: *key,
-                    blocks: blocks.clone(),
-                }),
+                Ok(()) => table.push(*key, &blocks),
                 Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(err) => {
                     return Err(err).context("BPF_MAP_LOOKUP_AND_DELETE_ELEM on the flow map");
                 }
             }
         }
-        Ok(entries)
+        Ok(table)
     }
 }
 

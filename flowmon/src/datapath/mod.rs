@@ -19,7 +19,7 @@ use flowmon_common::{
 };
 
 pub use attach::{Attachment, XdpModeChoice};
-pub use flow_map::FlowMap;
+pub use flow_map::{FlowMap, FlowTable};
 
 /// The kernel object built by `build.rs` from `flowmon-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowmon"));

@@ -116,20 +116,26 @@ impl Journal {
         self.out.flush().context("cannot write the flow journal")
     }
 
-    /// Notes that everything appended so far reached the sinks. `live` are the last records
-    /// of the flows still followed, for a compaction when the journal has grown.
-    pub fn exported(&mut self, deleted: u64, live: &HashMap<FlowKey, LastRecord>) -> Result<()> {
+    /// Notes that everything appended so far reached the sinks.
+    pub fn exported(&mut self, deleted: u64) -> Result<()> {
         write_entry(&mut self.out, &Entry::Exported { deleted })?;
-        self.out.flush().context("cannot write the flow journal")?;
         self.lines += 1;
-        if self.lines > live.len() as u64 + COMPACT_AFTER_LINES {
-            let state = Recovered {
-                flows: live.clone(),
-                unexported: Vec::new(),
-                deleted,
-            };
-            *self = Self::rewrite(&self.path, &state)?;
-        }
+        self.out.flush().context("cannot write the flow journal")
+    }
+
+    /// Whether the journal has grown well past what `live` flows need.
+    pub fn needs_compaction(&self, live: usize) -> bool {
+        self.lines > live as u64 + COMPACT_AFTER_LINES
+    }
+
+    /// Rewrites the journal with only the last records of the `live` flows.
+    pub fn compact(&mut self, live: HashMap<FlowKey, LastRecord>, deleted: u64) -> Result<()> {
+        let state = Recovered {
+            flows: live,
+            unexported: Vec::new(),
+            deleted,
+        };
+        *self = Self::rewrite(&self.path, &state)?;
         Ok(())
     }
 }
@@ -226,7 +232,7 @@ mod tests {
                     (key(2), 10, record("b", 0, RecordType::Interim)),
                 ])
                 .unwrap();
-            journal.exported(3, &HashMap::new()).unwrap();
+            journal.exported(3).unwrap();
             journal
                 .append(&[
                     (key(1), 20, record("a", 1, RecordType::Interim)),

@@ -9,6 +9,7 @@ pub mod tracker;
 
 use std::net::{IpAddr, Ipv6Addr};
 
+use crate::datapath::FlowTable;
 use flowmon_common::{
     Address, FlowBlock, FlowKey, SIDE_HI, SIDE_LO, TcpState, address_bytes, ip_proto, key_kind,
     orientation,
@@ -39,6 +40,14 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// Every flow of `table` that some CPU has seen, merged.
+    pub fn all(table: &FlowTable) -> Vec<Flow> {
+        table
+            .iter()
+            .filter_map(|(key, blocks)| Self::merge(key, blocks))
+            .collect()
+    }
+
     /// Merges the per-CPU blocks of `key`. Counters add up; the orientation comes from the CPU
     /// with the strongest evidence, the earliest first packet breaking ties. `None` when no CPU
     /// has seen the flow (an entry the kernel is still creating).

@@ -3,7 +3,7 @@
 //! its own: a poll of a large map is a long run of syscalls that must not stall the async side.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     path::PathBuf,
     sync::{
         Arc,
@@ -125,25 +125,29 @@ impl FlowMonitor {
     /// flows the kernel evicted; loss accounting.
     pub fn poll(&mut self) -> Result<PollStats> {
         let started = Instant::now();
-        let flows = self.read_flows()?;
+        let table = self.datapath.flow_map()?.read_all()?;
         let now = monotonic_ns();
         let mut records = Vec::new();
         let mut expired = HashMap::new();
-        let mut present = HashSet::with_capacity(flows.len());
-        for flow in &flows {
-            present.insert(flow.key);
-            match self.tracker.verdict(flow, now) {
-                Verdict::Keep => self.tracker.observe(flow),
+        self.tracker.begin_poll();
+        // Merged one at a time: a million flows never sit in memory twice.
+        for flow in table
+            .iter()
+            .filter_map(|(key, blocks)| Flow::merge(key, blocks))
+        {
+            let flow = &flow;
+            match self.tracker.step(flow, now) {
+                Verdict::Keep => {}
                 Verdict::Interim => records.push((flow.key, self.tracker.interim(flow, now))),
                 Verdict::Expire(reason) => {
-                    expired.insert(flow.key, reason);
+                    expired.insert(flow.key, (reason, flow.clone()));
                 }
             }
         }
         let ended = self.take_and_finish(&expired, now)?;
-        let evicted = self.tracker.finish_missing(&present, now);
+        let evicted = self.tracker.finish_missing(now);
         let stats = PollStats {
-            live: flows.len() - ended.len(),
+            live: table.len() - ended.len(),
             records: records.len() + ended.len() + evicted.len(),
             ended: ended.len(),
             evicted_seen: evicted.len(),
@@ -162,21 +166,27 @@ impl FlowMonitor {
     }
 
     /// Removes the `expired` flows from the map and makes their final records from the counts
-    /// removed. A flow evicted in the meantime is left to `finish_missing` at the next poll.
+    /// removed. A flow the kernel evicted in the meantime ends as evicted, with the counts read.
     fn take_and_finish(
         &mut self,
-        expired: &HashMap<FlowKey, EndReason>,
+        expired: &HashMap<FlowKey, (EndReason, Flow)>,
         now: u64,
     ) -> Result<Vec<(FlowKey, FlowRecord)>> {
         let keys: Vec<FlowKey> = expired.keys().copied().collect();
         let taken = self.datapath.flow_map()?.take(&keys)?;
         self.deleted += taken.len() as u64;
-        Ok(taken
+        let mut finals: HashMap<FlowKey, Flow> = Flow::all(&taken)
             .into_iter()
-            .filter_map(|entry| Flow::merge(entry.key, &entry.blocks))
-            .map(|flow| {
-                let record = self.tracker.finish(&flow, expired[&flow.key], now);
-                (flow.key, record)
+            .map(|flow| (flow.key, flow))
+            .collect();
+        Ok(expired
+            .iter()
+            .map(|(key, (reason, read))| {
+                let record = match finals.remove(key) {
+                    Some(flow) => self.tracker.finish(&flow, *reason, now),
+                    None => self.tracker.finish(read, EndReason::Evicted, now),
+                };
+                (*key, record)
             })
             .collect())
     }
@@ -202,8 +212,12 @@ impl FlowMonitor {
     }
 
     fn mark_exported(&mut self) -> Result<()> {
-        let live = self.tracker.last_records();
-        self.journal.exported(self.deleted, &live)
+        self.journal.exported(self.deleted)?;
+        if self.journal.needs_compaction(self.tracker.live()) {
+            self.journal
+                .compact(self.tracker.last_records(), self.deleted)?;
+        }
+        Ok(())
     }
 
     /// Every flow the kernel created is live, was ended by the agent, or was evicted: the
@@ -243,10 +257,10 @@ impl FlowMonitor {
         if !self.config.keep_attached {
             self.datapath.detach_programs()?;
         }
-        let keys: Vec<FlowKey> = self.read_flows()?.iter().map(|flow| flow.key).collect();
-        let forced: HashMap<FlowKey, EndReason> = keys
+        let forced: HashMap<FlowKey, (EndReason, Flow)> = self
+            .read_flows()?
             .into_iter()
-            .map(|key| (key, EndReason::Forced))
+            .map(|flow| (flow.key, (EndReason::Forced, flow)))
             .collect();
         let now = monotonic_ns();
         let records = self.take_and_finish(&forced, now)?;
@@ -260,10 +274,6 @@ impl FlowMonitor {
     }
 
     fn read_flows(&self) -> Result<Vec<Flow>> {
-        let entries = self.datapath.flow_map()?.read_all()?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|entry| Flow::merge(entry.key, &entry.blocks))
-            .collect())
+        Ok(Flow::all(&self.datapath.flow_map()?.read_all()?))
     }
 }

@@ -2,7 +2,9 @@
 //! the records that say so. Pure logic over snapshots of the kernel map, so it is tested without
 //! a kernel.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 
 use flowmon_common::{FlowKey, ip_proto};
 
@@ -48,6 +50,8 @@ struct Tracked {
     /// The flow as last read, reported if the kernel evicts it (none for a flow taken over
     /// from a previous run and not read since).
     last_seen: Option<Flow>,
+    /// The poll that last read it.
+    poll: u64,
 }
 
 /// The decision for one flow at one poll.
@@ -72,7 +76,10 @@ impl IfaceNames for HashMap<u32, String> {
 }
 
 pub struct FlowTracker<N> {
-    flows: HashMap<FlowKey, Tracked>,
+    /// FxHash: keys come from the kernel's own flows, and a poll hashes every one of them.
+    flows: FxHashMap<FlowKey, Tracked>,
+    /// Number of the current poll.
+    poll: u64,
     timeouts: Timeouts,
     clock: WallClock,
     sensor_id: String,
@@ -82,7 +89,8 @@ pub struct FlowTracker<N> {
 impl<N: IfaceNames> FlowTracker<N> {
     pub fn new(timeouts: Timeouts, clock: WallClock, sensor_id: String, ifaces: N) -> Self {
         Self {
-            flows: HashMap::new(),
+            flows: FxHashMap::default(),
+            poll: 0,
             timeouts,
             clock,
             sensor_id,
@@ -95,8 +103,11 @@ impl<N: IfaceNames> FlowTracker<N> {
         self.flows.len()
     }
 
-    /// What to do with `flow` now.
-    pub fn verdict(&self, flow: &Flow, now_ns: u64) -> Verdict {
+    /// Notes `flow` as read at this poll and says what to do with it now. One lookup per
+    /// flow: a poll of a million flows is bound by these lookups.
+    pub fn step(&mut self, flow: &Flow, now_ns: u64) -> Verdict {
+        let tracked = self.observe(flow);
+        let since_record = now_ns.saturating_sub(tracked.last_record_ns);
         let idle_for = now_ns.saturating_sub(flow.last_seen_ns);
         if idle_for >= self.timeouts.idle(flow) {
             let reason = if flow.tcp_state().is_closing() {
@@ -104,31 +115,36 @@ impl<N: IfaceNames> FlowTracker<N> {
             } else {
                 EndReason::Idle
             };
-            return Verdict::Expire(reason);
-        }
-        let since_record = match self.flows.get(&flow.key) {
-            Some(tracked) => now_ns.saturating_sub(tracked.last_record_ns),
-            None => now_ns.saturating_sub(flow.first_seen_ns),
-        };
-        if since_record >= self.timeouts.interim {
+            Verdict::Expire(reason)
+        } else if since_record >= self.timeouts.interim {
             Verdict::Interim
         } else {
             Verdict::Keep
         }
     }
 
+    /// Starts a poll: flows not observed until the next call are missing from the map.
+    pub fn begin_poll(&mut self) {
+        self.poll += 1;
+    }
+
     /// Notes `flow` as read at this poll.
-    pub fn observe(&mut self, flow: &Flow) {
+    fn observe(&mut self, flow: &Flow) -> &mut Tracked {
+        let poll = self.poll;
         self.flows
             .entry(flow.key)
-            .and_modify(|tracked| tracked.last_seen = Some(flow.clone()))
+            .and_modify(|tracked| {
+                tracked.last_seen = Some(flow.clone());
+                tracked.poll = poll;
+            })
             .or_insert_with(|| Tracked {
                 flow_id: uuid::Uuid::new_v4().to_string(),
                 records: 0,
                 last_record: None,
                 last_record_ns: flow.first_seen_ns,
                 last_seen: Some(flow.clone()),
-            });
+                poll,
+            })
     }
 
     /// Continues the flows a previous run reported (from the journal).
@@ -142,6 +158,7 @@ impl<N: IfaceNames> FlowTracker<N> {
                     last_record_ns: last.made_ns,
                     last_record: Some(last.record),
                     last_seen: None,
+                    poll: self.poll,
                 },
             );
         }
@@ -176,19 +193,15 @@ impl<N: IfaceNames> FlowTracker<N> {
         record
     }
 
-    /// Final "evicted" records for flows that were followed at the last poll and are gone
-    /// from the map although the agent never removed them: the kernel's LRU dropped them. Each
-    /// carries the counts the agent last read.
-    pub fn finish_missing(
-        &mut self,
-        present: &HashSet<FlowKey>,
-        now_ns: u64,
-    ) -> Vec<(FlowKey, FlowRecord)> {
+    /// Final "evicted" records for flows this poll did not read although the agent never
+    /// removed them: the kernel's LRU dropped them. Each carries the counts the agent last
+    /// read.
+    pub fn finish_missing(&mut self, now_ns: u64) -> Vec<(FlowKey, FlowRecord)> {
         let missing: Vec<FlowKey> = self
             .flows
-            .keys()
-            .filter(|key| !present.contains(key))
-            .copied()
+            .iter()
+            .filter(|(_, tracked)| tracked.poll != self.poll)
+            .map(|(key, _)| *key)
             .collect();
         missing
             .into_iter()
