@@ -84,7 +84,7 @@ fn start_flow_monitor(
     let redis = store
         .map(|store| RedisFlowSink::new(store, settings))
         .transpose()?;
-    let sinks = FlowSinks::new(log, redis, metrics.clone());
+    let sinks = FlowSinks::new(log, redis, None, metrics.clone());
     let mut datapath = Datapath::load(settings.max_flows(), Some(&settings.pin_dir()))?;
     let mut ifaces = HashMap::new();
     for iface in &settings.iface {

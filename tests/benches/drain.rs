@@ -81,7 +81,7 @@ fn main() {
             poll_interval: std::time::Duration::from_secs(1),
             keep_attached: true,
         };
-        let sinks = FlowSinks::new(None, None, Arc::clone(&metrics));
+        let sinks = FlowSinks::new(None, None, None, Arc::clone(&metrics));
         let mut monitor =
             FlowMonitor::new(datapath, HashMap::new(), config, sinks, metrics).unwrap();
         monitor.poll().unwrap(); // the first poll meets every flow; the next ones are steady

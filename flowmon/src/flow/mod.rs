@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod journal;
 pub mod monitor;
+pub mod peers;
 pub mod record;
 pub mod tracker;
 

@@ -196,3 +196,26 @@ fn mac_string(mac: &[u8; 6]) -> String {
         mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
     )
 }
+
+/// Records for the tests of the modules that keep them.
+#[cfg(test)]
+pub(crate) mod sample {
+    use super::{FlowRecord, RecordType};
+
+    /// A UDP record 10.0.0.2:1 -> 10.0.0.1:2 of flow `flow`, `sequence` packets so far.
+    pub fn record(flow: &str, sequence: u64, record_type: RecordType) -> FlowRecord {
+        let json = serde_json::json!({
+            "flow_id": flow, "record_id": format!("{flow}:{sequence}"), "sequence": sequence,
+            "sensor_id": "s", "iface": "eth0", "record_type": record_type, "time": 1.0,
+            "protocol": "udp", "community_id": "1:x", "client_ip": "10.0.0.2", "client_port": 1,
+            "server_ip": "10.0.0.1", "server_port": 2, "vlan": 0, "client_packets": sequence,
+            "client_bytes": 0, "server_packets": 0, "server_bytes": 0,
+            "client_packets_delta": 1, "client_bytes_delta": 0, "server_packets_delta": 0,
+            "server_bytes_delta": 0, "client_tcp_flags": 0, "server_tcp_flags": 0,
+            "tcp_state": "none", "client_ttl": 64, "server_ttl": 0,
+            "client_mac": "00:00:00:00:00:00", "server_mac": "00:00:00:00:00:00",
+            "first_seen": 1.0, "last_seen": 1.0
+        });
+        serde_json::from_value(json).unwrap()
+    }
+}

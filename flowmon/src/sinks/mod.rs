@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use crate::{
-    flow::record::FlowRecord,
+    flow::{peers::PeerFlows, record::FlowRecord},
     metrics::{Metrics, SinkLabel},
     store::StoreStats,
 };
@@ -17,6 +17,8 @@ use crate::{
 pub struct FlowSinks {
     pub log: Option<json_lines::JsonLines>,
     pub redis: Option<redis::RedisFlowSink>,
+    /// This host's index of each peer's flows, for the session analyzer.
+    pub peers: Option<Arc<PeerFlows>>,
     pub metrics: Arc<Metrics>,
     /// The store's counters when last carried into the metrics.
     last_store: StoreStats,
@@ -26,11 +28,13 @@ impl FlowSinks {
     pub fn new(
         log: Option<json_lines::JsonLines>,
         redis: Option<redis::RedisFlowSink>,
+        peers: Option<Arc<PeerFlows>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             log,
             redis,
+            peers,
             metrics,
             last_store: StoreStats::default(),
         }
@@ -44,6 +48,9 @@ impl FlowSinks {
         }
         if let Some(redis) = &self.redis {
             redis.write_all(records);
+        }
+        if let Some(peers) = &self.peers {
+            peers.record(records);
         }
         if let Some(log) = &mut self.log {
             log.write_all(records)?;
