@@ -99,9 +99,9 @@ impl RedisServer {
         );
         self.process = Some(process);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self
+        while self
             .try_cli(&["ping"])
-            .is_some_and(|out| out.trim() == "PONG")
+            .is_none_or(|out| out.trim() != "PONG")
         {
             assert!(Instant::now() < deadline, "redis-server did not come up");
             std::thread::sleep(Duration::from_millis(20));

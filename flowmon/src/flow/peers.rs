@@ -29,10 +29,22 @@ struct Index {
 }
 
 /// Epoch seconds, ordered (records never carry NaN).
-#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+#[derive(Clone, Copy, Debug)]
 struct OrderedSecs(f64);
 
+impl PartialEq for OrderedSecs {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
 impl Eq for OrderedSecs {}
+
+impl PartialOrd for OrderedSecs {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Ord for OrderedSecs {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
