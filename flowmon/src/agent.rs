@@ -85,10 +85,20 @@ fn start_flow_monitor(
         .map(|store| RedisFlowSink::new(store, settings))
         .transpose()?;
     let sinks = FlowSinks::new(log, redis, None, metrics.clone());
+    // Before anything is loaded or pinned: a typo in an interface name leaves nothing behind.
+    for iface in &settings.iface {
+        crate::datapath::ifindex(iface)?;
+    }
     let mut datapath = Datapath::load(settings.max_flows(), Some(&settings.pin_dir()))?;
     let mut ifaces = HashMap::new();
     for iface in &settings.iface {
-        let attachment = datapath.attach(iface, settings.xdp_mode())?;
+        let attachment = match datapath.attach(iface, settings.xdp_mode()) {
+            Ok(attachment) => attachment,
+            Err(err) => {
+                datapath.abandon();
+                return Err(err);
+            }
+        };
         tracing::info!(
             iface = %attachment.iface,
             xdp_mode = attachment.xdp_mode,

@@ -18,7 +18,7 @@ use flowmon_common::{
     XDP_PROGRAM,
 };
 
-pub use attach::{Attachment, XdpModeChoice};
+pub use attach::{Attachment, XdpModeChoice, ifindex};
 pub use flow_map::{FlowMap, FlowTable};
 
 /// The kernel object built by `build.rs` from `flowmon-ebpf`.
@@ -28,6 +28,8 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub struct Datapath {
     ebpf: Ebpf,
     pin_dir: Option<PathBuf>,
+    /// The maps were pinned by this run, not taken over from an earlier one.
+    pinned_here: bool,
     attachments: Vec<Attachment>,
 }
 
@@ -43,6 +45,7 @@ impl Datapath {
         raise_memlock_limit();
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(FLOWS_MAP, max_flows);
+        let pinned_here = pin_dir.is_some_and(|dir| !dir.join(FLOWS_MAP).exists());
         if let Some(dir) = pin_dir {
             pinning::prepare(dir)?;
             for map in MAPS {
@@ -61,6 +64,7 @@ impl Datapath {
         let datapath = Self {
             ebpf,
             pin_dir: pin_dir.map(Path::to_owned),
+            pinned_here,
             attachments: Vec::new(),
         };
         let capacity = datapath.flow_map()?.capacity()?;
@@ -95,6 +99,15 @@ impl Datapath {
                 .with_context(|| format!("cannot remove pinned link {}", pin.display()))?;
         }
         Ok(())
+    }
+
+    /// After a failed start: removes what this run attached and pinned, and leaves alone what
+    /// an earlier run left for it to take over.
+    pub fn abandon(mut self) {
+        let _ = self.detach_programs();
+        if self.pinned_here {
+            self.unpin_maps();
+        }
     }
 
     /// Removes the pinned maps, so nothing of this run stays in the kernel once it exits.

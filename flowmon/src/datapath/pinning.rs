@@ -40,7 +40,16 @@ pub fn prepare(dir: &Path) -> Result<()> {
                 .with_context(|| format!("cannot mount bpffs on {DEFAULT_MOUNT}"));
         }
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if let Err(err) = std::fs::create_dir_all(dir) {
+        if err.kind() == std::io::ErrorKind::PermissionDenied {
+            bail!(
+                "permission denied creating {}: flowmon needs root (CAP_BPF, CAP_NET_ADMIN and \
+                 CAP_PERFMON)",
+                dir.display()
+            );
+        }
+        return Err(err).with_context(|| format!("cannot create {}", dir.display()));
+    }
     if !on_bpffs(dir) {
         bail!("pin directory {} is not on a bpf filesystem", dir.display());
     }
