@@ -55,45 +55,42 @@ pub fn account(
     let (key, sender) = flow_key(packet);
     // The coarse clock (one tick of resolution) costs half of bpf_ktime_get_ns per packet.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if let Some(block) = FLOWS.get_ptr_mut(key) {
-        // SAFETY: this CPU's block of a live entry; see `counters` for exclusivity.
-        update(
-            unsafe { &mut *block },
-            packet,
-            sender,
-            ifindex,
-            packets,
-            bytes,
-            now,
-        );
-        return;
-    }
-    let mut block = FlowBlock::default();
-    update(&mut block, packet, sender, ifindex, packets, bytes, now);
-    match FLOWS.insert(key, block, BPF_NOEXIST as u64) {
-        Ok(()) => counters.flows_created += 1,
-        // Another CPU created it in the meantime: add to the block it made for us.
-        Err(err) if -err == EEXIST => {
-            if let Some(existing) = FLOWS.get_ptr_mut(key) {
-                update(
-                    unsafe { &mut *existing },
-                    packet,
-                    sender,
-                    ifindex,
-                    packets,
-                    bytes,
-                    now,
-                );
+    let block = match FLOWS.get_ptr_mut(key) {
+        Some(block) => block,
+        None => {
+            let mut block = FlowBlock::default();
+            update(&mut block, packet, sender, ifindex, packets, bytes, now);
+            match FLOWS.insert(key, block, BPF_NOEXIST as u64) {
+                Ok(()) => {
+                    counters.flows_created += 1;
+                    return;
+                }
+                // Another CPU created it in the meantime: add to the block it made for us.
+                Err(err) if -err == EEXIST => match FLOWS.get_ptr_mut(key) {
+                    Some(block) => block,
+                    None => return,
+                },
+                Err(err) => {
+                    counters.create_failures += 1;
+                    let slot = ((-err) as u32).min(CREATE_ERROR_SLOTS - 1);
+                    if let Some(errors) = CREATE_ERRORS.get_ptr_mut(slot) {
+                        unsafe { *errors += 1 };
+                    }
+                    return;
+                }
             }
         }
-        Err(err) => {
-            counters.create_failures += 1;
-            let slot = ((-err) as u32).min(CREATE_ERROR_SLOTS - 1);
-            if let Some(errors) = CREATE_ERRORS.get_ptr_mut(slot) {
-                unsafe { *errors += 1 };
-            }
-        }
-    }
+    };
+    // SAFETY: this CPU's block of a live entry; see `counters` for exclusivity.
+    update(
+        unsafe { &mut *block },
+        packet,
+        sender,
+        ifindex,
+        packets,
+        bytes,
+        now,
+    );
 }
 
 /// Later fragments take the ports their first fragment recorded; the first records them.

@@ -14,6 +14,16 @@ pub enum RecordType {
     Final,
 }
 
+impl RecordType {
+    /// As in the record's JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Interim => "interim",
+            Self::Final => "final",
+        }
+    }
+}
+
 /// Why a flow ended (the IPFIX flowEndReason codes 1, 3, 4 and 5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -195,6 +205,24 @@ fn mac_string(mac: &[u8; 6]) -> String {
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_json_ones() {
+        for record_type in [RecordType::Interim, RecordType::Final] {
+            assert_eq!(
+                serde_json::to_value(record_type).unwrap(),
+                record_type.as_str()
+            );
+        }
+        for reason in EndReason::ALL {
+            assert_eq!(serde_json::to_value(reason).unwrap(), reason.as_str());
+        }
+    }
 }
 
 /// Records for the tests of the modules that keep them.
