@@ -12,6 +12,7 @@ use crate::{
     flow::monitor::{FlowMonitor, MonitorConfig},
     metrics::{self, Metrics},
     sinks::{FlowSinks, json_lines::JsonLines, redis::RedisFlowSink},
+    snare,
     store::{Store, StoreConfig},
 };
 
@@ -25,6 +26,9 @@ pub async fn run(settings: Settings) -> Result<()> {
     } else {
         Some(Store::start(StoreConfig::from_settings(&settings))?)
     };
+    let (ended_sessions, ended_rx) = tokio::sync::mpsc::channel(snare::HANDOFF_CAPACITY);
+    let session_consumer = tokio::spawn(snare::log_ended_sessions(ended_rx));
+    let snare = snare::Service::start(&settings, ended_sessions).await?;
     let monitor = if settings.iface.is_empty() {
         tracing::info!("no --iface given: not monitoring flows");
         None
@@ -44,6 +48,10 @@ pub async fn run(settings: Settings) -> Result<()> {
         _ = terminate.recv() => {}
     }
     tracing::info!("shutting down");
+
+    // Every live SNARE session is ended and handed on.
+    snare.shutdown().await;
+    session_consumer.await?;
 
     if let Some((stop, thread)) = monitor {
         drop(stop);

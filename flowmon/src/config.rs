@@ -218,6 +218,45 @@ impl Settings {
         seconds("poll-interval", self.poll_interval, 1.0)
     }
 
+    pub fn snare_listen(&self) -> Result<SocketAddr> {
+        socket_addr(
+            "snare-listen",
+            self.snare_listen.as_deref().unwrap_or("0.0.0.0:8090"),
+        )
+    }
+
+    pub fn max_event_bytes(&self) -> Result<usize> {
+        match self.max_event_bytes.unwrap_or(1 << 20) {
+            0 => bail!("--max-event-bytes must be at least 1"),
+            bytes => Ok(bytes),
+        }
+    }
+
+    pub fn session_timeout(&self) -> Result<Duration> {
+        seconds("session-timeout", self.session_timeout, 75.0)
+    }
+
+    pub fn max_sessions(&self) -> Result<usize> {
+        match self.max_sessions.unwrap_or(100_000) {
+            0 => bail!("--max-sessions must be at least 1"),
+            sessions => Ok(sessions),
+        }
+    }
+
+    pub fn api_listen(&self) -> Result<SocketAddr> {
+        socket_addr(
+            "api-listen",
+            self.api_listen.as_deref().unwrap_or("127.0.0.1:8092"),
+        )
+    }
+
+    /// `None`: analysed sessions are kept forever.
+    pub fn session_retention(&self) -> Result<Option<Duration>> {
+        self.session_retention
+            .map(|secs| seconds("session-retention", Some(secs), secs))
+            .transpose()
+    }
+
     pub fn timeouts(&self) -> Result<crate::flow::tracker::Timeouts> {
         let ns = |name, value, default| -> Result<u64> {
             Ok(seconds(name, value, default)?.as_nanos() as u64)

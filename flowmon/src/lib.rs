@@ -11,4 +11,5 @@ pub mod datapath;
 pub mod flow;
 pub mod metrics;
 pub mod sinks;
+pub mod snare;
 pub mod store;

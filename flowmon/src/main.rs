@@ -18,8 +18,8 @@ fn main() -> std::process::ExitCode {
                 let settings = cli.settings.merged_with_file(cli.config.as_deref())?;
                 match cli.command {
                     None => flowmon::agent::run(settings).await,
-                    Some(Command::Replay { file: _ }) => {
-                        anyhow::bail!("replay is not available yet")
+                    Some(Command::Replay { file }) => {
+                        flowmon::snare::replay::run(&settings, &file).await
                     }
                 }
             })

@@ -7,3 +7,5 @@ pub mod kernel;
 pub mod netns;
 pub mod process;
 pub mod redis_server;
+pub mod snare_load;
+pub mod snare_service;
