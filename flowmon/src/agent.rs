@@ -7,9 +7,13 @@ use anyhow::{Context as _, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
+    analyzer::{self, FlowSource, ReadConnection, RedisFlowSource},
     config::Settings,
     datapath::Datapath,
-    flow::monitor::{FlowMonitor, MonitorConfig},
+    flow::{
+        monitor::{FlowMonitor, MonitorConfig},
+        peers::PeerFlows,
+    },
     metrics::{self, Metrics},
     sinks::{FlowSinks, json_lines::JsonLines, redis::RedisFlowSink},
     snare,
@@ -26,18 +30,42 @@ pub async fn run(settings: Settings) -> Result<()> {
     } else {
         Some(Store::start(StoreConfig::from_settings(&settings))?)
     };
-    let (ended_sessions, ended_rx) = tokio::sync::mpsc::channel(snare::HANDOFF_CAPACITY);
-    let session_consumer = tokio::spawn(snare::log_ended_sessions(ended_rx));
-    let snare = snare::Service::start(&settings, ended_sessions).await?;
-    let monitor = if settings.iface.is_empty() {
-        tracing::info!("no --iface given: not monitoring flows");
+    // The flows of this host's peers, for the session analyzer's join; from Redis when this
+    // host monitors no interface (the flow monitors of other sensors write them there).
+    let peers = if settings.iface.is_empty() {
         None
     } else {
-        Some(start_flow_monitor(
+        Some(Arc::new(peer_flows(&settings)?))
+    };
+    let flows: Option<Arc<dyn FlowSource>> = match (&peers, &store) {
+        (Some(peers), _) => Some(peers.clone()),
+        (None, Some(_)) => Some(Arc::new(RedisFlowSource::new(
+            ReadConnection::from_settings(&settings)?,
+            settings.sensor_id(),
+        ))),
+        (None, None) => None,
+    };
+    let (ended_sessions, ended_rx) = tokio::sync::mpsc::channel(snare::HANDOFF_CAPACITY);
+    let analyzer = analyzer::start(
+        &settings,
+        ended_rx,
+        store.clone(),
+        flows,
+        analyzer::Dorks::new(),
+    )
+    .await?;
+    let snare = snare::Service::start(&settings, ended_sessions).await?;
+    let monitor = match peers {
+        None => {
+            tracing::info!("no --iface given: not monitoring flows");
+            None
+        }
+        Some(peers) => Some(start_flow_monitor(
             &settings,
             store.clone(),
+            peers,
             metrics.clone(),
-        )?)
+        )?),
     };
     // Last: a metrics endpoint that answers means everything is attached and serving.
     let metrics_server = metrics::serve(settings.metrics_listen()?, metrics.clone()).await?;
@@ -49,9 +77,9 @@ pub async fn run(settings: Settings) -> Result<()> {
     }
     tracing::info!("shutting down");
 
-    // Every live SNARE session is ended and handed on.
+    // Every live SNARE session is ended, analysed and handed to the store.
     snare.shutdown().await;
-    session_consumer.await?;
+    analyzer.finish().await;
 
     if let Some((stop, thread)) = monitor {
         drop(stop);
@@ -72,9 +100,22 @@ type MonitorHandle = (
     std::thread::JoinHandle<Result<()>>,
 );
 
+/// Kept long enough for a session's join: its timeout, plus an interim interval for flows
+/// that had no record yet when the session began, plus a minute of slack.
+fn peer_flows(settings: &Settings) -> Result<PeerFlows> {
+    let retention = settings.session_timeout()?.as_secs_f64()
+        + settings.timeouts()?.interim as f64 / 1e9
+        + 60.0;
+    Ok(PeerFlows::new(retention, MAX_PEER_FLOWS))
+}
+
+/// Flows held for the join at most (a record's worth of memory each).
+const MAX_PEER_FLOWS: usize = 1_000_000;
+
 fn start_flow_monitor(
     settings: &Settings,
     store: Option<Store>,
+    peers: Arc<PeerFlows>,
     metrics: Arc<Metrics>,
 ) -> Result<MonitorHandle> {
     let config = MonitorConfig {
@@ -92,7 +133,7 @@ fn start_flow_monitor(
     let redis = store
         .map(|store| RedisFlowSink::new(store, settings))
         .transpose()?;
-    let sinks = FlowSinks::new(log, redis, None, metrics.clone());
+    let sinks = FlowSinks::new(log, redis, Some(peers), metrics.clone());
     // Before anything is loaded or pinned: a typo in an interface name leaves nothing behind.
     for iface in &settings.iface {
         crate::datapath::ifindex(iface)?;

@@ -6,6 +6,7 @@
 //! - [`agent`]: the daemon that wires them together.
 
 pub mod agent;
+pub mod analyzer;
 pub mod config;
 pub mod datapath;
 pub mod flow;

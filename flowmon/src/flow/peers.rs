@@ -109,6 +109,14 @@ impl PeerFlows {
     }
 }
 
+impl crate::analyzer::FlowSource for PeerFlows {
+    fn flows_of(&self, peer: IpAddr, from: f64, to: f64) -> crate::analyzer::FlowsFuture<'_> {
+        Box::pin(std::future::ready(Ok(PeerFlows::flows_of(
+            self, peer, from, to,
+        ))))
+    }
+}
+
 impl Index {
     /// Drops flows last seen before `oldest`, then the oldest beyond `max_flows`.
     fn prune(&mut self, oldest: f64, max_flows: usize) {

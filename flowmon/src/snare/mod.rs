@@ -22,7 +22,6 @@ mod wire;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use tokio::sync::mpsc;
 
 pub use detection::AttackType;
 pub use pipeline::Stats;
@@ -56,22 +55,4 @@ impl SnareConfig {
             event_log: settings.event_log.clone(),
         })
     }
-}
-
-/// Takes ended sessions until the analyzer does: logs each at debug level and returns how many
-/// there were once the channel closes.
-pub async fn log_ended_sessions(mut ended: mpsc::Receiver<Session>) -> u64 {
-    let mut count = 0;
-    while let Some(session) = ended.recv().await {
-        count += 1;
-        tracing::debug!(
-            sess_uuid = %session.sess_uuid,
-            ip = ?session.ip,
-            user_agent = ?session.user_agent,
-            requests = session.count,
-            "SNARE session ended"
-        );
-    }
-    tracing::info!(sessions = count, "SNARE sessions ended");
-    count
 }

@@ -33,18 +33,25 @@ pub async fn run(settings: &Settings, file: &Path) -> Result<()> {
     let input = tokio::fs::File::open(file)
         .await
         .with_context(|| format!("cannot open {}", file.display()))?;
+    let (analyse, analyzer) = crate::analyzer::for_replay(settings)?.unzip();
     let (ended, mut sessions) = mpsc::channel::<Session>(HANDOFF_CAPACITY);
     let printer = tokio::task::spawn_blocking(move || {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         while let Some(session) = sessions.blocking_recv() {
             serde_json::to_writer(&mut out, &session)?;
             out.write_all(b"\n")?;
+            if let Some(analyse) = &analyse {
+                analyse.blocking_send(session)?;
+            }
         }
         out.flush()?;
         anyhow::Ok(())
     });
     let report = replay(BufReader::new(input), &config, ended).await?;
     printer.await??;
+    if let Some(analyzer) = analyzer {
+        analyzer.finish().await;
+    }
     tracing::info!(
         events = report.events,
         skipped = report.skipped,

@@ -1,5 +1,5 @@
 //! Units of work for Redis, independent of the connection kind: a [`Write`] is the list of
-//! [`Op`]s that store one item (a flow record; later a session). Every op is idempotent, so a
+//! [`Op`]s that store one item (a flow record, an analysed session). Every op is idempotent, so a
 //! write whose outcome is unknown (lost reply, timeout, crash before the spool's cursor moved)
 //! can simply be applied again. Writes are serialised as they are into the spool.
 
@@ -37,6 +37,8 @@ pub enum Op {
     ZRemRangeByScore { key: String, below: f64 },
     /// `EXPIRE key secs`.
     Expire { key: String, secs: u64 },
+    /// `SADD key member`.
+    SAdd { key: String, member: String },
 }
 
 /// XADD once per dedupe key. The dedupe set is a sorted set of the keys added, scored by the
@@ -83,7 +85,8 @@ impl Op {
             Op::XAddOnce { stream: key, .. }
             | Op::ZAdd { key, .. }
             | Op::ZRemRangeByScore { key, .. }
-            | Op::Expire { key, .. } => key,
+            | Op::Expire { key, .. }
+            | Op::SAdd { key, .. } => key,
         }
     }
 
@@ -130,6 +133,11 @@ impl Op {
             Op::Expire { key, secs } => {
                 let mut cmd = redis::cmd("EXPIRE");
                 cmd.arg(key).arg(secs);
+                cmd
+            }
+            Op::SAdd { key, member } => {
+                let mut cmd = redis::cmd("SADD");
+                cmd.arg(key).arg(member);
                 cmd
             }
         }
@@ -212,6 +220,22 @@ mod tests {
             args(&expire.command(ScriptCall::Sha)),
             ["EXPIRE", "k", "86400"]
         );
+    }
+
+    #[test]
+    fn set_ops_encode_as_their_commands() {
+        let sadd = Op::SAdd {
+            key: "snare_ids".into(),
+            member: "9c10172f-7ce2-4fb4-b1c6-abc70141db56".into(),
+        };
+        assert_eq!(
+            args(&sadd.command(ScriptCall::Sha)),
+            ["SADD", "snare_ids", "9c10172f-7ce2-4fb4-b1c6-abc70141db56"]
+        );
+        assert_eq!(sadd.key(), "snare_ids");
+        let line = serde_json::to_string(&sadd).unwrap();
+        assert!(line.contains(r#""op":"sadd""#), "{line}");
+        assert_eq!(serde_json::from_str::<Op>(&line).unwrap(), sadd);
     }
 
     #[test]
