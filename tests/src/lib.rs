@@ -9,3 +9,4 @@ pub mod process;
 pub mod redis_server;
 pub mod snare_load;
 pub mod snare_service;
+pub mod tcp;

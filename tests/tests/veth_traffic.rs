@@ -6,17 +6,15 @@
 use std::{
     io::{Read as _, Write as _},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    os::fd::AsRawFd as _,
     time::Duration,
 };
 
-use flowmon_tests::{agent::Agent, netns::VethPair};
+use flowmon_tests::{
+    agent::Agent,
+    netns::VethPair,
+    tcp::{Sent, tcp_sent, wait_until_closed},
+};
 use serde_json::Value;
-
-/// Ethernet, IPv4 and a TCP header with the timestamp option: every segment but the two SYNs.
-const TCP_FRAME_OVERHEAD: u64 = 14 + 20 + 32;
-/// A SYN or SYN-ACK carries 8 more option bytes (MSS, SACK permitted, window scale).
-const SYN_EXTRA_OPTIONS: u64 = 8;
 
 struct Monitored {
     pair: VethPair,
@@ -118,61 +116,6 @@ fn ping_and_ping6_are_counted_exactly() {
     assert_eq!(v6["client_port"], 128);
     assert!(v4["icmp_id"].is_u64(), "echo flows carry their identifier");
     assert_eq!(v4["community_id"].as_str().unwrap().len(), "1:".len() + 28);
-}
-
-/// What one side of a TCP connection sent, by its own kernel's count.
-struct Sent {
-    segments: u64,
-    payload: u64,
-}
-
-impl Sent {
-    /// Frames and frame bytes on the wire: every segment's headers, both SYNs' extra options,
-    /// and the payload.
-    fn frames(&self) -> (u64, u64) {
-        (
-            self.segments,
-            self.segments * TCP_FRAME_OVERHEAD + SYN_EXTRA_OPTIONS + self.payload,
-        )
-    }
-}
-
-/// The kernel's state of a TCP socket, as `ss -i` shows it.
-fn tcp_info(stream: &TcpStream) -> libc::tcp_info {
-    // SAFETY: getsockopt writes at most `len` bytes into the zeroed tcp_info we own.
-    unsafe {
-        let mut info: libc::tcp_info = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        let rc = libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        );
-        assert_eq!(rc, 0, "TCP_INFO");
-        info
-    }
-}
-
-fn tcp_sent(stream: &TcpStream) -> Sent {
-    let info = tcp_info(stream);
-    Sent {
-        segments: info.tcpi_segs_out as u64,
-        payload: info.tcpi_bytes_sent,
-    }
-}
-
-/// Waits until the peer has acknowledged our FIN (the socket reached TCP_CLOSE).
-fn wait_until_closed(stream: &TcpStream) {
-    const TCP_CLOSE: u8 = 7;
-    for _ in 0..500 {
-        if tcp_info(stream).tcpi_state == TCP_CLOSE {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("TCP connection did not close");
 }
 
 /// One TCP connection: the client sends `upload` bytes, the server `download` bytes, then
