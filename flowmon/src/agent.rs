@@ -45,15 +45,12 @@ pub async fn run(settings: Settings) -> Result<()> {
         ))),
         (None, None) => None,
     };
+    let dorks = match store {
+        Some(_) => analyzer::load_dorks(&mut ReadConnection::from_settings(&settings)?).await,
+        None => analyzer::Dorks::new(),
+    };
     let (ended_sessions, ended_rx) = tokio::sync::mpsc::channel(snare::HANDOFF_CAPACITY);
-    let analyzer = analyzer::start(
-        &settings,
-        ended_rx,
-        store.clone(),
-        flows,
-        analyzer::Dorks::new(),
-    )
-    .await?;
+    let analyzer = analyzer::start(&settings, ended_rx, store.clone(), flows, dorks).await?;
     let snare = snare::Service::start(&settings, ended_sessions).await?;
     let monitor = match peers {
         None => {

@@ -538,3 +538,26 @@ fn flowmon_replay_analyses_and_stores_every_session() {
     let sensors: Vec<String> = connection.smembers("snare_ids").unwrap();
     assert_eq!(sensors, [SENSOR]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dorks_come_from_tanners_set_in_redis() {
+    let redis = RedisServer::start();
+    let mut connection = ReadConnection::open(&redis.url(), false).unwrap();
+    assert!(
+        flowmon::analyzer::load_dorks(&mut connection)
+            .await
+            .is_empty()
+    );
+    redis.cli(&[
+        "SADD",
+        flowmon::analyzer::DORKS_KEY,
+        "/hidden-a.html",
+        "/hidden-b?x=",
+    ]);
+    let dorks = flowmon::analyzer::load_dorks(&mut connection).await;
+    let expected: HashSet<String> = ["/hidden-a.html", "/hidden-b?x="]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(dorks, expected);
+}

@@ -294,19 +294,37 @@ pub async fn start(
     })
 }
 
+/// Tanner's dorks SET: the hidden-link paths planted in the sensors' pages.
+pub const DORKS_KEY: &str = "9445102ddf663ed0a20382c219a952ba";
+
+/// The dorks in Redis (Tanner's, when flowmon takes over its Redis), for `hidden_links`;
+/// none when Redis cannot be read.
+pub async fn load_dorks(connection: &mut ReadConnection) -> Dorks {
+    let members = redis::cmd("SMEMBERS")
+        .arg(DORKS_KEY)
+        .query_async::<Vec<String>>(connection)
+        .await;
+    match members {
+        Ok(dorks) => dorks.into_iter().collect(),
+        Err(err) => {
+            tracing::info!(%err, "no dorks read from Redis: hidden_links counts none");
+            Dorks::new()
+        }
+    }
+}
+
 /// The analyzer of `flowmon replay`, with a store and a Redis flow source of its own and no
 /// API: the sender takes the replayed sessions. `None` with `--no-redis`, where there is
 /// nowhere to store them.
-pub fn for_replay(settings: &Settings) -> Result<Option<(mpsc::Sender<Session>, Running)>> {
+pub async fn for_replay(settings: &Settings) -> Result<Option<(mpsc::Sender<Session>, Running)>> {
     if settings.no_redis {
         return Ok(None);
     }
     let writes = SessionWrites::from_settings(settings)?;
-    let flows = RedisFlowSource::new(
-        ReadConnection::from_settings(settings)?,
-        settings.sensor_id(),
-    );
-    let analyzer = Analyzer::from_settings(settings, Some(Arc::new(flows)), Dorks::new())?;
+    let mut connection = ReadConnection::from_settings(settings)?;
+    let dorks = load_dorks(&mut connection).await;
+    let flows = RedisFlowSource::new(connection, settings.sensor_id());
+    let analyzer = Analyzer::from_settings(settings, Some(Arc::new(flows)), dorks)?;
     let store = Store::start(StoreConfig::from_settings(settings))?;
     let (sessions, ended) = mpsc::channel(HANDOFF_CAPACITY);
     let running = Running {

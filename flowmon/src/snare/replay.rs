@@ -33,7 +33,7 @@ pub async fn run(settings: &Settings, file: &Path) -> Result<()> {
     let input = tokio::fs::File::open(file)
         .await
         .with_context(|| format!("cannot open {}", file.display()))?;
-    let (analyse, analyzer) = crate::analyzer::for_replay(settings)?.unzip();
+    let (analyse, analyzer) = crate::analyzer::for_replay(settings).await?.unzip();
     let (ended, mut sessions) = mpsc::channel::<Session>(HANDOFF_CAPACITY);
     let printer = tokio::task::spawn_blocking(move || {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
