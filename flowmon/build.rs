@@ -20,6 +20,10 @@ fn main() -> anyhow::Result<()> {
         .into_iter()
         .find(|package| package.name.as_str() == "flowmon-ebpf")
         .ok_or_else(|| anyhow!("flowmon-ebpf package not found"))?;
+    // The kernel crate compiles flowmon-common's types in too: a change there must rebuild it,
+    // or the two halves disagree on the layout of what they share.
+    let common = metadata.workspace_root.join("flowmon-common");
+    println!("cargo:rerun-if-changed={common}");
     let root_dir = ebpf
         .manifest_path
         .parent()

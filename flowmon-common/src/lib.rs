@@ -122,20 +122,17 @@ pub mod orientation {
 }
 
 /// One CPU's control block of a flow. All per-direction arrays are indexed by [`SIDE_LO`] and
-/// [`SIDE_HI`], the sender of the packets counted there.
+/// [`SIDE_HI`], the sender of the packets counted there. What every packet touches comes
+/// first, in 56 bytes; what only a side's first packet writes comes last.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowBlock {
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of this CPU's first and latest packet of the flow.
+    /// CLOCK_MONOTONIC (coarse) of this CPU's first and latest packet of the flow.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     /// Packets and layer-2 bytes sent by each side, as they crossed the wire.
     pub packets: [u64; 2],
     pub bytes: [u64; 2],
-    /// Source MAC address of each side's first frame.
-    pub mac: [[u8; 6]; 2],
-    /// Interface of this CPU's first packet of the flow.
-    pub ifindex: u32,
     /// Union of the TCP flags each side sent.
     pub tcp_flags: [u8; 2],
     /// TTL or hop limit of each side's first packet.
@@ -143,6 +140,10 @@ pub struct FlowBlock {
     /// See [`orientation`]; 0 while this CPU has not seen the flow.
     pub orientation: u8,
     pub _pad: [u8; 3],
+    /// Interface of this CPU's first packet of the flow.
+    pub ifindex: u32,
+    /// Source MAC address of each side's first frame.
+    pub mac: [[u8; 6]; 2],
 }
 
 /// Per-CPU datapath counters, one array slot.
