@@ -134,6 +134,15 @@ impl VethPair {
         Self { client, server }
     }
 
+    /// Turns TCP's SACK off on both hosts: every segment but the SYNs then carries exactly the
+    /// timestamp option, also when a loss under load makes TCP retransmit, so the headers on
+    /// the wire are known exactly (see `tcp::TCP_FRAME_OVERHEAD`).
+    pub fn disable_tcp_sack(&self) {
+        for netns in [&self.client, &self.server] {
+            netns.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_sack=0"]);
+        }
+    }
+
     /// Waits until an XDP program is attached to the server end.
     pub fn wait_for_xdp(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;

@@ -87,9 +87,7 @@ fn post_event(pair: &VethPair, path: &str, client_port: u16) {
 #[test]
 fn a_session_carries_the_exact_numbers_of_its_peers_flows() {
     let pair = VethPair::new();
-    for netns in [&pair.client, &pair.server] {
-        netns.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_sack=0"]);
-    }
+    pair.disable_tcp_sack();
     let redis = RedisServer::start_in(&pair.server);
     let mut agent = Agent::start(
         &pair.server,

@@ -162,11 +162,7 @@ fn tcp_exchange(pair: &VethPair, port: u16, upload: usize, download: usize) -> (
 #[test]
 fn tcp_transfers_are_counted_as_the_segments_on_the_wire() {
     let monitored = Monitored::start();
-    // Without SACK every segment but the SYNs carries exactly the timestamp option, also when
-    // a loss under load makes TCP retransmit, so the headers on the wire are known exactly.
-    for netns in [&monitored.pair.client, &monitored.pair.server] {
-        netns.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_sack=0"]);
-    }
+    monitored.pair.disable_tcp_sack();
     // Upload: the client's segments arrive through XDP. Download: the server's leave through
     // TC egress as offloaded super-packets, counted as the segments they become.
     let (up_client, up_server) = tcp_exchange(&monitored.pair, 5001, 1 << 20, 0);
