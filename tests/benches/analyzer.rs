@@ -17,9 +17,12 @@ use flowmon::{
     config::Settings,
     sinks::redis::FlowWrites,
     snare::{HANDOFF_CAPACITY, Service, Session, SessionLimits, SnareConfig},
-    store::{Store, StoreConfig},
 };
-use flowmon_tests::{process::TempDir, redis_server::RedisServer};
+use flowmon_tests::{
+    analyzer_support::{analyse_into, store},
+    process::TempDir,
+    redis_server::RedisServer,
+};
 use redis::Commands as _;
 use serde_json::{Value, json};
 
@@ -43,16 +46,6 @@ const TARGET_SLACK: f64 = 2.0;
 /// Peer `i`, in the benchmarking range 198.18.0.0/15.
 fn peer(i: u32) -> String {
     Ipv4Addr::from(0xc612_0000 + i).to_string()
-}
-
-fn store(redis: &RedisServer, state: &TempDir) -> Store {
-    Store::start(StoreConfig {
-        redis_url: redis.url(),
-        cluster: false,
-        spool_dir: state.path().join("spool"),
-        spool_max_bytes: 1 << 30,
-    })
-    .expect("start the store")
 }
 
 fn analyzer(redis: &RedisServer, session_timeout: f64) -> Analyzer {
@@ -101,7 +94,7 @@ fn seed_flows(runtime: &tokio::runtime::Runtime, redis: &RedisServer, state: &Te
     })
     .expect("flow writes");
     runtime.block_on(async {
-        let store = store(redis, state);
+        let store = store(&redis.url(), state.path());
         for i in 0..SESSIONS {
             let first_seen = T + f64::from(i) * 0.01 - 1.0;
             let record = serde_json::from_value(json!({
@@ -142,20 +135,17 @@ fn throughput(runtime: &tokio::runtime::Runtime) -> f64 {
         .and_then(|client| client.get_connection())
         .expect("connect to Redis");
 
-    let store = store(&redis, &state);
+    let store = store(&redis.url(), state.path());
     let started = Instant::now();
+    // The analyzer's Redis connection is made inside the runtime.
     let analysed = runtime.block_on(async {
-        let (ended, ended_rx) = tokio::sync::mpsc::channel(HANDOFF_CAPACITY);
-        let consumer =
-            analyzer(&redis, 75.0).spawn(ended_rx, Some(store.clone()), SessionWrites::new(None));
-        for session in sessions {
-            ended
-                .send(session)
-                .await
-                .expect("the analyzer takes sessions");
-        }
-        drop(ended);
-        consumer.await.expect("the analyzer ends")
+        analyse_into(
+            analyzer(&redis, 75.0),
+            &store,
+            SessionWrites::new(None),
+            sessions,
+        )
+        .await
     });
     assert_eq!(analysed, u64::from(SESSIONS));
     while stored(&mut connection) < SESSIONS as usize {
@@ -179,7 +169,7 @@ fn throughput(runtime: &tokio::runtime::Runtime) -> f64 {
 fn latencies(runtime: &tokio::runtime::Runtime) -> Vec<f64> {
     let redis = RedisServer::start();
     let state = TempDir::new("bench-analyzer-latency");
-    let store = store(&redis, &state);
+    let store = store(&redis.url(), state.path());
     let config = SnareConfig {
         max_event_bytes: 1 << 20,
         limits: SessionLimits::new(LATENCY_TIMEOUT, 100_000),

@@ -2,6 +2,7 @@
 //! child processes and a redis-server, each cleaned up when dropped, also when a test fails.
 
 pub mod agent;
+pub mod analyzer_support;
 pub mod frames;
 pub mod kernel;
 pub mod netns;

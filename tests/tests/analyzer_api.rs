@@ -2,16 +2,14 @@
 //! HTTP: every route, the filters, the token, unknown uuids, a sensor without sessions, and
 //! Redis away.
 
-mod analyzer_support;
-
 use std::{net::SocketAddr, time::Duration};
 
-use analyzer_support::*;
 use flowmon::{
     analyzer::{ApiServer, GeoIp, ReadConnection, SessionWrites},
     config::Settings,
     sinks::redis::FlowWrites,
 };
+use flowmon_tests::analyzer_support::*;
 use flowmon_tests::{
     process::{TempDir, free_port},
     redis_server::RedisServer,

@@ -2,8 +2,6 @@
 //! flows in Redis, locations, and storage in a real redis-server read back as Tanner's readers
 //! parse it, through outages and from `flowmon replay`.
 
-mod analyzer_support;
-
 use std::{
     collections::HashSet,
     process::Command,
@@ -11,13 +9,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use analyzer_support::*;
 use flowmon::{
     analyzer::{GeoIp, ReadConnection, RedisFlowSource, SessionWrites},
     config::Settings,
     sinks::redis::FlowWrites,
     snare::Session,
 };
+use flowmon_tests::analyzer_support::*;
 use flowmon_tests::{
     process::{TempDir, flowmon_binary},
     redis_server::RedisServer,

@@ -1,9 +1,6 @@
 //! What the analyzer's system tests share: sessions, a resolver that needs no network, a
 //! MaxMind-format city database, and the analyzer storing into a real redis-server.
 
-// Each test file uses a part of this.
-#![allow(dead_code)]
-
 use std::{
     collections::HashSet,
     net::IpAddr,
