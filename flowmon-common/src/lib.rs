@@ -1,12 +1,13 @@
 //! Types shared by flowmon's kernel program and its agent.
 //!
 //! Everything here is `#[repr(C)]` and `no_std` so that the kernel half writes exactly the bytes
-//! the agent reads. The flow map is an LRU per-CPU hash: every CPU keeps its own [`FlowBlock`] for
-//! a flow, so the hot path needs no atomic instructions and two CPUs updating one flow never
-//! contend; the agent merges the per-CPU blocks into one record (see [`Orientation`]).
+//! the agent reads. The flow map is one LRU hash shared by all CPUs: a flow has one
+//! [`FlowBlock`], whose two [`FlowSide`]s lie on different cache lines, so the two directions of
+//! a flow counted on two CPUs at once never contend; counters are atomic adds, and everything
+//! else a packet writes is either idempotent or written once (see [`marks`]).
 #![no_std]
 
-/// Name of the flow map (`BPF_MAP_TYPE_LRU_PERCPU_HASH`, [`FlowKey`] to [`FlowBlock`]).
+/// Name of the flow map (`BPF_MAP_TYPE_LRU_HASH`, [`FlowKey`] to [`FlowBlock`]).
 pub const FLOWS_MAP: &str = "FLOWS";
 /// Name of the per-CPU array holding one [`DatapathCounters`].
 pub const COUNTERS_MAP: &str = "COUNTERS";
@@ -19,6 +20,9 @@ pub const XDP_PROGRAM: &str = "flowmon_xdp";
 pub const TC_PROGRAM: &str = "flowmon_tc";
 /// An XDP program that only passes packets: the baseline of the datapath benchmark.
 pub const BASELINE_PROGRAM: &str = "flowmon_baseline";
+/// An XDP program, never attached, that writes the kernel's clocks into the frame it is run on
+/// (see [`ClockSample`]): how the agent converts the kernel's jiffies into time.
+pub const CLOCK_PROGRAM: &str = "flowmon_clock";
 
 /// Default capacity of the flow map; the agent overrides it at load time (`--max-flows`).
 pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
@@ -99,51 +103,104 @@ pub struct FlowKey {
 pub const SIDE_LO: usize = 0;
 pub const SIDE_HI: usize = 1;
 
-/// Which side of a flow is the client, and how sure the CPU that decided it was.
-///
-/// Each CPU decides on its own when it first sees a flow; the agent keeps the decision with the
-/// strongest evidence, the earliest `first_seen_ns` breaking ties.
-pub mod orientation {
-    /// Set when the client is the `hi` side.
-    pub const CLIENT_IS_HI: u8 = 0x01;
-    /// The client is the first packet's sender: nothing better was known.
-    pub const FIRST_PACKET: u8 = 1 << 1;
-    /// A TCP flow picked up mid-stream: the side on a well-known port is the server.
-    pub const PORT_HEURISTIC: u8 = 2 << 1;
-    /// A SYN without ACK, an echo request, or their answers named the client.
-    pub const HANDSHAKE: u8 = 3 << 1;
-    /// Mask of the evidence bits.
-    pub const STRENGTH: u8 = 3 << 1;
-
-    /// The orientation byte for `client_is_hi` with the given evidence.
-    pub const fn encode(client_is_hi: bool, strength: u8) -> u8 {
-        strength | client_is_hi as u8
-    }
+/// Bits of [`FlowSide::marks`]: the TCP flags a side sent (as in the TCP header's flags byte)
+/// and what its packets said about who opened the flow.
+pub mod marks {
+    /// The TCP flag bits.
+    pub const TCP_FLAGS: u64 = 0xff;
+    /// The side sent a SYN without ACK or an ICMP echo request: it is the client.
+    pub const OPENED: u64 = 1 << 8;
+    /// The side sent a SYN-ACK or an ICMP echo reply: the other side is the client.
+    pub const ANSWERED: u64 = 1 << 9;
 }
 
-/// One CPU's control block of a flow. All per-direction arrays are indexed by [`SIDE_LO`] and
-/// [`SIDE_HI`], the sender of the packets counted there. What every packet touches comes
-/// first, in 56 bytes; what only a side's first packet writes comes last.
+/// What one side of a flow sent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowSide {
+    /// Packets and layer-2 bytes, as they crossed the wire (atomic adds).
+    pub packets: u64,
+    pub bytes: u64,
+    /// Jiffies of the side's latest packet.
+    pub last_seen: u64,
+    /// See [`marks`]. A packet ORs in its bits (atomically) only when it brings a new one.
+    pub marks: u64,
+    /// Source MAC address and TTL (or hop limit) of the side's first frame.
+    pub mac: [u8; 6],
+    pub ttl: u8,
+    pub _pad: u8,
+}
+
+/// The control block of a flow.
+///
+/// The kernel's clock here is jiffies (`bpf_jiffies64`, inlined by the verifier: a load where
+/// `bpf_ktime_get_coarse_ns` is a helper call that doubled the cost of an update), with the
+/// resolution of the coarse clock (one tick); the agent converts them with a [`ClockSample`].
+///
+/// Each side is only written by packets of that side. The fields between the two sides are
+/// written once, when the block is created, and keep the sides 64 bytes apart: whatever the
+/// block's alignment, no cache line holds bytes of both.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowBlock {
-    /// CLOCK_MONOTONIC (coarse) of this CPU's first and latest packet of the flow.
-    pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
-    /// Packets and layer-2 bytes sent by each side, as they crossed the wire.
-    pub packets: [u64; 2],
-    pub bytes: [u64; 2],
-    /// Union of the TCP flags each side sent.
-    pub tcp_flags: [u8; 2],
-    /// TTL or hop limit of each side's first packet.
-    pub ttl: [u8; 2],
-    /// See [`orientation`]; 0 while this CPU has not seen the flow.
-    pub orientation: u8,
-    pub _pad: [u8; 3],
-    /// Interface of this CPU's first packet of the flow.
+    pub lo: FlowSide,
+    /// Jiffies of the flow's first packet.
+    pub first_seen: u64,
+    /// Interface of the flow's first packet.
     pub ifindex: u32,
-    /// Source MAC address of each side's first frame.
-    pub mac: [[u8; 6]; 2],
+    /// The side that sent the first packet ([`SIDE_LO`] or [`SIDE_HI`]).
+    pub first_sender: u8,
+    pub _pad: [u8; 3],
+    pub _gap: [u64; 6],
+    pub hi: FlowSide,
+}
+
+/// Below this a port is taken for a server's when a TCP flow is picked up mid-stream.
+pub const WELL_KNOWN_PORT_LIMIT: u16 = 1024;
+
+impl FlowBlock {
+    pub fn side(&self, side: usize) -> &FlowSide {
+        if side == SIDE_LO { &self.lo } else { &self.hi }
+    }
+
+    /// Which side is the client ([`SIDE_LO`] or [`SIDE_HI`]): the side that opened the flow (a
+    /// SYN without ACK, an echo request); else the other one of a side that answered (SYN-ACK,
+    /// echo reply); else, for TCP picked up mid-stream, the side that is not on a well-known
+    /// port; else the first packet's sender.
+    pub fn client_side(&self, key: &FlowKey) -> usize {
+        let said = |mark: u64| (self.lo.marks & mark != 0, self.hi.marks & mark != 0);
+        match said(marks::OPENED) {
+            (true, false) => return SIDE_LO,
+            (false, true) => return SIDE_HI,
+            _ => {}
+        }
+        match said(marks::ANSWERED) {
+            (true, false) => return SIDE_HI,
+            (false, true) => return SIDE_LO,
+            _ => {}
+        }
+        if key.protocol == ip_proto::TCP && key.kind == key_kind::PORTS {
+            match (
+                key.port_lo < WELL_KNOWN_PORT_LIMIT,
+                key.port_hi < WELL_KNOWN_PORT_LIMIT,
+            ) {
+                (true, false) => return SIDE_HI,
+                (false, true) => return SIDE_LO,
+                _ => {}
+            }
+        }
+        self.first_sender as usize & 1
+    }
+}
+
+/// The kernel's clocks read at one instant by [`CLOCK_PROGRAM`], in the order it writes them
+/// into the frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockSample {
+    pub jiffies: u64,
+    /// CLOCK_MONOTONIC, coarse: it advances with jiffies, at the same tick.
+    pub coarse_ns: u64,
 }
 
 /// Per-CPU datapath counters, one array slot.
@@ -261,6 +318,7 @@ mod pod {
     // kernel could leave uninitialised (explicit `_pad` fields fill every gap).
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowBlock {}
+    unsafe impl aya::Pod for super::FlowSide {}
     unsafe impl aya::Pod for super::DatapathCounters {}
     unsafe impl aya::Pod for super::FragmentKey {}
     unsafe impl aya::Pod for super::FragmentPorts {}
@@ -280,9 +338,59 @@ mod tests {
     #[test]
     fn layouts_match_what_the_kernel_writes() {
         assert_eq!(core::mem::size_of::<FlowKey>(), 40);
-        assert_eq!(core::mem::size_of::<FlowBlock>(), 72);
+        assert_eq!(core::mem::size_of::<FlowSide>(), 40);
+        assert_eq!(core::mem::size_of::<FlowBlock>(), 144);
+        // The two sides 64 bytes apart: no cache line can hold bytes of both.
+        assert_eq!(
+            core::mem::offset_of!(FlowBlock, hi) - core::mem::size_of::<FlowSide>(),
+            64
+        );
         assert_eq!(core::mem::size_of::<DatapathCounters>(), 72);
         assert_eq!(core::mem::size_of::<FragmentKey>(), 40);
+    }
+
+    #[test]
+    fn the_client_is_named_by_the_strongest_evidence() {
+        let key = |port_lo, port_hi, protocol| FlowKey {
+            port_lo,
+            port_hi,
+            protocol,
+            ..FlowKey::default()
+        };
+        let block = |lo: u64, hi: u64, first_sender: usize| FlowBlock {
+            lo: FlowSide {
+                marks: lo,
+                ..FlowSide::default()
+            },
+            hi: FlowSide {
+                marks: hi,
+                ..FlowSide::default()
+            },
+            first_sender: first_sender as u8,
+            ..FlowBlock::default()
+        };
+        let tcp = key(80, 40000, ip_proto::TCP);
+        // Opening beats answering, answering beats ports, ports beat the first sender.
+        let opened_hi = block(marks::ANSWERED, marks::OPENED, SIDE_LO);
+        assert_eq!(opened_hi.client_side(&tcp), SIDE_HI);
+        assert_eq!(
+            block(marks::ANSWERED, 0, SIDE_LO).client_side(&tcp),
+            SIDE_HI
+        );
+        assert_eq!(
+            block(0, marks::ANSWERED, SIDE_HI).client_side(&tcp),
+            SIDE_LO
+        );
+        assert_eq!(block(0, 0, SIDE_LO).client_side(&tcp), SIDE_HI);
+        // Both or neither on a well-known port, or not TCP: the first sender.
+        assert_eq!(block(0, 0, SIDE_HI).client_side(&key(80, 443, 6)), SIDE_HI);
+        assert_eq!(
+            block(0, 0, SIDE_LO).client_side(&key(80, 40000, 17)),
+            SIDE_LO
+        );
+        // Both opened (simultaneous open): the answers decide, then as above.
+        let both = block(marks::OPENED, marks::OPENED | marks::ANSWERED, SIDE_HI);
+        assert_eq!(both.client_side(&tcp), SIDE_LO);
     }
 
     #[test]

@@ -1,28 +1,30 @@
-//! The flow table: the direction-free key of a packet, and the update of this CPU's control
+//! The flow table: the direction-free key of a packet, and the update of the flow's control
 //! block for it.
 
-use core::cmp::Ordering;
+use core::{
+    cmp::Ordering,
+    intrinsics::{AtomicOrdering::Relaxed, atomic_or, atomic_xadd},
+};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::bpf_ktime_get_coarse_ns,
+    helpers::bpf_jiffies64,
     macros::map,
-    maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{LruHashMap, PerCpuArray},
 };
 use flowmon_common::{
-    Address, CREATE_ERROR_SLOTS, DEFAULT_MAX_FLOWS, DatapathCounters, FlowBlock, FlowKey,
-    FragmentKey, FragmentPorts, MAX_FRAGMENTED_DATAGRAMS, SIDE_HI, SIDE_LO, key_kind, orientation,
+    Address, CREATE_ERROR_SLOTS, DEFAULT_MAX_FLOWS, DatapathCounters, FlowBlock, FlowKey, FlowSide,
+    FragmentKey, FragmentPorts, MAX_FRAGMENTED_DATAGRAMS, SIDE_HI, SIDE_LO, key_kind,
 };
 
-use crate::parse::{Fragment, Packet, source_mac};
+use crate::parse::{Fragment, Packet, ipv4_mapped, source_mac};
 
 const EEXIST: i32 = 17;
 
-/// One control block per flow and CPU, with the common LRU (not `BPF_F_NO_COMMON_LRU`, which
-/// would split the capacity per CPU). The agent sets the size at load time.
+/// One control block per flow, shared by all CPUs, with the common LRU. The agent sets the
+/// size at load time.
 #[map(name = "FLOWS")]
-static FLOWS: LruPerCpuHashMap<FlowKey, FlowBlock> =
-    LruPerCpuHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+static FLOWS: LruHashMap<FlowKey, FlowBlock> = LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
 
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<DatapathCounters> = PerCpuArray::with_max_entries(1, 0);
@@ -53,19 +55,55 @@ pub fn account(
 ) {
     resolve_fragment(counters, packet);
     let (key, sender) = flow_key(packet);
-    // The coarse clock (one tick of resolution) costs half of bpf_ktime_get_ns per packet.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    count(counters, &key, sender, packet, ifindex, packets, bytes);
+}
+
+/// [`account`] for a packet of [`crate::parse::parse_common`]: an IPv4 key is ordered on the
+/// addresses' last words alone, and this path gets a copy of [`count`] of its own, so that the
+/// compiler keeps the mapped prefix constant instead of merging it with the general path's.
+#[inline(always)]
+pub fn account_ipv4(counters: &mut DatapathCounters, packet: &Packet, ifindex: u32, bytes: u64) {
+    let (src, dst) = (packet.src[3], packet.dst[3]);
+    let sender_is_lo = match u32::from_be(src).cmp(&u32::from_be(dst)) {
+        Ordering::Equal => packet.src_port <= packet.dst_port,
+        order => order == Ordering::Less,
+    };
+    let (lo, hi) = if sender_is_lo { (src, dst) } else { (dst, src) };
+    let (key, sender) = ordered_key(packet, ipv4_mapped(lo), ipv4_mapped(hi), sender_is_lo);
+    count(counters, &key, sender, packet, ifindex, 1, bytes);
+}
+
+/// Adds a packet of `sender` to the block of `key`, creating it when the flow is new.
+// Key and block go by reference: by value, each call copies them to another stack slot first.
+#[allow(clippy::needless_borrows_for_generic_args)]
+#[inline(always)]
+fn count(
+    counters: &mut DatapathCounters,
+    key: &FlowKey,
+    sender: usize,
+    packet: &Packet,
+    ifindex: u32,
+    packets: u64,
+    bytes: u64,
+) {
+    // SAFETY: a helper without arguments; the verifier inlines it into one load.
+    let now = unsafe { bpf_jiffies64() };
     let block = match FLOWS.get_ptr_mut(key) {
         Some(block) => block,
         None => {
-            let mut block = FlowBlock::default();
-            update(&mut block, packet, sender, ifindex, packets, bytes, now);
-            match FLOWS.insert(key, block, BPF_NOEXIST as u64) {
+            let mut block = FlowBlock {
+                first_seen: now,
+                ifindex,
+                first_sender: sender as u8,
+                ..FlowBlock::default()
+            };
+            update(&mut block, packet, sender, packets, bytes, now);
+            match FLOWS.insert(key, &block, BPF_NOEXIST as u64) {
                 Ok(()) => {
                     counters.flows_created += 1;
                     return;
                 }
-                // Another CPU created it in the meantime: add to the block it made for us.
+                // Another CPU created it in the meantime: add to the block it made.
                 Err(err) if -err == EEXIST => match FLOWS.get_ptr_mut(key) {
                     Some(block) => block,
                     None => return,
@@ -81,34 +119,25 @@ pub fn account(
             }
         }
     };
-    // SAFETY: this CPU's block of a live entry; see `counters` for exclusivity.
-    update(
-        unsafe { &mut *block },
-        packet,
-        sender,
-        ifindex,
-        packets,
-        bytes,
-        now,
-    );
+    // SAFETY: a live entry of the map; every write below is atomic, idempotent or benign.
+    update(unsafe { &mut *block }, packet, sender, packets, bytes, now);
 }
 
 /// Later fragments take the ports their first fragment recorded; the first records them.
 #[inline(always)]
 fn resolve_fragment(counters: &mut DatapathCounters, packet: &mut Packet) {
-    let id = match packet.fragment {
-        Fragment::Whole => return,
-        Fragment::First { id } | Fragment::Later { id } => id,
-    };
+    if packet.fragment == Fragment::Whole {
+        return;
+    }
     let key = FragmentKey {
         src: packet.src,
         dst: packet.dst,
-        id,
+        id: packet.fragment_id,
         vlan: packet.vlan,
         protocol: packet.protocol,
         _pad: 0,
     };
-    if let Fragment::First { .. } = packet.fragment {
+    if packet.fragment == Fragment::First {
         let ports = FragmentPorts {
             src_port: packet.src_port,
             dst_port: packet.dst_port,
@@ -131,30 +160,44 @@ fn resolve_fragment(counters: &mut DatapathCounters, packet: &mut Packet) {
     }
 }
 
-/// Orders addresses as their bytes compare.
+/// Whether `a` sorts before `b` as address bytes, `None` when they are equal. Most words are
+/// equal (the IPv4-mapped prefix), so only the first differing one is swapped to host order.
 #[inline(always)]
-fn compare_addr(a: &Address, b: &Address) -> Ordering {
-    let word = |i: usize| u32::from_be(a[i]).cmp(&u32::from_be(b[i]));
-    word(0).then(word(1)).then(word(2)).then(word(3))
+fn addr_less(a: &Address, b: &Address) -> Option<bool> {
+    for i in 0..4 {
+        if a[i] != b[i] {
+            return Some(u32::from_be(a[i]) < u32::from_be(b[i]));
+        }
+    }
+    None
 }
 
 /// The key shared by both directions and the side (`SIDE_LO`/`SIDE_HI`) that sent `packet`.
 #[inline(always)]
 fn flow_key(packet: &Packet) -> (FlowKey, usize) {
-    let sender_is_lo = match compare_addr(&packet.src, &packet.dst) {
-        Ordering::Less => true,
-        Ordering::Greater => false,
-        Ordering::Equal => packet.src_port <= packet.dst_port,
-    };
-    let (addr_lo, addr_hi, mut port_lo, mut port_hi) = if sender_is_lo {
-        (packet.src, packet.dst, packet.src_port, packet.dst_port)
+    let sender_is_lo =
+        addr_less(&packet.src, &packet.dst).unwrap_or(packet.src_port <= packet.dst_port);
+    let (lo, hi) = if sender_is_lo {
+        (packet.src, packet.dst)
     } else {
-        (packet.dst, packet.src, packet.dst_port, packet.src_port)
+        (packet.dst, packet.src)
     };
-    if packet.kind == key_kind::ICMP_MESSAGE {
-        // Type and code are not a port pair: they keep their places.
-        (port_lo, port_hi) = (packet.src_port, packet.dst_port);
-    }
+    ordered_key(packet, lo, hi, sender_is_lo)
+}
+
+#[inline(always)]
+fn ordered_key(
+    packet: &Packet,
+    addr_lo: Address,
+    addr_hi: Address,
+    sender_is_lo: bool,
+) -> (FlowKey, usize) {
+    // ICMP type and code are not a port pair: they keep their places.
+    let (port_lo, port_hi) = if sender_is_lo || packet.kind == key_kind::ICMP_MESSAGE {
+        (packet.src_port, packet.dst_port)
+    } else {
+        (packet.dst_port, packet.src_port)
+    };
     let key = FlowKey {
         addr_lo,
         addr_hi,
@@ -167,50 +210,42 @@ fn flow_key(packet: &Packet) -> (FlowKey, usize) {
     (key, if sender_is_lo { SIDE_LO } else { SIDE_HI })
 }
 
-/// A block update is a per-side update written twice, once per constant side: an index into
-/// the block that the verifier can follow (a variable one becomes pointer arithmetic it refuses).
+/// Updates the sender's side of `block`, picked by a constant field offset in each branch.
 #[inline(always)]
 fn update(
     block: &mut FlowBlock,
     packet: &Packet,
     sender: usize,
-    ifindex: u32,
     packets: u64,
     bytes: u64,
     now: u64,
 ) {
-    if sender == SIDE_LO {
-        update_from::<SIDE_LO>(block, packet, ifindex, packets, bytes, now);
+    let side = if sender == SIDE_LO {
+        &mut block.lo
     } else {
-        update_from::<SIDE_HI>(block, packet, ifindex, packets, bytes, now);
-    }
+        &mut block.hi
+    };
+    update_side(side, packet, packets, bytes, now);
 }
 
+/// Counts with atomic adds, so two CPUs updating one side never lose a packet; the marks only
+/// ever gain bits, so they are read first and ORed in (atomically) only when a bit is new.
+/// The first packet's TTL and MAC, and the latest time, are plain stores: two CPUs racing there
+/// write values one tick or one packet apart.
 #[inline(always)]
-fn update_from<const SENDER: usize>(
-    block: &mut FlowBlock,
-    packet: &Packet,
-    ifindex: u32,
-    packets: u64,
-    bytes: u64,
-    now: u64,
-) {
-    let strength = block.orientation & orientation::STRENGTH;
-    if strength == 0 || packet.evidence > strength {
-        let client_is_hi = (SENDER == SIDE_HI) == packet.sender_is_client;
-        block.orientation = orientation::encode(client_is_hi, packet.evidence);
+fn update_side(side: &mut FlowSide, packet: &Packet, packets: u64, bytes: u64, now: u64) {
+    if side.packets == 0 {
+        side.ttl = packet.ttl;
+        side.mac = source_mac(packet.frame_start, packet.frame_end);
     }
-    if block.first_seen_ns == 0 {
-        // This CPU's first packet of the flow (another CPU may have created the entry).
-        block.first_seen_ns = now;
-        block.ifindex = ifindex;
+    // SAFETY: aligned u64 fields of a block that lives as long as this program run.
+    unsafe {
+        atomic_xadd::<u64, u64, { Relaxed }>(&mut side.packets, packets);
+        atomic_xadd::<u64, u64, { Relaxed }>(&mut side.bytes, bytes);
     }
-    block.last_seen_ns = now;
-    if block.packets[SENDER] == 0 {
-        block.ttl[SENDER] = packet.ttl;
-        block.mac[SENDER] = source_mac(packet.frame_start, packet.frame_end);
+    side.last_seen = now;
+    if side.marks & packet.marks != packet.marks {
+        // SAFETY: as above.
+        unsafe { atomic_or::<u64, u64, { Relaxed }>(&mut side.marks, packet.marks) };
     }
-    block.packets[SENDER] += packets;
-    block.bytes[SENDER] += bytes;
-    block.tcp_flags[SENDER] |= packet.tcp_flags;
 }

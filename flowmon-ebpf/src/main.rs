@@ -3,18 +3,22 @@
 //! packet on unchanged.
 #![no_std]
 #![no_main]
+// Atomic adds and ORs: `AtomicU64` has no read-modify-write operations on the BPF target.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod flow;
 mod parse;
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action},
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use flowmon_common::DatapathCounters;
+use flowmon_common::{ClockSample, DatapathCounters};
 
-use crate::parse::{Packet, ParseError, parse};
+use crate::parse::{Packet, ParseError, parse, parse_common};
 
 /// Enough of a frame for any header chain the parser follows.
 const MAX_HEADERS_LEN: u32 = 256;
@@ -27,6 +31,10 @@ pub fn flowmon_xdp(ctx: XdpContext) -> u32 {
         counters.packets += 1;
         counters.bytes += bytes;
         let mut packet = Packet::new();
+        if parse_common(start, end, &mut packet) {
+            flow::account_ipv4(counters, &packet, ctx.ingress_ifindex() as u32, bytes);
+            return xdp_action::XDP_PASS;
+        }
         match parse(start, end, 0, &mut packet) {
             Ok(()) => flow::account(
                 counters,
@@ -84,6 +92,24 @@ pub fn flowmon_tc(ctx: TcContext) -> i32 {
 /// Never attached; loaded only by the benchmark.
 #[xdp]
 pub fn flowmon_baseline(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// Writes the kernel's clocks at one instant over the start of the frame it is run on: the
+/// agent runs it under BPF_PROG_TEST_RUN to convert jiffies into time. Never attached.
+#[xdp]
+pub fn flowmon_clock(ctx: XdpContext) -> u32 {
+    let at = ctx.data();
+    if at + core::mem::size_of::<ClockSample>() <= ctx.data_end() {
+        // SAFETY: helpers without arguments; the write is inside the checked frame.
+        unsafe {
+            let sample = ClockSample {
+                jiffies: bpf_jiffies64(),
+                coarse_ns: bpf_ktime_get_coarse_ns(),
+            };
+            core::ptr::write_unaligned(at as *mut ClockSample, sample);
+        }
+    }
     xdp_action::XDP_PASS
 }
 

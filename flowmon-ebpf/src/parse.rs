@@ -6,7 +6,8 @@
 
 use flowmon_common::{
     ip_proto::{ICMP, ICMPV6, TCP, UDP},
-    key_kind, orientation,
+    key_kind, marks,
+    tcp_flags::{ACK, SYN},
 };
 
 const ETH_HLEN: usize = 14;
@@ -29,9 +30,6 @@ const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
 
-/// Below this a port is taken for a server's when a TCP flow is picked up mid-stream.
-const WELL_KNOWN_PORT_LIMIT: u16 = 1024;
-
 pub enum ParseError {
     /// The frame ends inside a header.
     Truncated,
@@ -41,15 +39,17 @@ pub enum ParseError {
     NonIp,
 }
 
-/// Where in a fragmented datagram a packet belongs.
+/// Where in a fragmented datagram a packet belongs. The datagram's id is a field of its own
+/// ([`Packet::fragment_id`]): an enum payload is undefined when absent, and LLVM then spills
+/// an uninitialised register, which the verifier refuses.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Fragment {
     /// Not fragmented.
     Whole,
     /// The first fragment: it carries the transport header.
-    First { id: u32 },
+    First,
     /// A later fragment: no transport header; its ports come from the first.
-    Later { id: u32 },
+    Later,
 }
 
 /// The facts of one packet that a flow update needs.
@@ -64,15 +64,14 @@ pub struct Packet {
     pub protocol: u8,
     pub kind: u8,
     pub ttl: u8,
-    pub tcp_flags: u8,
-    /// Who this packet says the client is: [`orientation`] strength, and whether it is the
-    /// sender.
-    pub evidence: u8,
-    pub sender_is_client: bool,
+    /// The TCP flags and what the packet says about who opened the flow: see [`marks`].
+    pub marks: u64,
     /// Bytes from the start of the frame to the transport payload: what every segment of a
     /// segmentation-offload super-packet repeats.
     pub headers_len: usize,
     pub fragment: Fragment,
+    /// The IP identification of a fragmented datagram, 0 when whole.
+    pub fragment_id: u32,
     /// The frame, for the rare reads beyond these facts (a side's first MAC address).
     pub frame_start: usize,
     pub frame_end: usize,
@@ -162,6 +161,7 @@ pub fn parse(
     outer_vlan: u16,
     packet: &mut Packet,
 ) -> Result<(), ParseError> {
+    (packet.frame_start, packet.frame_end) = (start, end);
     let eth = Header::<ETH_HLEN>::at(start, end, 0)?;
     let mut ethertype = eth.be16(12);
     let mut offset = ETH_HLEN;
@@ -177,7 +177,6 @@ pub fn parse(
         offset += 4;
     }
     packet.vlan = vlan;
-    (packet.frame_start, packet.frame_end) = (start, end);
     match ethertype {
         ETH_P_IP => parse_ipv4(start, end, offset, packet),
         ETH_P_IPV6 => parse_ipv6(start, end, offset, packet),
@@ -197,20 +196,56 @@ impl Packet {
             protocol: 0,
             kind: key_kind::PORTS,
             ttl: 0,
-            tcp_flags: 0,
-            evidence: orientation::FIRST_PACKET,
-            sender_is_client: true,
+            marks: 0,
             headers_len: 0,
             fragment: Fragment::Whole,
+            fragment_id: 0,
             frame_start: 0,
             frame_end: 0,
         }
     }
 }
 
+/// The frame most traffic is, read after one bounds check: untagged Ethernet, IPv4 without
+/// options and not a fragment, TCP or UDP. Gives exactly what [`parse`] gives for such a frame,
+/// in a third of the instructions, and false for anything else (writing nothing).
+#[inline(always)]
+pub fn parse_common(start: usize, end: usize, packet: &mut Packet) -> bool {
+    const IP: usize = ETH_HLEN;
+    const L4: usize = ETH_HLEN + 20;
+    let Ok(frame) = Header::<{ L4 + 20 }>::at(start, end, 0) else {
+        return false;
+    };
+    // Version 4 and a 20-byte header; neither a later fragment nor more to come.
+    if frame.be16(12) != ETH_P_IP || frame.u8(IP) != 0x45 || frame.be16(IP + 6) & 0x3fff != 0 {
+        return false;
+    }
+    let protocol = frame.u8(IP + 9);
+    match protocol {
+        TCP => {
+            let header_len = ((frame.u8(L4 + 12) >> 4) as usize) * 4;
+            if header_len < 20 || start + L4 + header_len > end {
+                return false;
+            }
+            packet.headers_len = L4 + header_len;
+            packet.marks = tcp_marks(frame.u8(L4 + 13));
+        }
+        UDP => packet.headers_len = L4 + 8,
+        _ => return false,
+    }
+    (packet.frame_start, packet.frame_end) = (start, end);
+    packet.protocol = protocol;
+    packet.ttl = frame.u8(IP + 8);
+    packet.src = ipv4_mapped(frame.raw32(IP + 12));
+    packet.dst = ipv4_mapped(frame.raw32(IP + 16));
+    packet.src_port = frame.be16(L4);
+    packet.dst_port = frame.be16(L4 + 2);
+    true
+}
+
 /// `::ffff:a.b.c.d` for an IPv4 address as it lies in the packet.
 #[inline(always)]
-fn ipv4_mapped(addr: u32) -> [u32; 4] {
+pub fn ipv4_mapped(addr: u32) -> [u32; 4] {
     [0, 0, u32::from_be(0x0000_ffff), addr]
 }
 
@@ -239,11 +274,13 @@ fn parse_ipv4(
     // The whole header, options included, must be present.
     require(start, end, offset + header_len)?;
     if frag & 0x1fff != 0 {
-        packet.fragment = Fragment::Later { id };
+        packet.fragment = Fragment::Later;
+        packet.fragment_id = id;
         return Ok(());
     }
     if frag & 0x2000 != 0 {
-        packet.fragment = Fragment::First { id };
+        packet.fragment = Fragment::First;
+        packet.fragment_id = id;
     }
     parse_transport(start, end, offset + header_len, packet)
 }
@@ -281,11 +318,13 @@ fn parse_ipv6(
                 offset += 8;
                 if frag >> 3 != 0 {
                     packet.protocol = next_header;
-                    packet.fragment = Fragment::Later { id };
+                    packet.fragment = Fragment::Later;
+                    packet.fragment_id = id;
                     return Ok(());
                 }
                 if frag & 1 != 0 {
-                    packet.fragment = Fragment::First { id };
+                    packet.fragment = Fragment::First;
+                    packet.fragment_id = id;
                 }
             }
             _ => {
@@ -314,15 +353,13 @@ fn parse_transport(
             let header_len = ((tcp.u8(12) >> 4) as usize) * 4;
             packet.src_port = tcp.be16(0);
             packet.dst_port = tcp.be16(2);
-            packet.tcp_flags = tcp.u8(13);
+            packet.marks = tcp_marks(tcp.u8(13));
             if header_len < 20 {
                 return Err(ParseError::Unsupported);
             }
             // Options included: every segment of an offloaded super-packet repeats them.
             packet.headers_len = offset + header_len;
             require(start, end, packet.headers_len)?;
-            (packet.sender_is_client, packet.evidence) =
-                tcp_orientation(packet.tcp_flags, packet.src_port, packet.dst_port);
         }
         UDP => {
             let udp = Header::<8>::at(start, end, offset)?;
@@ -344,8 +381,11 @@ fn parse_transport(
                 packet.kind = key_kind::ICMP_ECHO;
                 packet.src_port = id;
                 packet.dst_port = id;
-                packet.evidence = orientation::HANDSHAKE;
-                packet.sender_is_client = icmp_type == request;
+                packet.marks = if icmp_type == request {
+                    marks::OPENED
+                } else {
+                    marks::ANSWERED
+                };
             } else {
                 packet.kind = key_kind::ICMP_MESSAGE;
                 packet.src_port = icmp_type as u16;
@@ -357,19 +397,13 @@ fn parse_transport(
     Ok(())
 }
 
-/// Who the client of a TCP flow is, as far as this one segment tells.
+/// The marks of a TCP segment: its flags, and whether it opens (SYN) or answers (SYN-ACK).
 #[inline(always)]
-fn tcp_orientation(flags: u8, src_port: u16, dst_port: u16) -> (bool, u8) {
-    use flowmon_common::tcp_flags::{ACK, SYN};
-    if flags & SYN != 0 {
-        // SYN: the sender opens; SYN-ACK: the sender answers.
-        return (flags & ACK == 0, orientation::HANDSHAKE);
-    }
-    let src_well_known = src_port < WELL_KNOWN_PORT_LIMIT;
-    let dst_well_known = dst_port < WELL_KNOWN_PORT_LIMIT;
-    if src_well_known != dst_well_known {
-        (dst_well_known, orientation::PORT_HEURISTIC)
-    } else {
-        (true, orientation::FIRST_PACKET)
-    }
+fn tcp_marks(flags: u8) -> u64 {
+    let opening = match flags & (SYN | ACK) {
+        SYN => marks::OPENED,
+        f if f == SYN | ACK => marks::ANSWERED,
+        _ => 0,
+    };
+    flags as u64 | opening
 }

@@ -1,6 +1,6 @@
 //! `cargo xtask bench drain`: the cost of reading the whole flow map, batch syscalls against
 //! aya's get_next_key iterator, and the CPU time of one full poll cycle of the flow monitor
-//! (read, merge the per-CPU blocks, decide every flow's fate), at 10k, 100k and 1M live flows.
+//! (read, turn blocks into flows, decide every flow's fate), at 10k, 100k and 1M live flows.
 
 use std::{collections::HashMap, net::Ipv4Addr, sync::Arc, time::Instant};
 
@@ -44,7 +44,7 @@ fn filled(flows: u32) -> Datapath {
 }
 
 fn main() {
-    println!("## drain (per entry of a full read of the flow map; 2 CPUs' blocks per entry)\n");
+    println!("## drain (per entry of a full read of the flow map)\n");
     println!(
         "| live flows | batch us/entry | iterator us/entry | iterator / batch | poll cycle CPU s | poll cycle wall s |"
     );

@@ -2,7 +2,7 @@
 //! truncation point, both directions on one key, orientation, TCP state, echo pairing and
 //! fragments. Each test loads its own copy of the program, so the counts are its own.
 
-use flowmon::flow::Flow;
+use flowmon::flow::{Flow, clock::monotonic_ns};
 use flowmon_common::TcpState;
 use flowmon_tests::{
     frames::{ACK, CLIENT_MAC, FIN, Frame, Ipv6Ext, PSH, RST, SERVER_MAC, SYN},
@@ -394,4 +394,64 @@ fn concurrent_updates_of_one_flow_from_two_cpus_lose_nothing() {
     assert_eq!(counters.flows_created, 1);
     assert_eq!(counters.create_failures, 0);
     assert!(h.datapath.create_errors().unwrap().is_empty());
+}
+
+#[test]
+fn one_side_counted_on_two_cpus_at_once_loses_nothing() {
+    // The same direction on two CPUs (two RX queues, or XDP and a second NIC): the adds to one
+    // side are atomic.
+    let frame = Frame::tcp("10.0.0.2", 40000, "10.0.0.1", 80, ACK).build();
+    let h = Harness::new();
+    const REPEAT: u32 = 200_000;
+    h.run_on_cpus_concurrently(&[(0, &frame), (1, &frame)], REPEAT);
+    let flow = h.only_flow();
+    assert_side(&flow, (2 * REPEAT as u64, 2 * REPEAT as u64 * 54), (0, 0));
+    assert_eq!(h.counters().flows_created, 1);
+}
+
+#[test]
+fn common_frames_and_the_general_parser_meet_on_one_block() {
+    // Plain IPv4 TCP takes the XDP fast path; with IP options, or through TC, the general
+    // parser. All of it must land on the same key, side by side.
+    let h = Harness::new();
+    let before = monotonic_ns();
+    let client = Frame::tcp("10.0.0.2", 40000, "10.0.0.1", 80, SYN)
+        .ttl(61)
+        .build();
+    let server = Frame::tcp("10.0.0.1", 80, "10.0.0.2", 40000, SYN | ACK)
+        .ipv4_options(&[1, 1, 1, 1])
+        .ttl(64)
+        .macs(SERVER_MAC, CLIENT_MAC)
+        .build();
+    let client_ack = Frame::tcp("10.0.0.2", 40000, "10.0.0.1", 80, ACK)
+        .payload(100)
+        .build();
+    h.xdp(&client);
+    h.xdp(&server);
+    h.tc(&client_ack);
+    h.xdp(&client_ack);
+    let after = monotonic_ns();
+    let flow = h.only_flow();
+    assert_eq!(flow.client.ip.to_string(), "10.0.0.2");
+    assert_side(
+        &flow,
+        (3, (client.len() + 2 * client_ack.len()) as u64),
+        (1, server.len() as u64),
+    );
+    assert_eq!(
+        (flow.client.tcp_flags, flow.server.tcp_flags),
+        (SYN | ACK, SYN | ACK)
+    );
+    assert_eq!((flow.client.ttl, flow.server.ttl), (61, 64));
+    assert_eq!((flow.client.mac, flow.server.mac), (CLIENT_MAC, SERVER_MAC));
+    assert_eq!(flow.tcp_state(), TcpState::Established);
+    // Jiffies, converted: within a tick (and the calibration's rounding) of the truth.
+    let tick = 10_000_000;
+    assert!(
+        flow.first_seen_ns + tick >= before && flow.last_seen_ns <= after + tick,
+        "first {} last {} outside [{before}, {after}]",
+        flow.first_seen_ns,
+        flow.last_seen_ns
+    );
+    assert!(flow.first_seen_ns <= flow.last_seen_ns);
 }

@@ -13,8 +13,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use aya::maps::{Map, PerCpuHashMap};
+use aya::maps::{HashMap, Map};
 use flowmon_common::{FlowBlock, FlowKey};
+
+use super::clock::KernelClock;
 
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
@@ -37,26 +39,27 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Flows as the map holds them: keys, and for each key one control block per CPU, kept in two
-/// flat vectors (a million flows are two allocations, not a million).
-#[derive(Debug, Default)]
+/// Flows as the map holds them, keys and blocks in two flat vectors (a million flows are two
+/// allocations, not a million), with the clock that reads their times.
+#[derive(Debug)]
 pub struct FlowTable {
     keys: Vec<FlowKey>,
     blocks: Vec<FlowBlock>,
-    cpus: usize,
+    clock: KernelClock,
 }
 
 impl FlowTable {
-    fn new(cpus: usize) -> Self {
+    fn new(clock: KernelClock) -> Self {
         Self {
-            cpus,
-            ..Self::default()
+            keys: Vec::new(),
+            blocks: Vec::new(),
+            clock,
         }
     }
 
-    fn push(&mut self, key: FlowKey, blocks: &[FlowBlock]) {
+    fn push(&mut self, key: FlowKey, block: FlowBlock) {
         self.keys.push(key);
-        self.blocks.extend_from_slice(blocks);
+        self.blocks.push(block);
     }
 
     pub fn len(&self) -> usize {
@@ -67,12 +70,14 @@ impl FlowTable {
         self.keys.is_empty()
     }
 
-    /// Each flow's key and per-CPU blocks.
-    pub fn iter(&self) -> impl Iterator<Item = (FlowKey, &[FlowBlock])> {
-        self.keys
-            .iter()
-            .copied()
-            .zip(self.blocks.chunks_exact(self.cpus.max(1)))
+    /// Each flow's key and block.
+    pub fn iter(&self) -> impl Iterator<Item = (FlowKey, &FlowBlock)> {
+        self.keys.iter().copied().zip(&self.blocks)
+    }
+
+    /// The clock of the kernel the blocks were read from.
+    pub fn clock(&self) -> &KernelClock {
+        &self.clock
     }
 }
 
@@ -80,22 +85,21 @@ impl FlowTable {
 pub struct FlowMap<'a> {
     map: &'a Map,
     fd: RawFd,
-    cpus: usize,
+    clock: KernelClock,
 }
 
 impl<'a> FlowMap<'a> {
-    pub(super) fn new(map: &'a Map) -> Result<Self> {
-        let Map::PerCpuLruHashMap(data) = map else {
-            anyhow::bail!("the flow map is not an LRU per-CPU hash");
+    pub(super) fn new(map: &'a Map, clock: KernelClock) -> Result<Self> {
+        let Map::LruHashMap(data) = map else {
+            anyhow::bail!("the flow map is not an LRU hash");
         };
-        let cpus = aya::util::nr_cpus().map_err(|(path, err)| anyhow::anyhow!("{path}: {err}"))?;
         let fd = data.fd().as_fd().as_raw_fd();
-        Ok(Self { map, fd, cpus })
+        Ok(Self { map, fd, clock })
     }
 
     /// Capacity the map was created with.
     pub fn capacity(&self) -> Result<u32> {
-        let Map::PerCpuLruHashMap(data) = self.map else {
+        let Map::LruHashMap(data) = self.map else {
             unreachable!("checked in new")
         };
         Ok(data.info()?.max_entries())
@@ -114,11 +118,11 @@ impl<'a> FlowMap<'a> {
     /// The plain iterator (get_next_key + lookup per entry): the fallback, and the baseline
     /// of the drain benchmark.
     pub fn read_by_iteration(&self) -> Result<FlowTable> {
-        let map = PerCpuHashMap::<_, FlowKey, FlowBlock>::try_from(self.map)?;
-        let mut table = FlowTable::new(self.cpus);
+        let map = HashMap::<_, FlowKey, FlowBlock>::try_from(self.map)?;
+        let mut table = FlowTable::new(self.clock);
         for item in map.iter() {
             match item {
-                Ok((key, values)) => table.push(key, &values),
+                Ok((key, block)) => table.push(key, block),
                 // Evicted between get_next_key and lookup: nothing left to read.
                 Err(aya::maps::MapError::KeyNotFound) => continue,
                 Err(err) => return Err(err.into()),
@@ -129,7 +133,7 @@ impl<'a> FlowMap<'a> {
 
     /// Reads batch after batch straight into the table's vectors.
     fn lookup_batch(&self) -> io::Result<FlowTable> {
-        let mut table = FlowTable::new(self.cpus);
+        let mut table = FlowTable::new(self.clock);
         let mut token: u32 = 0;
         let mut first = true;
         loop {
@@ -139,7 +143,7 @@ impl<'a> FlowMap<'a> {
                 .resize(filled + BATCH_ENTRIES, FlowKey::default());
             table
                 .blocks
-                .resize((filled + BATCH_ENTRIES) * self.cpus, FlowBlock::default());
+                .resize(filled + BATCH_ENTRIES, FlowBlock::default());
             let mut next_token: u32 = 0;
             let mut attr = BatchAttr {
                 in_batch: if first {
@@ -149,7 +153,7 @@ impl<'a> FlowMap<'a> {
                 },
                 out_batch: &mut next_token as *mut u32 as u64,
                 keys: table.keys[filled..].as_mut_ptr() as u64,
-                values: table.blocks[filled * self.cpus..].as_mut_ptr() as u64,
+                values: table.blocks[filled..].as_mut_ptr() as u64,
                 count: BATCH_ENTRIES as u32,
                 map_fd: self.fd as u32,
                 ..BatchAttr::default()
@@ -157,7 +161,7 @@ impl<'a> FlowMap<'a> {
             let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
             let count = attr.count as usize;
             table.keys.truncate(filled + count);
-            table.blocks.truncate((filled + count) * self.cpus);
+            table.blocks.truncate(filled + count);
             // ENOENT ends the walk, possibly with a last partial batch.
             match result {
                 Ok(()) => {}
@@ -169,21 +173,21 @@ impl<'a> FlowMap<'a> {
         }
     }
 
-    /// Removes `keys` from the map and returns each one's blocks as they were at removal:
+    /// Removes `keys` from the map and returns each one's block as it was at removal:
     /// exact final counts, with no packet slipping in between a read and a delete. Keys
     /// already gone (evicted meanwhile) are left out.
     pub fn take(&self, keys: &[FlowKey]) -> Result<FlowTable> {
-        let mut table = FlowTable::new(self.cpus);
-        let mut blocks = vec![FlowBlock::default(); self.cpus];
+        let mut table = FlowTable::new(self.clock);
+        let mut block = FlowBlock::default();
         for key in keys {
             let mut attr = ElemAttr {
                 map_fd: self.fd as u32,
                 key: key as *const FlowKey as u64,
-                value: blocks.as_mut_ptr() as u64,
+                value: &mut block as *mut FlowBlock as u64,
                 ..ElemAttr::default()
             };
             match bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
-                Ok(()) => table.push(*key, &blocks),
+                Ok(()) => table.push(*key, block),
                 Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(err) => {
                     return Err(err).context("BPF_MAP_LOOKUP_AND_DELETE_ELEM on the flow map");

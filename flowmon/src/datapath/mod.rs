@@ -2,6 +2,7 @@
 //! maps.
 
 mod attach;
+mod clock;
 mod flow_map;
 mod pinning;
 
@@ -14,11 +15,12 @@ use aya::{
     programs::{SchedClassifier, Xdp},
 };
 use flowmon_common::{
-    COUNTERS_MAP, CREATE_ERRORS_MAP, DatapathCounters, FLOWS_MAP, FRAGMENTS_MAP, TC_PROGRAM,
-    XDP_PROGRAM,
+    CLOCK_PROGRAM, COUNTERS_MAP, CREATE_ERRORS_MAP, DatapathCounters, FLOWS_MAP, FRAGMENTS_MAP,
+    TC_PROGRAM, XDP_PROGRAM,
 };
 
 pub use attach::{Attachment, XdpModeChoice, ifindex};
+pub use clock::KernelClock;
 pub use flow_map::{FlowMap, FlowTable};
 
 /// The kernel object built by `build.rs` from `flowmon-ebpf`.
@@ -31,6 +33,7 @@ pub struct Datapath {
     /// The maps were pinned by this run, not taken over from an earlier one.
     pinned_here: bool,
     attachments: Vec<Attachment>,
+    clock: KernelClock,
 }
 
 /// Every map of the object; all are pinned together so that a restarted agent finds the flows
@@ -61,11 +64,17 @@ impl Datapath {
         let tc: &mut SchedClassifier = program_mut(&mut ebpf, TC_PROGRAM)?.try_into()?;
         tc.load()
             .map_err(|err| attach::explain(err.into(), "load the TC program"))?;
+        let clock_program: &mut Xdp = program_mut(&mut ebpf, CLOCK_PROGRAM)?.try_into()?;
+        clock_program
+            .load()
+            .map_err(|err| attach::explain(err.into(), "load the clock program"))?;
+        let clock = KernelClock::calibrate(clock_program)?;
         let datapath = Self {
             ebpf,
             pin_dir: pin_dir.map(Path::to_owned),
             pinned_here,
             attachments: Vec::new(),
+            clock,
         };
         let capacity = datapath.flow_map()?.capacity()?;
         if capacity != max_flows {
@@ -143,7 +152,7 @@ impl Datapath {
             .ebpf
             .map(FLOWS_MAP)
             .with_context(|| format!("map {FLOWS_MAP} missing from the object"))?;
-        FlowMap::new(map)
+        FlowMap::new(map, self.clock)
     }
 
     /// The datapath counters summed over all CPUs.

@@ -1,5 +1,5 @@
-//! Flows in userspace: one flow merged from the kernel's per-CPU control blocks, and the records
-//! made of it.
+//! Flows in userspace: a flow as read from its kernel control block, oriented client to server,
+//! and the records made of it.
 
 pub mod clock;
 pub mod journal;
@@ -10,10 +10,10 @@ pub mod tracker;
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use crate::datapath::FlowTable;
+use crate::datapath::{FlowTable, KernelClock};
 use flowmon_common::{
-    Address, FlowBlock, FlowKey, SIDE_HI, SIDE_LO, TcpState, address_bytes, ip_proto, key_kind,
-    orientation,
+    Address, FlowBlock, FlowKey, SIDE_LO, TcpState, address_bytes, ip_proto, key_kind,
+    marks::TCP_FLAGS,
 };
 
 /// One side of a flow.
@@ -28,8 +28,8 @@ pub struct Endpoint {
     pub mac: [u8; 6],
 }
 
-/// A flow as the kernel saw it at one read: the per-CPU blocks merged, oriented client to
-/// server.
+/// A flow as the kernel saw it at one read, oriented client to server, its times in
+/// CLOCK_MONOTONIC nanoseconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Flow {
     pub key: FlowKey,
@@ -41,73 +41,44 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// Every flow of `table` that some CPU has seen, merged.
+    /// Every flow of `table`.
     pub fn all(table: &FlowTable) -> Vec<Flow> {
         table
             .iter()
-            .filter_map(|(key, blocks)| Self::merge(key, blocks))
+            .map(|(key, block)| Self::from_block(key, block, table.clock()))
             .collect()
     }
 
-    /// Merges the per-CPU blocks of `key`. Counters add up; the orientation comes from the CPU
-    /// with the strongest evidence, the earliest first packet breaking ties. `None` when no CPU
-    /// has seen the flow (an entry the kernel is still creating).
-    pub fn merge(key: FlowKey, blocks: &[FlowBlock]) -> Option<Self> {
-        let seen = || blocks.iter().filter(|b| b.orientation != 0);
-        let earliest = seen().min_by_key(|b| b.first_seen_ns)?;
-        let decisive = seen()
-            .max_by_key(|b| {
-                (
-                    b.orientation & orientation::STRENGTH,
-                    std::cmp::Reverse(b.first_seen_ns),
-                )
-            })
-            .unwrap_or(earliest);
-        let client_side = if decisive.orientation & orientation::CLIENT_IS_HI != 0 {
-            SIDE_HI
-        } else {
-            SIDE_LO
-        };
-        let side = |index: usize| {
-            let mut endpoint = Endpoint {
+    /// The flow of `key` as `block` holds it, oriented as [`FlowBlock::client_side`] decides.
+    pub fn from_block(key: FlowKey, block: &FlowBlock, clock: &KernelClock) -> Self {
+        let client_side = block.client_side(&key);
+        let endpoint = |index: usize| {
+            let side = block.side(index);
+            Endpoint {
                 ip: ip_of(if index == SIDE_LO {
                     &key.addr_lo
                 } else {
                     &key.addr_hi
                 }),
                 port: 0,
-                packets: 0,
-                bytes: 0,
-                tcp_flags: 0,
-                ttl: 0,
-                mac: [0; 6],
-            };
-            for block in seen() {
-                endpoint.packets += block.packets[index];
-                endpoint.bytes += block.bytes[index];
-                endpoint.tcp_flags |= block.tcp_flags[index];
+                packets: side.packets,
+                bytes: side.bytes,
+                tcp_flags: (side.marks & TCP_FLAGS) as u8,
+                ttl: side.ttl,
+                mac: side.mac,
             }
-            // TTL and MAC of the side's first packet: from the CPU that saw it first.
-            if let Some(first) = seen()
-                .filter(|b| b.packets[index] > 0)
-                .min_by_key(|b| b.first_seen_ns)
-            {
-                endpoint.ttl = first.ttl[index];
-                endpoint.mac = first.mac[index];
-            }
-            endpoint
         };
-        let mut client = side(client_side);
-        let mut server = side(client_side ^ 1);
+        let mut client = endpoint(client_side);
+        let mut server = endpoint(client_side ^ 1);
         (client.port, server.port) = ports(&key, client_side);
-        Some(Self {
+        Self {
             key,
-            first_seen_ns: earliest.first_seen_ns,
-            last_seen_ns: seen().map(|b| b.last_seen_ns).max().unwrap_or(0),
-            ifindex: earliest.ifindex,
+            first_seen_ns: clock.monotonic_ns(block.first_seen),
+            last_seen_ns: clock.monotonic_ns(block.lo.last_seen.max(block.hi.last_seen)),
+            ifindex: block.ifindex,
             client,
             server,
-        })
+        }
     }
 
     pub fn tcp_state(&self) -> TcpState {
@@ -183,7 +154,10 @@ pub fn ip_of(address: &Address) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flowmon_common::tcp_flags::{ACK, SYN};
+    use flowmon_common::{
+        FlowSide, marks,
+        tcp_flags::{ACK, SYN},
+    };
 
     fn v4(octets: [u8; 4]) -> Address {
         let mapped = std::net::Ipv4Addr::from(octets).to_ipv6_mapped();
@@ -202,45 +176,52 @@ mod tests {
         key
     }
 
+    fn clock() -> KernelClock {
+        KernelClock::test_clock()
+    }
+
     #[test]
-    fn merge_adds_cpus_and_takes_the_strongest_orientation() {
-        // CPU 0 picked the flow up mid-stream; CPU 1 saw the SYN from the hi side.
-        let cpu0 = FlowBlock {
-            first_seen_ns: 100,
-            last_seen_ns: 500,
-            packets: [3, 4],
-            bytes: [300, 400],
-            tcp_flags: [ACK, ACK],
-            ttl: [64, 63],
-            orientation: orientation::encode(false, orientation::FIRST_PACKET),
+    fn a_block_becomes_a_flow_oriented_by_its_handshake() {
+        // The hi side sent the SYN; the lo side created the entry (its SYN-ACK came first).
+        let block = FlowBlock {
+            lo: FlowSide {
+                packets: 4,
+                bytes: 360,
+                last_seen: 1_900,
+                marks: (SYN | ACK) as u64 | marks::ANSWERED,
+                ttl: 64,
+                mac: [2, 0, 0, 0, 0, 1],
+                ..FlowSide::default()
+            },
+            hi: FlowSide {
+                packets: 6,
+                bytes: 520,
+                last_seen: 1_800,
+                marks: (SYN | ACK) as u64 | marks::OPENED,
+                ttl: 63,
+                ..FlowSide::default()
+            },
+            first_seen: 1_100,
+            first_sender: SIDE_LO as u8,
+            ifindex: 3,
             ..FlowBlock::default()
         };
-        let cpu1 = FlowBlock {
-            first_seen_ns: 200,
-            last_seen_ns: 900,
-            packets: [1, 2],
-            bytes: [60, 120],
-            tcp_flags: [SYN | ACK, SYN],
-            ttl: [62, 61],
-            orientation: orientation::encode(true, orientation::HANDSHAKE),
-            ..FlowBlock::default()
-        };
-        let flow = Flow::merge(key(), &[cpu0, cpu1, FlowBlock::default()]).unwrap();
+        let flow = Flow::from_block(key(), &block, &clock());
         assert_eq!(flow.client.ip.to_string(), "10.0.0.2");
         assert_eq!(flow.client.port, 40000);
         assert_eq!(flow.server.port, 80);
         assert_eq!((flow.client.packets, flow.client.bytes), (6, 520));
         assert_eq!((flow.server.packets, flow.server.bytes), (4, 360));
         assert_eq!(flow.client.tcp_flags, SYN | ACK);
-        // First TTL of each side comes from the CPU that saw the flow first.
         assert_eq!((flow.client.ttl, flow.server.ttl), (63, 64));
-        assert_eq!((flow.first_seen_ns, flow.last_seen_ns), (100, 900));
+        assert_eq!(flow.server.mac, [2, 0, 0, 0, 0, 1]);
+        // The test clock: jiffy 1000 is 5 s, 4 ms a tick.
+        assert_eq!(
+            (flow.first_seen_ns, flow.last_seen_ns),
+            (5_400_000_000, 8_600_000_000)
+        );
+        assert_eq!(flow.ifindex, 3);
         assert_eq!(flow.tcp_state(), TcpState::Established);
-    }
-
-    #[test]
-    fn an_entry_no_cpu_has_seen_is_not_a_flow() {
-        assert!(Flow::merge(key(), &[FlowBlock::default(); 2]).is_none());
     }
 
     #[test]
@@ -255,12 +236,15 @@ mod tests {
         key.addr_lo = v4([66, 35, 250, 204]);
         key.addr_hi = v4([128, 232, 110, 120]);
         let block = FlowBlock {
-            first_seen_ns: 1,
-            packets: [0, 1],
-            orientation: orientation::encode(true, orientation::HANDSHAKE),
+            first_seen: 1,
+            hi: FlowSide {
+                packets: 1,
+                marks: SYN as u64 | marks::OPENED,
+                ..FlowSide::default()
+            },
             ..FlowBlock::default()
         };
-        let flow = Flow::merge(key, &[block]).unwrap();
+        let flow = Flow::from_block(key, &block, &clock());
         assert_eq!(flow.community_id(), "1:LQU9qZlK+B5F3KDmev6m5PMibrg=");
     }
 }

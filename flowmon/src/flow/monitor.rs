@@ -130,10 +130,10 @@ impl FlowMonitor {
         let mut records = Vec::new();
         let mut expired = HashMap::new();
         self.tracker.begin_poll();
-        // Merged one at a time: a million flows never sit in memory twice.
+        // Made one at a time: a million flows never sit in memory twice.
         for flow in table
             .iter()
-            .filter_map(|(key, blocks)| Flow::merge(key, blocks))
+            .map(|(key, block)| Flow::from_block(key, block, table.clock()))
         {
             let flow = &flow;
             match self.tracker.step(flow, now) {
