@@ -137,13 +137,14 @@ pub struct FlowSide {
 /// `bpf_ktime_get_coarse_ns` is a helper call that doubled the cost of an update), with the
 /// resolution of the coarse clock (one tick); the agent converts them with a [`ClockSample`].
 ///
-/// Each side is only written by packets of that side. The fields between the two sides are
-/// written once, when the block is created, and keep the sides 64 bytes apart: whatever the
-/// block's alignment, no cache line holds bytes of both.
+/// Each side is only written by packets of that side, and lies 64 bytes from the other side
+/// and from the start of the block, where the kernel keeps the key every lookup reads: whatever
+/// the element's alignment (8 bytes), no cache line that one CPU writes is one that another
+/// CPU reads or writes for the same flow. The fields in the gaps are written once, when the
+/// block is created.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowBlock {
-    pub lo: FlowSide,
     /// Jiffies of the flow's first packet.
     pub first_seen: u64,
     /// Interface of the flow's first packet.
@@ -151,7 +152,9 @@ pub struct FlowBlock {
     /// The side that sent the first packet ([`SIDE_LO`] or [`SIDE_HI`]).
     pub first_sender: u8,
     pub _pad: [u8; 3],
-    pub _gap: [u64; 6],
+    pub _gap_key: [u64; 6],
+    pub lo: FlowSide,
+    pub _gap_sides: [u64; 8],
     pub hi: FlowSide,
 }
 
@@ -339,11 +342,13 @@ mod tests {
     fn layouts_match_what_the_kernel_writes() {
         assert_eq!(core::mem::size_of::<FlowKey>(), 40);
         assert_eq!(core::mem::size_of::<FlowSide>(), 40);
-        assert_eq!(core::mem::size_of::<FlowBlock>(), 144);
-        // The two sides 64 bytes apart: no cache line can hold bytes of both.
+        assert_eq!(core::mem::size_of::<FlowBlock>(), 208);
+        // The sides 64 bytes from the key before the block and from each other: no cache line
+        // can hold bytes of two of them.
+        assert_eq!(core::mem::offset_of!(FlowBlock, lo), 64);
         assert_eq!(
             core::mem::offset_of!(FlowBlock, hi) - core::mem::size_of::<FlowSide>(),
-            64
+            64 + 64
         );
         assert_eq!(core::mem::size_of::<DatapathCounters>(), 72);
         assert_eq!(core::mem::size_of::<FragmentKey>(), 40);

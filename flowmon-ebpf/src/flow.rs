@@ -4,6 +4,7 @@
 use core::{
     cmp::Ordering,
     intrinsics::{AtomicOrdering::Relaxed, atomic_or, atomic_xadd},
+    ptr::write_volatile,
 };
 
 use aya_ebpf::{
@@ -25,6 +26,11 @@ const EEXIST: i32 = 17;
 /// size at load time.
 #[map(name = "FLOWS")]
 static FLOWS: LruHashMap<FlowKey, FlowBlock> = LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+
+/// Where a new flow's block is put together before it is inserted: the block is too large for
+/// the BPF stack beside everything else, and its gaps stay zero from the map's creation on.
+#[map(name = "NEW_BLOCK")]
+static NEW_BLOCK: PerCpuArray<FlowBlock> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<DatapathCounters> = PerCpuArray::with_max_entries(1, 0);
@@ -49,7 +55,7 @@ pub fn counters() -> Option<&'static mut DatapathCounters> {
 pub fn account(
     counters: &mut DatapathCounters,
     packet: &mut Packet,
-    ifindex: u32,
+    ifindex: impl FnOnce() -> u32,
     packets: u64,
     bytes: u64,
 ) {
@@ -62,7 +68,12 @@ pub fn account(
 /// addresses' last words alone, and this path gets a copy of [`count`] of its own, so that the
 /// compiler keeps the mapped prefix constant instead of merging it with the general path's.
 #[inline(always)]
-pub fn account_ipv4(counters: &mut DatapathCounters, packet: &Packet, ifindex: u32, bytes: u64) {
+pub fn account_ipv4(
+    counters: &mut DatapathCounters,
+    packet: &Packet,
+    ifindex: impl FnOnce() -> u32,
+    bytes: u64,
+) {
     let (src, dst) = (packet.src[3], packet.dst[3]);
     let sender_is_lo = match u32::from_be(src).cmp(&u32::from_be(dst)) {
         Ordering::Equal => packet.src_port <= packet.dst_port,
@@ -73,7 +84,8 @@ pub fn account_ipv4(counters: &mut DatapathCounters, packet: &Packet, ifindex: u
     count(counters, &key, sender, packet, ifindex, 1, bytes);
 }
 
-/// Adds a packet of `sender` to the block of `key`, creating it when the flow is new.
+/// Adds a packet of `sender` to the block of `key`, creating it when the flow is new. The
+/// interface is only read then (at XDP it is three dependent loads).
 // Key and block go by reference: by value, each call copies them to another stack slot first.
 #[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
@@ -82,7 +94,7 @@ fn count(
     key: &FlowKey,
     sender: usize,
     packet: &Packet,
-    ifindex: u32,
+    ifindex: impl FnOnce() -> u32,
     packets: u64,
     bytes: u64,
 ) {
@@ -91,14 +103,18 @@ fn count(
     let block = match FLOWS.get_ptr_mut(key) {
         Some(block) => block,
         None => {
-            let mut block = FlowBlock {
-                first_seen: now,
-                ifindex,
-                first_sender: sender as u8,
-                ..FlowBlock::default()
+            let Some(block) = NEW_BLOCK.get_ptr_mut(0) else {
+                return;
             };
-            update(&mut block, packet, sender, packets, bytes, now);
-            match FLOWS.insert(key, &block, BPF_NOEXIST as u64) {
+            // SAFETY: this CPU's slot, used by one program run at a time.
+            let block = unsafe { &mut *block };
+            block.first_seen = now;
+            block.ifindex = ifindex();
+            block.first_sender = sender as u8;
+            clear(&mut block.lo);
+            clear(&mut block.hi);
+            update(block, packet, sender, packets, bytes, now);
+            match FLOWS.insert(key, block, BPF_NOEXIST as u64) {
                 Ok(()) => {
                     counters.flows_created += 1;
                     return;
@@ -121,6 +137,21 @@ fn count(
     };
     // SAFETY: a live entry of the map; every write below is atomic, idempotent or benign.
     update(unsafe { &mut *block }, packet, sender, packets, bytes, now);
+}
+
+/// Zeroes a side field by field, with stores the compiler may not merge: merged, they become a
+/// call to a byte-at-a-time `memset`, a loop of a hundred instructions.
+#[inline(always)]
+fn clear(side: &mut FlowSide) {
+    // SAFETY: writes to fields of a live, exclusively borrowed side.
+    unsafe {
+        write_volatile(&mut side.packets, 0);
+        write_volatile(&mut side.bytes, 0);
+        write_volatile(&mut side.last_seen, 0);
+        write_volatile(&mut side.marks, 0);
+        write_volatile(&mut side.mac, [0; 6]);
+        write_volatile(&mut side.ttl, 0);
+    }
 }
 
 /// Later fragments take the ports their first fragment recorded; the first records them.

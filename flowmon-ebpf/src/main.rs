@@ -32,14 +32,14 @@ pub fn flowmon_xdp(ctx: XdpContext) -> u32 {
         counters.bytes += bytes;
         let mut packet = Packet::new();
         if parse_common(start, end, &mut packet) {
-            flow::account_ipv4(counters, &packet, ctx.ingress_ifindex() as u32, bytes);
+            flow::account_ipv4(counters, &packet, || ctx.ingress_ifindex() as u32, bytes);
             return xdp_action::XDP_PASS;
         }
         match parse(start, end, 0, &mut packet) {
             Ok(()) => flow::account(
                 counters,
                 &mut packet,
-                ctx.ingress_ifindex() as u32,
+                || ctx.ingress_ifindex() as u32,
                 1,
                 bytes,
             ),
@@ -81,7 +81,7 @@ pub fn flowmon_tc(ctx: TcContext) -> i32 {
         counters.packets += packets;
         counters.bytes += bytes;
         match parsed {
-            Ok(()) => flow::account(counters, &mut packet, skb.ifindex, packets, bytes),
+            Ok(()) => flow::account(counters, &mut packet, || skb.ifindex, packets, bytes),
             Err(err) => count_failure(counters, err),
         }
     }
