@@ -137,10 +137,11 @@ pub struct FlowSide {
 /// `bpf_ktime_get_coarse_ns` is a helper call that doubled the cost of an update), with the
 /// resolution of the coarse clock (one tick); the agent converts them with a [`ClockSample`].
 ///
-/// Each side is only written by packets of that side, and lies 64 bytes from the other side
-/// and from the start of the block, where the kernel keeps the key every lookup reads: whatever
-/// the element's alignment (8 bytes), no cache line that one CPU writes is one that another
-/// CPU reads or writes for the same flow. The fields in the gaps are written once, when the
+/// Each side is only written by packets of that side. The kernel's hash element is a 48-byte
+/// header, the 40-byte key, then this block: 256 bytes, so in a preallocated map every element
+/// starts on a cache line, and each side gets a line of its own, apart from the key that every
+/// lookup reads and from the other side. Two CPUs counting the two directions of a flow then
+/// never write a line the other reads. The fields beside the key are written once, when the
 /// block is created.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -152,10 +153,11 @@ pub struct FlowBlock {
     /// The side that sent the first packet ([`SIDE_LO`] or [`SIDE_HI`]).
     pub first_sender: u8,
     pub _pad: [u8; 3],
-    pub _gap_key: [u64; 6],
+    pub _key_line: [u64; 3],
     pub lo: FlowSide,
-    pub _gap_sides: [u64; 8],
+    pub _lo_line: [u64; 3],
     pub hi: FlowSide,
+    pub _hi_line: [u64; 3],
 }
 
 /// Below this a port is taken for a server's when a TCP flow is picked up mid-stream.
@@ -340,18 +342,21 @@ mod tests {
 
     #[test]
     fn layouts_match_what_the_kernel_writes() {
-        assert_eq!(core::mem::size_of::<FlowKey>(), 40);
-        assert_eq!(core::mem::size_of::<FlowSide>(), 40);
-        assert_eq!(core::mem::size_of::<FlowBlock>(), 208);
-        // The sides 64 bytes from the key before the block and from each other: no cache line
-        // can hold bytes of two of them.
-        assert_eq!(core::mem::offset_of!(FlowBlock, lo), 64);
-        assert_eq!(
-            core::mem::offset_of!(FlowBlock, hi) - core::mem::size_of::<FlowSide>(),
-            64 + 64
-        );
-        assert_eq!(core::mem::size_of::<DatapathCounters>(), 72);
-        assert_eq!(core::mem::size_of::<FragmentKey>(), 40);
+        use core::mem::{offset_of, size_of};
+        /// The kernel's `struct htab_elem`, the header of a hash map element (5.x to 6.18).
+        const HASH_ELEMENT_HEADER: usize = 48;
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<FlowSide>(), 40);
+        assert_eq!(size_of::<DatapathCounters>(), 72);
+        assert_eq!(size_of::<FragmentKey>(), 40);
+        // A whole number of cache lines a hash element, each side on a line of its own.
+        let element = HASH_ELEMENT_HEADER + size_of::<FlowKey>() + size_of::<FlowBlock>();
+        assert_eq!(element, 256);
+        let line = |offset: usize| (HASH_ELEMENT_HEADER + size_of::<FlowKey>() + offset) / 64;
+        let (lo, hi) = (offset_of!(FlowBlock, lo), offset_of!(FlowBlock, hi));
+        let side = size_of::<FlowSide>();
+        assert_eq!((line(lo), line(lo + side - 1)), (2, 2));
+        assert_eq!((line(hi), line(hi + side - 1)), (3, 3));
     }
 
     #[test]

@@ -22,7 +22,11 @@ use super::{
     record::{EndReason, FlowRecord},
     tracker::{FlowTracker, Timeouts, Verdict},
 };
-use crate::{datapath::Datapath, metrics::Metrics, sinks::FlowSinks};
+use crate::{
+    datapath::{Datapath, FlowTable},
+    metrics::Metrics,
+    sinks::FlowSinks,
+};
 
 /// Map utilisation above which flowmon warns that flows are about to be evicted.
 const UTILISATION_WARNING: f64 = 0.8;
@@ -39,6 +43,10 @@ pub struct MonitorConfig {
 
 pub struct FlowMonitor {
     datapath: Datapath,
+    /// This poll's read of the map and the one before (for flows the kernel evicted since):
+    /// two buffers used in turn, so a poll allocates nothing.
+    table: FlowTable,
+    previous: FlowTable,
     tracker: FlowTracker<HashMap<u32, String>>,
     journal: Journal,
     sinks: FlowSinks,
@@ -90,9 +98,13 @@ impl FlowMonitor {
             .map(|(_, _, r)| r)
             .collect();
         sinks.write(&resend)?;
-        let capacity = datapath.flow_map()?.capacity()?;
+        let flow_map = datapath.flow_map()?;
+        let capacity = flow_map.capacity()?;
+        let (table, previous) = (flow_map.empty_table(), flow_map.empty_table());
         let mut monitor = Self {
             datapath,
+            table,
+            previous,
             tracker,
             journal,
             sinks,
@@ -125,29 +137,32 @@ impl FlowMonitor {
     /// flows the kernel evicted; loss accounting.
     pub fn poll(&mut self) -> Result<PollStats> {
         let started = Instant::now();
-        let table = self.datapath.flow_map()?.read_all()?;
+        std::mem::swap(&mut self.table, &mut self.previous);
+        self.datapath.flow_map()?.read_into(&mut self.table)?;
         let now = monotonic_ns();
         let mut records = Vec::new();
         let mut expired = HashMap::new();
         self.tracker.begin_poll();
-        // Made one at a time: a million flows never sit in memory twice.
-        for flow in table
-            .iter()
-            .map(|(key, block)| Flow::from_block(key, block, table.clock()))
-        {
-            let flow = &flow;
-            match self.tracker.step(flow, now) {
+        let table = &self.table;
+        let clock = table.clock();
+        for (slot, (key, block)) in table.iter().enumerate() {
+            // A flow only becomes a `Flow` when it gets a record.
+            match self.tracker.step(&key, block, slot, clock, now) {
                 Verdict::Keep => {}
-                Verdict::Interim => records.push((flow.key, self.tracker.interim(flow, now))),
+                Verdict::Interim => {
+                    let flow = Flow::from_block(key, block, clock);
+                    records.push((key, self.tracker.interim(&flow, now)));
+                }
                 Verdict::Expire(reason) => {
-                    expired.insert(flow.key, (reason, flow.clone()));
+                    expired.insert(key, (reason, Flow::from_block(key, block, clock)));
                 }
             }
         }
+        let live_read = table.len();
         let ended = self.take_and_finish(&expired, now)?;
-        let evicted = self.tracker.finish_missing(now);
+        let evicted = self.tracker.finish_missing(&self.previous, now);
         let stats = PollStats {
-            live: table.len() - ended.len(),
+            live: live_read - ended.len(),
             records: records.len() + ended.len() + evicted.len(),
             ended: ended.len(),
             evicted_seen: evicted.len(),
