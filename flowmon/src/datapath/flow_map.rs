@@ -90,6 +90,54 @@ impl FlowTable {
         (self.keys[index], &self.blocks[index])
     }
 
+    /// Indices of this table's flows that `later`, a later read of the same map, no longer
+    /// holds (or holds as a new flow of the same key).
+    ///
+    /// A batch read walks the map's buckets in order, and a flow keeps its place among the
+    /// others as long as it lives, so the two tables are walked side by side: survivors pair
+    /// up by comparing keys, with no hashing. New and gone flows only shift the walk (a short
+    /// look-ahead finds where it resumes); whatever stays unpaired on both sides is settled
+    /// through a set, so the answer is exact even if the order were not kept.
+    pub fn missing_from(&self, later: &FlowTable) -> Vec<usize> {
+        const LOOK_AHEAD: usize = 8;
+        let (before, after) = (&self.keys, &later.keys);
+        let same_flow = |i: usize, j: usize| {
+            before[i] == after[j] && self.blocks[i].first_seen == later.blocks[j].first_seen
+        };
+        let (mut i, mut j) = (0, 0);
+        let (mut gone, mut unpaired) = (Vec::new(), Vec::new());
+        while i < before.len() && j < after.len() {
+            if same_flow(i, j) {
+                (i, j) = (i + 1, j + 1);
+            } else if let Some(k) =
+                (1..=LOOK_AHEAD).find(|&k| j + k < after.len() && same_flow(i, j + k))
+            {
+                // New flows before this one.
+                unpaired.extend(j..j + k);
+                j += k;
+            } else if let Some(k) =
+                (1..=LOOK_AHEAD).find(|&k| i + k < before.len() && same_flow(i + k, j))
+            {
+                gone.extend(i..i + k);
+                i += k;
+            } else {
+                gone.push(i);
+                unpaired.push(j);
+                (i, j) = (i + 1, j + 1);
+            }
+        }
+        gone.extend(i..before.len());
+        unpaired.extend(j..after.len());
+        if !gone.is_empty() && !unpaired.is_empty() {
+            let found: rustc_hash::FxHashSet<(FlowKey, u64)> = unpaired
+                .iter()
+                .map(|&j| (after[j], later.blocks[j].first_seen))
+                .collect();
+            gone.retain(|&i| !found.contains(&(before[i], self.blocks[i].first_seen)));
+        }
+        gone
+    }
+
     /// The clock of the kernel the blocks were read from.
     pub fn clock(&self) -> &KernelClock {
         &self.clock
@@ -120,15 +168,20 @@ impl<'a> FlowMap<'a> {
         Ok(data.info()?.max_entries())
     }
 
-    /// An empty table for [`FlowMap::read_into`].
-    pub fn empty_table(&self) -> FlowTable {
-        FlowTable::new(self.clock)
+    /// An empty table for [`FlowMap::read_into`], with room for the whole map from the start
+    /// (address space only: pages are touched as flows arrive), so it never moves.
+    pub fn empty_table(&self) -> Result<FlowTable> {
+        let mut table = FlowTable::new(self.clock);
+        let room = self.capacity()? as usize + BATCH_ENTRIES;
+        table.keys.reserve_exact(room);
+        table.blocks.reserve_exact(room);
+        Ok(table)
     }
 
     /// Every flow in the map: batch lookup, or the key-by-key walk where the kernel refuses
     /// batch operations.
     pub fn read_all(&self) -> Result<FlowTable> {
-        let mut table = self.empty_table();
+        let mut table = self.empty_table()?;
         self.read_into(&mut table)?;
         Ok(table)
     }
@@ -153,7 +206,7 @@ impl<'a> FlowMap<'a> {
     /// of the drain benchmark.
     pub fn read_by_iteration(&self) -> Result<FlowTable> {
         let map = HashMap::<_, FlowKey, FlowBlock>::try_from(self.map)?;
-        let mut table = self.empty_table();
+        let mut table = FlowTable::new(self.clock);
         for item in map.iter() {
             match item {
                 Ok((key, block)) => table.push(key, block),
@@ -264,5 +317,56 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(id: u16, first_seen: u64) -> (FlowKey, FlowBlock) {
+        let key = FlowKey {
+            port_lo: id,
+            ..FlowKey::default()
+        };
+        let block = FlowBlock {
+            first_seen,
+            ..FlowBlock::default()
+        };
+        (key, block)
+    }
+
+    fn table(ids: &[u16]) -> FlowTable {
+        let flows: Vec<_> = ids.iter().map(|&id| flow(id, 1)).collect();
+        FlowTable::from_blocks(KernelClock::test_clock(), &flows)
+    }
+
+    #[test]
+    fn a_later_read_lacks_exactly_the_flows_that_went() {
+        let before = table(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        // 2 and 6 went, 10 and 11 came, in the kernel's bucket order.
+        let after = table(&[1, 10, 3, 4, 5, 11, 7, 8]);
+        assert_eq!(before.missing_from(&after), [1, 5]);
+        // Long runs of new and of gone flows, longer than the look-ahead.
+        let many_new: Vec<u16> = (100..140).chain([4, 5]).collect();
+        assert_eq!(
+            table(&[1, 2, 3, 4, 5]).missing_from(&table(&many_new)),
+            [0, 1, 2]
+        );
+        let before: Vec<u16> = (100..140).chain([4, 5]).collect();
+        let gone: Vec<usize> = (0..40).collect();
+        assert_eq!(table(&before).missing_from(&table(&[4, 5, 6])), gone);
+        // Shuffled (the order is not kept): still exact.
+        assert_eq!(table(&[1, 2, 3, 4]).missing_from(&table(&[4, 3, 1])), [1]);
+        assert!(table(&[]).missing_from(&table(&[1])).is_empty());
+        assert_eq!(table(&[1]).missing_from(&table(&[])), [0]);
+    }
+
+    #[test]
+    fn a_flow_evicted_and_made_anew_under_its_key_went() {
+        let clock = KernelClock::test_clock();
+        let before = FlowTable::from_blocks(clock, &[flow(1, 1), flow(2, 1)]);
+        let after = FlowTable::from_blocks(clock, &[flow(1, 1), flow(2, 9)]);
+        assert_eq!(before.missing_from(&after), [1]);
     }
 }

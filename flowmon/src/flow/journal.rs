@@ -33,8 +33,13 @@ enum Entry {
         record: Box<FlowRecord>,
     },
     /// Everything above reached the sinks; `deleted` is the running count of flows the agent
-    /// removed from the kernel map (for loss accounting).
-    Exported { deleted: u64 },
+    /// removed from the kernel map (for loss accounting), `polled_ns` the monotonic time of the
+    /// poll that made them (interim records are due by the time between two polls).
+    Exported {
+        deleted: u64,
+        #[serde(default)]
+        polled_ns: u64,
+    },
 }
 
 /// The last record of a flow that has not ended, as the journal remembers it.
@@ -52,6 +57,8 @@ pub struct Recovered {
     /// again.
     pub unexported: Vec<(FlowKey, u64, FlowRecord)>,
     pub deleted: u64,
+    /// Monotonic time of the last poll whose records were exported (0: none).
+    pub polled_ns: u64,
 }
 
 pub struct Journal {
@@ -91,6 +98,7 @@ impl Journal {
             &mut out,
             &Entry::Exported {
                 deleted: state.deleted,
+                polled_ns: state.polled_ns,
             },
         )?;
         for (key, made_ns, record) in &state.unexported {
@@ -116,9 +124,9 @@ impl Journal {
         self.out.flush().context("cannot write the flow journal")
     }
 
-    /// Notes that everything appended so far reached the sinks.
-    pub fn exported(&mut self, deleted: u64) -> Result<()> {
-        write_entry(&mut self.out, &Entry::Exported { deleted })?;
+    /// Notes that everything appended so far, up to the poll at `polled_ns`, reached the sinks.
+    pub fn exported(&mut self, deleted: u64, polled_ns: u64) -> Result<()> {
+        write_entry(&mut self.out, &Entry::Exported { deleted, polled_ns })?;
         self.lines += 1;
         self.out.flush().context("cannot write the flow journal")
     }
@@ -129,11 +137,17 @@ impl Journal {
     }
 
     /// Rewrites the journal with only the last records of the `live` flows.
-    pub fn compact(&mut self, live: HashMap<FlowKey, LastRecord>, deleted: u64) -> Result<()> {
+    pub fn compact(
+        &mut self,
+        live: HashMap<FlowKey, LastRecord>,
+        deleted: u64,
+        polled_ns: u64,
+    ) -> Result<()> {
         let state = Recovered {
             flows: live,
             unexported: Vec::new(),
             deleted,
+            polled_ns,
         };
         *self = Self::rewrite(&self.path, &state)?;
         Ok(())
@@ -183,9 +197,10 @@ fn replay(reader: impl std::io::BufRead) -> Result<Recovered> {
                 }
                 recovered.unexported.push((key, made_ns, *record));
             }
-            Entry::Exported { deleted } => {
+            Entry::Exported { deleted, polled_ns } => {
                 recovered.unexported.clear();
                 recovered.deleted = deleted;
+                recovered.polled_ns = polled_ns;
             }
         }
     }
@@ -217,7 +232,7 @@ mod tests {
                     (key(2), 10, record("b", 0, RecordType::Interim)),
                 ])
                 .unwrap();
-            journal.exported(3).unwrap();
+            journal.exported(3, 15).unwrap();
             journal
                 .append(&[
                     (key(1), 20, record("a", 1, RecordType::Interim)),
@@ -229,7 +244,7 @@ mod tests {
         for _ in 0..2 {
             // Twice: a restart that dies before exporting keeps the same pending records.
             let (_journal, recovered) = Journal::open(&dir).unwrap();
-            assert_eq!(recovered.deleted, 3);
+            assert_eq!((recovered.deleted, recovered.polled_ns), (3, 15));
             assert_eq!(recovered.flows.len(), 1);
             assert_eq!(recovered.flows[&key(1)].record.sequence, 1);
             assert_eq!(recovered.flows[&key(1)].made_ns, 20);

@@ -14,6 +14,7 @@ use std::{
 
 use anyhow::Result;
 use flowmon_common::FlowKey;
+use rustc_hash::FxHashSet;
 
 use super::{
     Flow,
@@ -47,6 +48,8 @@ pub struct FlowMonitor {
     /// two buffers used in turn, so a poll allocates nothing.
     table: FlowTable,
     previous: FlowTable,
+    /// Slots of `table` whose flows the agent ended: gone from the next read, not evicted.
+    ended_slots: FxHashSet<usize>,
     tracker: FlowTracker<HashMap<u32, String>>,
     journal: Journal,
     sinks: FlowSinks,
@@ -91,7 +94,7 @@ impl FlowMonitor {
                 "continuing the flows of the previous run"
             );
         }
-        tracker.restore(recovered.flows);
+        tracker.restore(recovered.flows, recovered.polled_ns, monotonic_ns());
         let resend: Vec<FlowRecord> = recovered
             .unexported
             .into_iter()
@@ -100,11 +103,12 @@ impl FlowMonitor {
         sinks.write(&resend)?;
         let flow_map = datapath.flow_map()?;
         let capacity = flow_map.capacity()?;
-        let (table, previous) = (flow_map.empty_table(), flow_map.empty_table());
+        let (table, previous) = (flow_map.empty_table()?, flow_map.empty_table()?);
         let mut monitor = Self {
             datapath,
             table,
             previous,
+            ended_slots: FxHashSet::default(),
             tracker,
             journal,
             sinks,
@@ -138,31 +142,31 @@ impl FlowMonitor {
     pub fn poll(&mut self) -> Result<PollStats> {
         let started = Instant::now();
         std::mem::swap(&mut self.table, &mut self.previous);
+        let ended_before = std::mem::take(&mut self.ended_slots);
         self.datapath.flow_map()?.read_into(&mut self.table)?;
         let now = monotonic_ns();
         let mut records = Vec::new();
         let mut expired = HashMap::new();
-        self.tracker.begin_poll();
         let table = &self.table;
         let clock = table.clock();
         for (slot, (key, block)) in table.iter().enumerate() {
             // A flow only becomes a `Flow` when it gets a record.
-            match self.tracker.step(&key, block, slot, clock, now) {
+            match self.tracker.verdict(&key, block, clock, now) {
                 Verdict::Keep => {}
                 Verdict::Interim => {
                     let flow = Flow::from_block(key, block, clock);
                     records.push((key, self.tracker.interim(&flow, now)));
                 }
                 Verdict::Expire(reason) => {
+                    self.ended_slots.insert(slot);
                     expired.insert(key, (reason, Flow::from_block(key, block, clock)));
                 }
             }
         }
-        let live_read = table.len();
         let ended = self.take_and_finish(&expired, now)?;
-        let evicted = self.tracker.finish_missing(&self.previous, now);
+        let evicted = self.finish_evicted(&ended_before, now);
         let stats = PollStats {
-            live: live_read - ended.len(),
+            live: self.table.len() - ended.len(),
             records: records.len() + ended.len() + evicted.len(),
             ended: ended.len(),
             evicted_seen: evicted.len(),
@@ -170,6 +174,7 @@ impl FlowMonitor {
         };
         records.extend(ended);
         records.extend(evicted);
+        self.tracker.end_poll(now);
         self.publish(records, now)?;
         self.account(stats.live)?;
         let duration = started.elapsed();
@@ -178,6 +183,28 @@ impl FlowMonitor {
             .poll_duration_seconds
             .set(duration.as_secs_f64());
         Ok(PollStats { duration, ..stats })
+    }
+
+    /// Final "evicted" records for the flows of the previous read that this one lacks and the
+    /// agent did not end itself (`ended_before`, slots of the previous read): the kernel's LRU
+    /// dropped them. Each carries the counts last read. On a first poll, also for the flows a
+    /// previous run reported that the map no longer holds.
+    fn finish_evicted(
+        &mut self,
+        ended_before: &FxHashSet<usize>,
+        now: u64,
+    ) -> Vec<(FlowKey, FlowRecord)> {
+        let mut evicted = self.tracker.finish_unread_restored(&self.table, now);
+        let previous = &self.previous;
+        for slot in previous.missing_from(&self.table) {
+            if ended_before.contains(&slot) {
+                continue;
+            }
+            let (key, block) = previous.get(slot);
+            let flow = Flow::from_block(key, block, previous.clock());
+            evicted.push((key, self.tracker.finish(&flow, EndReason::Evicted, now)));
+        }
+        evicted
     }
 
     /// Removes the `expired` flows from the map and makes their final records from the counts
@@ -227,10 +254,11 @@ impl FlowMonitor {
     }
 
     fn mark_exported(&mut self) -> Result<()> {
-        self.journal.exported(self.deleted)?;
-        if self.journal.needs_compaction(self.tracker.live()) {
+        let polled_ns = self.tracker.last_poll_ns();
+        self.journal.exported(self.deleted, polled_ns)?;
+        if self.journal.needs_compaction(self.tracker.reported()) {
             self.journal
-                .compact(self.tracker.last_records(), self.deleted)?;
+                .compact(self.tracker.last_records(), self.deleted, polled_ns)?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use uuid::Uuid;
 
 use flowmon_common::{FlowBlock, FlowKey, TcpState, ip_proto, marks::TCP_FLAGS};
@@ -40,36 +40,15 @@ impl Timeouts {
     }
 }
 
-/// The `poll` of a flow no poll has read (polls count from 1).
-const NOT_READ: u64 = 0;
-
-/// What the agent knows of a flow between polls: small, because a poll looks up every flow.
+/// What the agent keeps of a flow that has had a record: what the next one continues.
 #[derive(Clone, Debug)]
 struct Tracked {
     flow_id: Uuid,
     /// Records made so far; the next record's sequence number.
     records: u64,
-    /// The last record, for the next one's deltas (boxed: most flows never get one).
-    last_record: Option<Box<FlowRecord>>,
+    /// The last record (its totals give the next one's deltas) and when it was made.
+    last_record: Box<FlowRecord>,
     last_record_ns: u64,
-    /// The poll that last read it, and where in that poll's table: reported from there if the
-    /// kernel evicts it (`None` for a flow taken over from a previous run and not read since).
-    poll: u64,
-    slot: Option<u32>,
-}
-
-impl Tracked {
-    /// A flow no poll has read yet.
-    fn new(first_seen_ns: u64) -> Self {
-        Self {
-            flow_id: Uuid::new_v4(),
-            records: 0,
-            last_record: None,
-            last_record_ns: first_seen_ns,
-            poll: NOT_READ,
-            slot: None,
-        }
-    }
 }
 
 /// The decision for one flow at one poll.
@@ -93,13 +72,17 @@ impl IfaceNames for HashMap<u32, String> {
     }
 }
 
+/// Decides each flow's fate from its block alone, and keeps state only for flows that have
+/// had a record: a poll of a million flows that are due nothing touches nothing but the table
+/// it read.
 pub struct FlowTracker<N> {
-    /// FxHash: keys come from the kernel's own flows, and a poll hashes every one of them.
+    /// FxHash: keys come from the kernel's own flows.
     flows: FxHashMap<FlowKey, Tracked>,
-    /// Number of the current poll, and how many of the followed flows it has read: when that
-    /// is all of them, none is missing and the search for evicted flows is skipped.
-    poll: u64,
-    read_this_poll: usize,
+    /// Flows a previous run reported that no poll of this run has read yet.
+    unread_restored: FxHashSet<FlowKey>,
+    /// Monotonic time of the previous poll: an interim record is due when a flow's age
+    /// crosses a multiple of the interval between that poll and this one.
+    last_poll_ns: u64,
     timeouts: Timeouts,
     clock: WallClock,
     sensor_id: String,
@@ -110,8 +93,8 @@ impl<N: IfaceNames> FlowTracker<N> {
     pub fn new(timeouts: Timeouts, clock: WallClock, sensor_id: String, ifaces: N) -> Self {
         Self {
             flows: FxHashMap::default(),
-            poll: 0,
-            read_this_poll: 0,
+            unread_restored: FxHashSet::default(),
+            last_poll_ns: 0,
             timeouts,
             clock,
             sensor_id,
@@ -119,60 +102,57 @@ impl<N: IfaceNames> FlowTracker<N> {
         }
     }
 
-    /// Flows the agent currently follows.
-    pub fn live(&self) -> usize {
+    /// Flows that have had a record and have not ended.
+    pub fn reported(&self) -> usize {
         self.flows.len()
     }
 
-    /// Starts a poll: flows not stepped until the next call are missing from the map.
-    pub fn begin_poll(&mut self) {
-        self.poll += 1;
-        self.read_this_poll = 0;
-    }
-
-    /// Notes the flow of `key`, read into `slot` of this poll's table, and says what to do
-    /// with it now. Works on the block as the kernel wrote it, one hash lookup per flow and no
-    /// copies: a poll of a million flows is bound by this.
-    pub fn step(
-        &mut self,
+    /// What to do with the flow of `key` now, from its block alone.
+    pub fn verdict(
+        &self,
         key: &FlowKey,
         block: &FlowBlock,
-        slot: usize,
         clock: &KernelClock,
         now_ns: u64,
     ) -> Verdict {
-        let tracked = self
-            .flows
-            .entry(*key)
-            .or_insert_with(|| Tracked::new(clock.monotonic_ns(block.first_seen)));
-        if tracked.poll != self.poll {
-            tracked.poll = self.poll;
-            self.read_this_poll += 1;
-        }
-        tracked.slot = Some(slot as u32);
-        let since_record = now_ns.saturating_sub(tracked.last_record_ns);
-        let last_seen = block.lo.last_seen.max(block.hi.last_seen);
-        let idle_for = now_ns.saturating_sub(clock.monotonic_ns(last_seen));
+        let last_seen = clock.monotonic_ns(block.lo.last_seen.max(block.hi.last_seen));
         // Closing (both FINs, or an RST) does not depend on which side is the client.
         let flags = |marks: u64| (marks & TCP_FLAGS) as u8;
         let closing = key.protocol == ip_proto::TCP
             && TcpState::from_flags(flags(block.lo.marks), flags(block.hi.marks)).is_closing();
-        if idle_for >= self.timeouts.idle(key.protocol, closing) {
-            Verdict::Expire(if closing {
+        if now_ns.saturating_sub(last_seen) >= self.timeouts.idle(key.protocol, closing) {
+            return Verdict::Expire(if closing {
                 EndReason::End
             } else {
                 EndReason::Idle
-            })
-        } else if since_record >= self.timeouts.interim {
+            });
+        }
+        // Interim records at every multiple of the interval after the first packet.
+        let first_seen = clock.monotonic_ns(block.first_seen);
+        let interval = self.timeouts.interim.max(1);
+        let intervals = |at: u64| at.saturating_sub(first_seen) / interval;
+        if intervals(now_ns) > intervals(self.last_poll_ns) {
             Verdict::Interim
         } else {
             Verdict::Keep
         }
     }
 
-    /// Continues the flows a previous run reported (from the journal).
-    pub fn restore(&mut self, flows: HashMap<FlowKey, LastRecord>) {
+    /// Ends a poll made at `now_ns`.
+    pub fn end_poll(&mut self, now_ns: u64) {
+        self.last_poll_ns = now_ns;
+    }
+
+    pub fn last_poll_ns(&self) -> u64 {
+        self.last_poll_ns
+    }
+
+    /// Continues the flows a previous run reported (from the journal), whose last poll was
+    /// at `polled_ns` (monotonic; a time ahead of now is from before a reboot).
+    pub fn restore(&mut self, flows: HashMap<FlowKey, LastRecord>, polled_ns: u64, now_ns: u64) {
+        self.last_poll_ns = polled_ns.min(now_ns);
         for (key, last) in flows {
+            self.unread_restored.insert(key);
             self.flows.insert(
                 key,
                 Tracked {
@@ -181,27 +161,51 @@ impl<N: IfaceNames> FlowTracker<N> {
                         .unwrap_or_else(|_| Uuid::new_v4()),
                     records: last.record.sequence + 1,
                     last_record_ns: last.made_ns,
-                    last_record: Some(Box::new(last.record)),
-                    poll: NOT_READ,
-                    slot: None,
+                    last_record: Box::new(last.record),
                 },
             );
         }
     }
 
-    /// The last record of every followed flow that has one: what the journal must keep.
+    /// Final "evicted" records for the flows a previous run reported that are not in
+    /// `table`, this run's first read of the map: the kernel dropped them while no agent
+    /// watched. They carry their last record's totals.
+    pub fn finish_unread_restored(
+        &mut self,
+        table: &FlowTable,
+        now_ns: u64,
+    ) -> Vec<(FlowKey, FlowRecord)> {
+        if self.unread_restored.is_empty() {
+            return Vec::new();
+        }
+        for (key, _) in table.iter() {
+            self.unread_restored.remove(&key);
+        }
+        let unread = std::mem::take(&mut self.unread_restored);
+        unread
+            .into_iter()
+            .filter_map(|key| {
+                let tracked = self.flows.remove(&key)?;
+                let record = tracked
+                    .last_record
+                    .evicted(tracked.records, &self.clock, now_ns);
+                Some((key, record))
+            })
+            .collect()
+    }
+
+    /// The last record of every followed flow: what the journal must keep.
     pub fn last_records(&self) -> HashMap<FlowKey, LastRecord> {
         self.flows
             .iter()
-            .filter_map(|(key, tracked)| {
-                let record = tracked.last_record.as_deref()?.clone();
-                Some((
+            .map(|(key, tracked)| {
+                (
                     *key,
                     LastRecord {
-                        record,
+                        record: (*tracked.last_record).clone(),
                         made_ns: tracked.last_record_ns,
                     },
-                ))
+                )
             })
             .collect()
     }
@@ -214,56 +218,8 @@ impl<N: IfaceNames> FlowTracker<N> {
     /// The final record of `flow`; the agent forgets it.
     pub fn finish(&mut self, flow: &Flow, reason: EndReason, now_ns: u64) -> FlowRecord {
         let record = self.record(flow, RecordType::Final, Some(reason), now_ns);
-        self.forget(&flow.key);
+        self.flows.remove(&flow.key);
         record
-    }
-
-    fn forget(&mut self, key: &FlowKey) {
-        if self.flows.remove(key).is_some_and(|t| t.poll == self.poll) {
-            self.read_this_poll -= 1;
-        }
-    }
-
-    /// Final "evicted" records for flows this poll did not read although the agent never
-    /// removed them: the kernel's LRU dropped them. Each carries the counts the agent last
-    /// read, in `previous`, the table of the poll before.
-    pub fn finish_missing(
-        &mut self,
-        previous: &FlowTable,
-        now_ns: u64,
-    ) -> Vec<(FlowKey, FlowRecord)> {
-        if self.read_this_poll >= self.flows.len() {
-            return Vec::new();
-        }
-        let missing: Vec<FlowKey> = self
-            .flows
-            .iter()
-            .filter(|(_, tracked)| tracked.poll != self.poll)
-            .map(|(key, _)| *key)
-            .collect();
-        missing
-            .into_iter()
-            .filter_map(|key| {
-                let tracked = &self.flows[&key];
-                let record = match (tracked.slot, &tracked.last_record) {
-                    (Some(slot), _) => {
-                        let (key, block) = previous.get(slot as usize);
-                        let flow = Flow::from_block(key, block, previous.clock());
-                        self.finish(&flow, EndReason::Evicted, now_ns)
-                    }
-                    (None, Some(last)) => {
-                        let record = last.evicted(tracked.records, &self.clock, now_ns);
-                        self.forget(&key);
-                        record
-                    }
-                    (None, None) => {
-                        self.forget(&key);
-                        return None;
-                    }
-                };
-                Some((key, record))
-            })
-            .collect()
     }
 
     fn record(
@@ -273,10 +229,10 @@ impl<N: IfaceNames> FlowTracker<N> {
         end_reason: Option<EndReason>,
         now_ns: u64,
     ) -> FlowRecord {
-        let tracked = self
-            .flows
-            .entry(flow.key)
-            .or_insert_with(|| Tracked::new(flow.first_seen_ns));
+        let previous = self.flows.get(&flow.key);
+        let flow_id = previous.map_or_else(Uuid::new_v4, |t| t.flow_id);
+        let sequence = previous.map_or(0, |t| t.records);
+        let deltas = Deltas::since(flow, previous.map(|t| &*t.last_record));
         let iface = self.ifaces.name(flow.ifindex);
         let origin = Origin {
             sensor_id: &self.sensor_id,
@@ -284,18 +240,24 @@ impl<N: IfaceNames> FlowTracker<N> {
         };
         let record = FlowRecord::new(
             flow,
-            &tracked.flow_id.to_string(),
-            tracked.records,
+            &flow_id.to_string(),
+            sequence,
             &origin,
             record_type,
             end_reason,
-            Deltas::since(flow, tracked.last_record.as_deref()),
+            deltas,
             &self.clock,
             now_ns,
         );
-        tracked.records += 1;
-        tracked.last_record = Some(Box::new(record.clone()));
-        tracked.last_record_ns = now_ns;
+        self.flows.insert(
+            flow.key,
+            Tracked {
+                flow_id,
+                records: sequence + 1,
+                last_record: Box::new(record.clone()),
+                last_record_ns: now_ns,
+            },
+        );
         record
     }
 }
@@ -306,9 +268,10 @@ mod tests {
     use flowmon_common::{FlowSide, tcp_flags::*};
 
     const SECOND: u64 = 1_000_000_000;
+
     /// Jiffies of the test clock at `secs` seconds of CLOCK_MONOTONIC (4 ms ticks, jiffy
     /// 1000 at 5 s).
-    fn jiffies(secs: u64) -> u64 {
+    pub fn jiffies(secs: u64) -> u64 {
         1_000 + (secs * SECOND - 5 * SECOND) / 4_000_000
     }
 
@@ -334,7 +297,8 @@ mod tests {
         }
     }
 
-    /// A flow whose client (hi) sent `packets` packets, first at 10 s, last at `last` s.
+    /// A flow whose client (hi, on the high port) sent `packets` packets, first at 10 s, last
+    /// at `last` s.
     fn block(packets: u64, last: u64, flags: u8) -> FlowBlock {
         FlowBlock {
             first_seen: jiffies(10),
@@ -353,29 +317,33 @@ mod tests {
         }
     }
 
-    fn table(flows: &[(FlowKey, FlowBlock)]) -> FlowTable {
-        FlowTable::from_blocks(KernelClock::test_clock(), flows)
-    }
-
-    /// One poll at `now` seconds over `flows`: the verdicts, then the evicted records.
+    /// The verdicts of one poll at `now` seconds; interim records are made as the monitor
+    /// makes them.
     fn poll(
         tracker: &mut FlowTracker<HashMap<u32, String>>,
         flows: &[(FlowKey, FlowBlock)],
-        previous: &FlowTable,
         now: u64,
-    ) -> (Vec<Verdict>, Vec<(FlowKey, FlowRecord)>) {
-        let current = table(flows);
-        tracker.begin_poll();
+    ) -> Vec<Verdict> {
         let clock = KernelClock::test_clock();
-        let mut verdicts = Vec::new();
-        for (slot, (key, block)) in current.iter().enumerate() {
-            let verdict = tracker.step(&key, block, slot, &clock, now * SECOND);
-            if let Verdict::Expire(reason) = verdict {
-                tracker.finish(&Flow::from_block(key, block, &clock), reason, now * SECOND);
-            }
-            verdicts.push(verdict);
-        }
-        (verdicts, tracker.finish_missing(previous, now * SECOND))
+        let verdicts = flows
+            .iter()
+            .map(|(key, block)| {
+                let verdict = tracker.verdict(key, block, &clock, now * SECOND);
+                let flow = Flow::from_block(*key, block, &clock);
+                match verdict {
+                    Verdict::Interim => {
+                        tracker.interim(&flow, now * SECOND);
+                    }
+                    Verdict::Expire(reason) => {
+                        tracker.finish(&flow, reason, now * SECOND);
+                    }
+                    Verdict::Keep => {}
+                }
+                verdict
+            })
+            .collect();
+        tracker.end_poll(now * SECOND);
+        verdicts
     }
 
     #[test]
@@ -387,14 +355,10 @@ mod tests {
             (key(3, ip_proto::UDP), block(3, 11, 0)),
             (key(4, ip_proto::TCP), block(3, 11, RST)),
         ];
-        let (verdicts, _) = poll(&mut t, &flows, &table(&[]), 15);
-        assert_eq!(
-            verdicts,
-            [Verdict::Keep, Verdict::Keep, Verdict::Keep, Verdict::Keep]
-        );
+        assert_eq!(poll(&mut t, &flows, 15), [Verdict::Keep; 4]);
         // 9 s idle: past the close timeout for the RST flow and the one with FIN from both
         // sides, not for the others.
-        let (verdicts, _) = poll(&mut t, &flows, &table(&flows), 20);
+        let verdicts = poll(&mut t, &flows, 20);
         assert_eq!(
             verdicts,
             [
@@ -404,40 +368,59 @@ mod tests {
                 Verdict::Expire(EndReason::End),
             ]
         );
-        // 20 s after the first packet, the interim interval.
-        let (verdicts, _) = poll(&mut t, &[flows[0], flows[2]], &table(&flows), 30);
-        assert_eq!(verdicts, [Verdict::Interim, Verdict::Interim]);
-        // UDP idle for 30 s ends idle.
-        let udp = [flows[2]];
-        let (verdicts, evicted) = poll(&mut t, &udp, &table(&[flows[0], flows[2]]), 41);
-        assert_eq!(verdicts, [Verdict::Expire(EndReason::Idle)]);
-        assert_eq!(evicted.len(), 1, "the TCP flow this poll did not read");
+        // UDP idle for 30 s ends idle; the TCP flow is not idle for a minute yet.
+        let verdicts = poll(&mut t, &[flows[0], flows[2]], 41);
+        assert_eq!(
+            verdicts,
+            [Verdict::Interim, Verdict::Expire(EndReason::Idle)]
+        );
     }
 
     #[test]
-    fn a_flow_missing_from_a_poll_ends_evicted_with_the_counts_last_read() {
+    fn interim_records_come_once_per_interval_with_exact_deltas() {
         let mut t = tracker();
-        let (stays, goes, ends) = (key(1, 6), key(2, 6), key(3, 6));
-        let first = [
-            (stays, block(1, 11, ACK)),
-            (goes, block(7, 11, ACK)),
-            (ends, block(2, 11, RST)),
-        ];
-        let (_, evicted) = poll(&mut t, &first, &table(&[]), 12);
-        assert!(evicted.is_empty());
-        // The RST flow ends at this poll (its slot is freed) while another vanished: the
-        // count of flows read must not hide the missing one.
-        let second = [(stays, block(2, 19, ACK)), (ends, block(2, 11, RST))];
-        let (verdicts, evicted) = poll(&mut t, &second, &table(&first), 19);
-        assert_eq!(verdicts[1], Verdict::Expire(EndReason::End));
+        let k = key(1, ip_proto::TCP);
+        let mut interims = Vec::new();
+        // Polls every second from 11 s to 75 s; the flow grows by one packet a second.
+        for now in 11..=75 {
+            let flows = [(k, block(now - 10, now, ACK))];
+            if poll(&mut t, &flows, now) == [Verdict::Interim] {
+                interims.push(now);
+            }
+        }
+        // Its first packet was at 10 s: intervals end at 30, 50 and 70 s.
+        assert_eq!(interims, [30, 50, 70]);
+        let last = t.last_records().remove(&k).unwrap().record;
+        assert_eq!(last.sequence, 2);
+        assert_eq!((last.client_packets, last.client_packets_delta), (60, 20));
+        // A record only for flows that had one: nothing is kept for the others.
+        assert_eq!(t.reported(), 1);
+    }
+
+    #[test]
+    fn a_restarted_tracker_continues_ids_and_reports_what_the_map_lost() {
+        let mut first = tracker();
+        let (kept, lost) = (key(1, ip_proto::TCP), key(2, ip_proto::TCP));
+        let flows = [(kept, block(20, 30, ACK)), (lost, block(5, 30, ACK))];
+        poll(&mut first, &flows, 30);
+        let journal = first.last_records();
+
+        let mut second = tracker();
+        second.restore(journal, 30 * SECOND, 31 * SECOND);
+        let table = FlowTable::from_blocks(KernelClock::test_clock(), &flows[..1]);
+        let evicted = second.finish_unread_restored(&table, 31 * SECOND);
         assert_eq!(evicted.len(), 1);
         let (evicted_key, record) = &evicted[0];
-        assert_eq!(*evicted_key, goes);
+        assert_eq!(*evicted_key, lost);
         assert_eq!(record.end_reason, Some(EndReason::Evicted));
-        assert_eq!((record.client_packets, record.client_bytes), (7, 700));
-        assert_eq!(t.live(), 1);
-        // Nothing else goes missing after.
-        let (_, evicted) = poll(&mut t, &[(stays, block(3, 25, ACK))], &table(&second), 25);
-        assert!(evicted.is_empty());
+        assert_eq!((record.sequence, record.client_packets), (1, 5));
+        // The other one goes on with its id and the next sequence number.
+        let interim = second.interim(
+            &Flow::from_block(kept, &block(25, 31, ACK), &KernelClock::test_clock()),
+            31 * SECOND,
+        );
+        let before = &first.last_records()[&kept].record;
+        assert_eq!(interim.flow_id, before.flow_id);
+        assert_eq!((interim.sequence, interim.client_packets_delta), (1, 5));
     }
 }
