@@ -445,8 +445,10 @@ fn common_frames_and_the_general_parser_meet_on_one_block() {
     assert_eq!((flow.client.ttl, flow.server.ttl), (61, 64));
     assert_eq!((flow.client.mac, flow.server.mac), (CLIENT_MAC, SERVER_MAC));
     assert_eq!(flow.tcp_state(), TcpState::Established);
-    // Jiffies, converted: within a tick (and the calibration's rounding) of the truth.
-    let tick = 10_000_000;
+    // Jiffies, converted: a time is the start of its tick, so within a tick (and the
+    // calibration's jitter) of the truth.
+    let table = h.datapath.flow_map().unwrap().read_all().unwrap();
+    let tick = 2 * table.clock().tick_ns();
     assert!(
         flow.first_seen_ns + tick >= before && flow.last_seen_ns <= after + tick,
         "first {} last {} outside [{before}, {after}]",
