@@ -163,7 +163,19 @@ pub struct FlowBlock {
 /// Below this a port is taken for a server's when a TCP flow is picked up mid-stream.
 pub const WELL_KNOWN_PORT_LIMIT: u16 = 1024;
 
+impl FlowSide {
+    /// The union of the TCP flags this side sent.
+    pub fn tcp_flags(&self) -> u8 {
+        (self.marks & marks::TCP_FLAGS) as u8
+    }
+}
+
 impl FlowBlock {
+    /// Jiffies of the flow's latest packet, from either side.
+    pub fn last_seen(&self) -> u64 {
+        self.lo.last_seen.max(self.hi.last_seen)
+    }
+
     pub fn side(&self, side: usize) -> &FlowSide {
         if side == SIDE_LO { &self.lo } else { &self.hi }
     }

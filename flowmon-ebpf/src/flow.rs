@@ -86,8 +86,6 @@ pub fn account_ipv4(
 
 /// Adds a packet of `sender` to the block of `key`, creating it when the flow is new. The
 /// interface is only read then (at XDP it is three dependent loads).
-// Key and block go by reference: by value, each call copies them to another stack slot first.
-#[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
 fn count(
     counters: &mut DatapathCounters,

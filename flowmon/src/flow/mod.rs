@@ -13,7 +13,6 @@ use std::net::{IpAddr, Ipv6Addr};
 use crate::datapath::{FlowTable, KernelClock};
 use flowmon_common::{
     Address, FlowBlock, FlowKey, SIDE_LO, TcpState, address_bytes, ip_proto, key_kind,
-    marks::TCP_FLAGS,
 };
 
 /// One side of a flow.
@@ -63,7 +62,7 @@ impl Flow {
                 port: 0,
                 packets: side.packets,
                 bytes: side.bytes,
-                tcp_flags: (side.marks & TCP_FLAGS) as u8,
+                tcp_flags: side.tcp_flags(),
                 ttl: side.ttl,
                 mac: side.mac,
             }
@@ -74,7 +73,7 @@ impl Flow {
         Self {
             key,
             first_seen_ns: clock.monotonic_ns(block.first_seen),
-            last_seen_ns: clock.monotonic_ns(block.lo.last_seen.max(block.hi.last_seen)),
+            last_seen_ns: clock.monotonic_ns(block.last_seen()),
             ifindex: block.ifindex,
             client,
             server,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use rustc_hash::{FxHashMap, FxHashSet};
 use uuid::Uuid;
 
-use flowmon_common::{FlowBlock, FlowKey, TcpState, ip_proto, marks::TCP_FLAGS};
+use flowmon_common::{FlowBlock, FlowKey, TcpState, ip_proto};
 
 use super::{
     Flow,
@@ -115,11 +115,10 @@ impl<N: IfaceNames> FlowTracker<N> {
         clock: &KernelClock,
         now_ns: u64,
     ) -> Verdict {
-        let last_seen = clock.monotonic_ns(block.lo.last_seen.max(block.hi.last_seen));
+        let last_seen = clock.monotonic_ns(block.last_seen());
         // Closing (both FINs, or an RST) does not depend on which side is the client.
-        let flags = |marks: u64| (marks & TCP_FLAGS) as u8;
         let closing = key.protocol == ip_proto::TCP
-            && TcpState::from_flags(flags(block.lo.marks), flags(block.hi.marks)).is_closing();
+            && TcpState::from_flags(block.lo.tcp_flags(), block.hi.tcp_flags()).is_closing();
         if now_ns.saturating_sub(last_seen) >= self.timeouts.idle(key.protocol, closing) {
             return Verdict::Expire(if closing {
                 EndReason::End
@@ -271,7 +270,7 @@ mod tests {
 
     /// Jiffies of the test clock at `secs` seconds of CLOCK_MONOTONIC (4 ms ticks, jiffy
     /// 1000 at 5 s).
-    pub fn jiffies(secs: u64) -> u64 {
+    fn jiffies(secs: u64) -> u64 {
         1_000 + (secs * SECOND - 5 * SECOND) / 4_000_000
     }
 
