@@ -2,7 +2,7 @@
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command},
     time::{Duration, Instant},
 };
@@ -142,4 +142,21 @@ impl Drop for PinDir {
         // Unpinning the links detaches the programs; the namespaces go with the test anyway.
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Runs `flowmon <args> replay <input>` to the end and returns what it printed (one session a
+/// line); panics with its standard error when it fails.
+pub fn flowmon_replay(args: &[&str], input: &Path) -> String {
+    let output = Command::new(flowmon_binary())
+        .args(args)
+        .arg("replay")
+        .arg(input)
+        .output()
+        .expect("run flowmon replay");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("replay prints UTF-8")
 }

@@ -4,7 +4,6 @@
 
 use std::{
     collections::HashSet,
-    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -17,7 +16,7 @@ use flowmon::{
 };
 use flowmon_tests::analyzer_support::*;
 use flowmon_tests::{
-    process::{TempDir, flowmon_binary},
+    process::{TempDir, flowmon_replay},
     redis_server::RedisServer,
 };
 use redis::Commands as _;
@@ -484,20 +483,13 @@ fn flowmon_replay_analyses_and_stores_every_session() {
         ),
     ];
     std::fs::write(&input, log.join("\n")).unwrap();
-    let output = Command::new(flowmon_binary())
-        .args(["--redis-url", &redis.url(), "--state-dir"])
-        .arg(dir.path())
-        .arg("replay")
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let state_dir = dir.path().to_str().unwrap();
+    let printed = flowmon_replay(
+        &["--redis-url", &redis.url(), "--state-dir", state_dir],
+        &input,
     );
     // Still printed, as without Redis.
-    assert_eq!(String::from_utf8(output.stdout).unwrap().lines().count(), 2);
+    assert_eq!(printed.lines().count(), 2);
 
     let mut connection = redis::Client::open(redis.url())
         .unwrap()

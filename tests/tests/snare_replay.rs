@@ -4,7 +4,7 @@ use std::process::Command;
 
 use flowmon::snare::{AttackType, Session, replay};
 use flowmon_tests::{
-    process::{TempDir, flowmon_binary},
+    process::{TempDir, flowmon_binary, flowmon_replay},
     snare_service::config,
 };
 use serde_json::{Value, json};
@@ -148,20 +148,17 @@ fn flowmon_replay_prints_the_sessions_and_writes_the_event_log() {
     let input = dir.path().join("tanner_report.json");
     std::fs::write(&input, event_log()).unwrap();
     let log = dir.path().join("replayed.json");
-    let output = Command::new(flowmon_binary())
-        .args(["--no-redis", "--session-timeout", "200", "--event-log"])
-        .arg(&log)
-        .arg("replay")
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let printed = flowmon_replay(
+        &[
+            "--no-redis",
+            "--session-timeout",
+            "200",
+            "--event-log",
+            log.to_str().unwrap(),
+        ],
+        &input,
     );
-    let sessions: Vec<Session> = String::from_utf8(output.stdout)
-        .unwrap()
+    let sessions: Vec<Session> = printed
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
