@@ -9,9 +9,9 @@ use anyhow::{Context as _, Result, bail};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use flowmon_common::ClockSample;
 
-/// Ticks to watch go by: enough that the jitter of when a tick is handled stays far below
-/// the difference between two possible tick lengths (HZ 250 and 300 differ by 17 %).
-const CALIBRATION_TICKS: u64 = 4;
+/// Whole ticks to watch go by: enough that the jitter of when a tick is handled stays far
+/// below the difference between two possible tick lengths (HZ 250 and 300 differ by 17 %).
+const CALIBRATION_TICKS: usize = 4;
 /// The slowest tick Linux offers is 10 ms (HZ=100); give up well after.
 const CALIBRATION_LIMIT: Duration = Duration::from_secs(1);
 
@@ -27,14 +27,12 @@ impl KernelClock {
     /// Measures the tick with the clock program. Spins rather than sleeps: on a CPU that stays
     /// busy, ticks are handled on time, so both clocks advance in step.
     pub fn calibrate(program: &Xdp) -> Result<Self> {
-        let first = sample(program)?;
         let started = Instant::now();
+        let mut calibration = Calibration::default();
         loop {
-            let last = sample(program)?;
-            let ticks = last.jiffies.saturating_sub(first.jiffies);
-            if ticks >= CALIBRATION_TICKS {
-                let measured = last.coarse_ns.saturating_sub(first.coarse_ns) as f64 / ticks as f64;
-                return Ok(Self::from_tick(measured, last));
+            calibration.add(sample(program)?);
+            if let Some(clock) = calibration.clock() {
+                return Ok(clock);
             }
             if started.elapsed() > CALIBRATION_LIMIT {
                 bail!("the kernel's jiffies did not advance in {CALIBRATION_LIMIT:?}");
@@ -79,6 +77,40 @@ impl KernelClock {
     }
 }
 
+/// Samples of the two clocks, reduced to the freshest coarse time seen in each jiffy: jiffies
+/// advance first and the coarse clock a moment later, so a sample taken in between pairs a new
+/// jiffy with the previous tick's time, a whole tick early.
+#[derive(Default)]
+struct Calibration {
+    freshest: Vec<ClockSample>,
+}
+
+impl Calibration {
+    fn add(&mut self, sample: ClockSample) {
+        match self.freshest.last_mut() {
+            Some(last) if last.jiffies == sample.jiffies => {
+                last.coarse_ns = last.coarse_ns.max(sample.coarse_ns);
+            }
+            _ => self.freshest.push(sample),
+        }
+    }
+
+    /// The clock, once enough whole jiffies were seen (not the first nor the latest: those
+    /// were only seen in part).
+    fn clock(&self) -> Option<KernelClock> {
+        let [_, whole @ .., _] = self.freshest.as_slice() else {
+            return None;
+        };
+        if whole.len() <= CALIBRATION_TICKS {
+            return None;
+        }
+        let (first, last) = (whole[0], whole[whole.len() - 1]);
+        let ticks = last.jiffies - first.jiffies;
+        let measured = last.coarse_ns.saturating_sub(first.coarse_ns) as f64 / ticks as f64;
+        Some(KernelClock::from_tick(measured, last))
+    }
+}
+
 fn sample(program: &Xdp) -> Result<ClockSample> {
     let frame = [0u8; 64];
     let mut out = [0u8; 64];
@@ -114,6 +146,30 @@ mod tests {
         ] {
             assert_eq!(KernelClock::from_tick(measured, reference).tick_ns(), tick);
         }
+    }
+
+    #[test]
+    fn samples_that_caught_a_new_jiffy_before_its_coarse_time_are_not_the_reference() {
+        let mut calibration = Calibration::default();
+        // HZ=250; the coarse clock shows each tick 20 us after jiffies advance.
+        let tick = 4_000_000;
+        for jiffy in 100..107u64 {
+            let fresh = 5_000_000_000 + (jiffy - 100) * tick;
+            assert!(calibration.clock().is_none());
+            // Right after the jiffy: still the previous tick's time; then the fresh one.
+            calibration.add(ClockSample {
+                jiffies: jiffy,
+                coarse_ns: fresh - tick,
+            });
+            calibration.add(ClockSample {
+                jiffies: jiffy,
+                coarse_ns: fresh + 20_000,
+            });
+        }
+        let clock = calibration.clock().expect("five whole jiffies seen");
+        assert_eq!(clock.tick_ns(), 4_000_000);
+        assert_eq!(clock.monotonic_ns(105), 5_020_020_000);
+        assert_eq!(clock.monotonic_ns(106), 5_024_020_000);
     }
 
     #[test]
