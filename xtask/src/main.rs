@@ -53,6 +53,8 @@ enum Bench {
     Events,
     /// Sessions analysed and stored per second, and time to Redis.
     Analyzer,
+    /// Real traffic over veth: CPU per packet and packets counted, flowmon against softflowd.
+    Traffic,
 }
 
 impl Bench {
@@ -62,6 +64,7 @@ impl Bench {
             Self::Drain => "drain",
             Self::Events => "events",
             Self::Analyzer => "analyzer",
+            Self::Traffic => "traffic",
         }
     }
 }
@@ -99,13 +102,14 @@ fn run(cli: Cli) -> Result<()> {
             cargo(&root, &test)
         }
         Task::Bench { which } => {
-            setup::run()?;
+            setup::run_for_benches()?;
             cargo(&root, &["build", "--release", "--package", "flowmon"])?;
             let all = [
                 Bench::Datapath,
                 Bench::Drain,
                 Bench::Events,
                 Bench::Analyzer,
+                Bench::Traffic,
             ];
             let which = if which.is_empty() {
                 &all[..]

@@ -21,16 +21,26 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
 ];
 
+/// What `cargo xtask bench` needs on top: the peer flow exporter the traffic benchmark compares
+/// against. Its Debian service does nothing until an instance is configured.
+const BENCH_PACKAGES: &[&str] = &["softflowd"];
+
 /// The nightly toolchain aya-build compiles the kernel crate with; LLVM 22 like bpf-linker.
 const NIGHTLY: &str = "nightly";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 pub fn run() -> Result<()> {
-    install_packages()?;
+    install_packages(PACKAGES)?;
     install_rust_src()?;
     install_bpf_linker()?;
     mount_bpffs()?;
     Ok(())
+}
+
+/// Everything [`run`] does, and what the benchmarks need besides.
+pub fn run_for_benches() -> Result<()> {
+    run()?;
+    install_packages(BENCH_PACKAGES)
 }
 
 pub fn is_root() -> bool {
@@ -68,8 +78,8 @@ fn privileged(program: &str) -> Command {
     }
 }
 
-fn install_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+fn install_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|package| {

@@ -1,0 +1,419 @@
+//! `cargo xtask bench traffic`: real traffic over a veth pair, the same packets seen by flowmon
+//! (XDP in the kernel, the agent polling its map) and by softflowd (libpcap capture, flows
+//! kept in userspace), the flow exporter Debian ships. For each monitor: the CPU it adds per
+//! packet to what the machine spends without it, and how many of the packets it counted.
+//!
+//! The client end sends 64-byte UDP frames over 1,000 flows as fast as one thread can (a packet
+//! socket that bypasses the qdisc, `sendmmsg` batches) to a server socket that never reads them
+//! (the kernel drops them at its full buffer, whatever watches the link). The monitors watch the
+//! server end. CPU is the whole machine's busy time (`/proc/stat`) from the first frame until
+//! the monitor has counted the last, so the kernel's share (XDP, packet capture) and the
+//! monitor's process are both in. Each monitor is measured in several rounds interleaved with
+//! the others; the table gives each one's median.
+//!
+//! An empty XDP program is measured too: on veth, the XDP hook itself is dear (veth copies each
+//! socket-made packet into a page with XDP's headroom), where a NIC driver runs XDP on its own
+//! receive buffer before any socket buffer exists. flowmon's own work is what it adds to that.
+
+use std::{
+    net::UdpSocket,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use aya::programs::{Xdp, XdpMode};
+use flowmon::datapath::EBPF_OBJECT;
+use flowmon_common::BASELINE_PROGRAM;
+use flowmon_tests::{
+    agent::Agent,
+    frames::{CLIENT_MAC, Frame, SERVER_MAC},
+    kernel::pin_to_cpu,
+    netns::VethPair,
+    process::{ChildGuard, TempDir},
+};
+
+const PACKETS: u64 = 2_000_000;
+const FLOWS: u16 = 1_000;
+const FIRST_CLIENT_PORT: u16 = 20_000;
+const SERVER_PORT: u16 = 9_000;
+/// UDP payload that makes a 64-byte frame (Ethernet 14, IPv4 20, UDP 8).
+const PAYLOAD_BYTES: usize = 22;
+const ROUNDS: usize = 5;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Monitor {
+    Nothing,
+    EmptyXdp,
+    Flowmon,
+    Softflowd,
+}
+
+impl Monitor {
+    const ALL: [Monitor; 4] = [
+        Monitor::Nothing,
+        Monitor::EmptyXdp,
+        Monitor::Flowmon,
+        Monitor::Softflowd,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Nothing => "nothing (baseline)",
+            Self::EmptyXdp => "empty XDP program",
+            Self::Flowmon => "flowmon (XDP + agent)",
+            Self::Softflowd => "softflowd (libpcap)",
+        }
+    }
+}
+
+/// What one round measured.
+struct Round {
+    cpu_seconds: f64,
+    /// Time the sender took.
+    send_seconds: f64,
+    /// Packets of the measured flows the monitor counted, if it counts.
+    counted: Option<u64>,
+    /// Packets the capture library reported dropped (softflowd only).
+    dropped: Option<u64>,
+}
+
+/// Busy time of the whole machine so far, in seconds (user, nice, system, irq, softirq).
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .expect("the cpu line")
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().expect("a number of ticks"))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6];
+    busy / ticks_per_second
+}
+
+/// The frames of the measured flows, one per flow: UDP from the client's ports to the server's
+/// socket, 64 bytes, with a valid IPv4 header checksum (the UDP checksum is left out, as IPv4
+/// allows) so that the server's stack takes them.
+fn flow_frames() -> Vec<Vec<u8>> {
+    (0..FLOWS)
+        .map(|i| {
+            let mut frame = Frame::udp(
+                VethPair::CLIENT_IP,
+                FIRST_CLIENT_PORT + i,
+                VethPair::SERVER_IP,
+                SERVER_PORT,
+            )
+            .payload(PAYLOAD_BYTES)
+            .build();
+            let header = &frame[14..34];
+            let sum = header
+                .chunks(2)
+                .map(|word| u32::from(u16::from_be_bytes([word[0], word[1]])))
+                .sum::<u32>();
+            let folded = (sum & 0xffff) + (sum >> 16);
+            let checksum = !(((folded & 0xffff) + (folded >> 16)) as u16);
+            frame[24..26].copy_from_slice(&checksum.to_be_bytes());
+            assert_eq!(frame.len(), 64);
+            frame
+        })
+        .collect()
+}
+
+/// Sends `PACKETS` frames round-robin over the flows from the client end, through a packet
+/// socket that bypasses the qudisc, in batches of `sendmmsg`: the cheapest way to put packets
+/// on the link from userspace, so that what the monitors add stands out.
+fn send(pair: &VethPair, frames: &[Vec<u8>]) {
+    pair.client.run(|| {
+        pin_to_cpu(0);
+        // SAFETY: plain socket calls on a socket this function owns, with structures it
+        // initialises; every pointer handed to sendmmsg points into `frames`, `iovecs` or
+        // `messages`, which outlive the call.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(fd >= 0, "packet socket");
+            let name = std::ffi::CString::new(VethPair::CLIENT_IF).unwrap();
+            let mut address: libc::sockaddr_ll = std::mem::zeroed();
+            address.sll_family = libc::AF_PACKET as u16;
+            address.sll_ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
+            let rc = libc::bind(
+                fd,
+                (&raw const address).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            assert_eq!(rc, 0, "bind the packet socket");
+            let on: libc::c_int = 1;
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                libc::PACKET_QDISC_BYPASS,
+                (&raw const on).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            );
+            let mut iovecs: Vec<libc::iovec> = frames
+                .iter()
+                .map(|frame| libc::iovec {
+                    iov_base: frame.as_ptr() as *mut libc::c_void,
+                    iov_len: frame.len(),
+                })
+                .collect();
+            let mut messages: Vec<libc::mmsghdr> = iovecs
+                .iter_mut()
+                .map(|iovec| {
+                    let mut message: libc::mmsghdr = std::mem::zeroed();
+                    message.msg_hdr.msg_iov = iovec;
+                    message.msg_hdr.msg_iovlen = 1;
+                    message
+                })
+                .collect();
+            let mut sent = 0u64;
+            while sent < PACKETS {
+                let at = (sent % u64::from(FLOWS)) as usize;
+                let batch = (messages.len() - at).min((PACKETS - sent) as usize);
+                let rc = libc::sendmmsg(fd, messages[at..].as_mut_ptr(), batch as u32, 0);
+                if rc < 0 {
+                    // The receiving end's queue is full: the frame was dropped before anything
+                    // saw it. Let the receive side catch up and send it again.
+                    let err = std::io::Error::last_os_error();
+                    assert_eq!(err.raw_os_error(), Some(libc::ENOBUFS), "sendmmsg: {err}");
+                    std::thread::yield_now();
+                    continue;
+                }
+                sent += rc as u64;
+            }
+            libc::close(fd);
+        }
+    });
+}
+
+/// Runs one round: starts the monitor, sends, waits for the monitor to have counted, measures.
+fn round(monitor: Monitor, frames: &[Vec<u8>]) -> Round {
+    let pair = VethPair::new();
+    // The addresses the frames carry.
+    for (netns, iface, mac) in [
+        (&pair.client, VethPair::CLIENT_IF, CLIENT_MAC),
+        (&pair.server, VethPair::SERVER_IF, SERVER_MAC),
+    ] {
+        let mac = mac.map(|b| format!("{b:02x}")).join(":");
+        netns.exec(&["ip", "link", "set", "dev", iface, "address", &mac]);
+    }
+    // The server's socket exists so that datagrams are dropped at its full buffer, not
+    // answered with ICMP errors; it is never read.
+    let _receiver = pair.server.run(|| {
+        UdpSocket::bind((VethPair::SERVER_IP, SERVER_PORT)).expect("bind the server socket")
+    });
+    // One packet each way first, so that neighbour resolution is not measured.
+    pair.client
+        .exec(&["ping", "-c", "1", "-W", "2", VethPair::SERVER_IP]);
+    match monitor {
+        Monitor::Nothing => measure(&pair, frames, None),
+        Monitor::EmptyXdp => {
+            let _object = pair.server.run(attach_empty_xdp);
+            measure(&pair, frames, None)
+        }
+        Monitor::Flowmon => {
+            let mut agent = Agent::start(&pair.server, VethPair::SERVER_IF, &["--no-redis"]);
+            pair.wait_for_xdp(Duration::from_secs(20));
+            let mut measured = measure(&pair, frames, None);
+            // Every flow gets its final record at SIGTERM.
+            agent.stop();
+            let counted = agent
+                .records()
+                .iter()
+                .filter(|r| r["protocol"] == "udp" && r["server_port"] == SERVER_PORT)
+                .map(|r| {
+                    r["client_packets"].as_u64().unwrap() + r["server_packets"].as_u64().unwrap()
+                })
+                .sum();
+            measured.counted = Some(counted);
+            measured
+        }
+        Monitor::Softflowd => {
+            let dir = TempDir::new("softflowd");
+            let control = dir.path().join("softflowd.ctl");
+            let _softflowd = ChildGuard::spawn(
+                "softflowd",
+                pair.server
+                    .command("softflowd")
+                    .args(["-d", "-i", VethPair::SERVER_IF, "-m", "65536"])
+                    // Records go to a port nobody listens on; the flows are read off its
+                    // control socket instead.
+                    .args(["-n", "127.0.0.1:2055"])
+                    .arg("-c")
+                    .arg(&control)
+                    .arg("-p")
+                    .arg(dir.path().join("softflowd.pid"))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            );
+            wait_for_control_socket(&control);
+            measure(&pair, frames, Some(&control))
+        }
+    }
+}
+
+/// Sends and measures. With softflowd (its control socket given), the measurement goes on
+/// until it has counted everything it is going to count.
+fn measure(pair: &VethPair, frames: &[Vec<u8>], softflowd: Option<&Path>) -> Round {
+    let (cpu, started) = (machine_busy_seconds(), Instant::now());
+    send(pair, frames);
+    let send_seconds = started.elapsed().as_secs_f64();
+    let (counted, dropped) = match softflowd {
+        Some(control) => {
+            let counted = softflowd_settled_count(pair, control);
+            (Some(counted), Some(softflowd_dropped(control)))
+        }
+        None => (None, None),
+    };
+    Round {
+        cpu_seconds: machine_busy_seconds() - cpu,
+        send_seconds,
+        counted,
+        dropped,
+    }
+}
+
+fn attach_empty_xdp() -> aya::Ebpf {
+    let mut object = aya::Ebpf::load(EBPF_OBJECT).expect("load the object");
+    let program: &mut Xdp = object
+        .program_mut(BASELINE_PROGRAM)
+        .expect("baseline program")
+        .try_into()
+        .unwrap();
+    program.load().expect("load the empty program");
+    program
+        .attach(VethPair::SERVER_IF, XdpMode::Driver)
+        .expect("attach the empty program");
+    object
+}
+
+fn softflowctl(control: &Path, command: &str) -> String {
+    let output = Command::new("softflowctl")
+        .arg("-c")
+        .arg(control)
+        .arg(command)
+        .output()
+        .expect("run softflowctl");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn wait_for_control_socket(control: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !softflowctl(control, "statistics").contains("Packets processed") {
+        assert!(Instant::now() < deadline, "softflowd did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Packets of the measured flows softflowd has counted once it has caught up. libpcap hands
+/// packets over in blocks, and a block that is not full waits for more packets: a few pings on
+/// another flow push the last one through, then the count must stop moving.
+fn softflowd_settled_count(pair: &VethPair, control: &Path) -> u64 {
+    pair.client
+        .exec(&["ping", "-f", "-c", "2000", "-q", VethPair::SERVER_IP]);
+    let mut last = softflowd_count(control);
+    let mut unchanged = 0;
+    while unchanged < 3 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = softflowd_count(control);
+        unchanged = if now == last { unchanged + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
+
+/// Packets of the measured flows (both directions) in softflowd's flow table, from lines like
+/// `ACTIVE seq:1 [10.199.0.1]:9000 <> [10.199.0.2]:20000 proto:17 octets>:.. packets>:N ...`.
+fn softflowd_count(control: &Path) -> u64 {
+    let server = format!("[{}]:{SERVER_PORT} ", VethPair::SERVER_IP);
+    softflowctl(control, "dump-flows")
+        .lines()
+        .filter(|line| line.contains(&server) && line.contains("proto:17"))
+        .flat_map(|line| line.split_whitespace())
+        .filter_map(|field| {
+            field
+                .strip_prefix("packets>:")
+                .or_else(|| field.strip_prefix("packets<:"))
+        })
+        .map(|n| n.parse::<u64>().expect("a packet count"))
+        .sum()
+}
+
+/// What softflowd's statistics report as dropped by libpcap.
+fn softflowd_dropped(control: &Path) -> u64 {
+    softflowctl(control, "statistics")
+        .lines()
+        .find_map(|line| line.strip_prefix("Packets dropped by libpcap: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("softflowd's libpcap drop count")
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    let frames = flow_frames();
+    let mut rounds: Vec<(Monitor, Round)> = Vec::new();
+    for _ in 0..ROUNDS {
+        for monitor in Monitor::ALL {
+            rounds.push((monitor, round(monitor, &frames)));
+        }
+    }
+    let of = |monitor: Monitor| rounds.iter().filter(move |(m, _)| *m == monitor);
+    let ns_per_packet = |monitor| {
+        median(
+            of(monitor)
+                .map(|(_, r)| r.cpu_seconds * 1e9 / PACKETS as f64)
+                .collect(),
+        )
+    };
+    let listed = |values: Vec<u64>| match values.is_empty() {
+        true => "-".to_owned(),
+        false => values
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+
+    println!(
+        "## traffic ({PACKETS} UDP frames of 64 bytes over {FLOWS} flows on a veth pair, medians of {ROUNDS} rounds)\n"
+    );
+    println!(
+        "| monitor | machine CPU ns/packet | added to nothing | added to an empty XDP program | sender Mpps | packets counted (of {PACKETS}) | libpcap drops |"
+    );
+    println!("|---|---:|---:|---:|---:|---|---|");
+    let nothing = ns_per_packet(Monitor::Nothing);
+    let empty_xdp = ns_per_packet(Monitor::EmptyXdp);
+    for monitor in Monitor::ALL {
+        let cpu = ns_per_packet(monitor);
+        let over_empty_xdp = match monitor {
+            Monitor::EmptyXdp | Monitor::Flowmon => format!("{:.0}", cpu - empty_xdp),
+            _ => "-".to_owned(),
+        };
+        let mpps = median(
+            of(monitor)
+                .map(|(_, r)| PACKETS as f64 / r.send_seconds / 1e6)
+                .collect(),
+        );
+        println!(
+            "| {} | {cpu:.0} | {:.0} | {over_empty_xdp} | {mpps:.2} | {} | {} |",
+            monitor.name(),
+            cpu - nothing,
+            listed(of(monitor).filter_map(|(_, r)| r.counted).collect()),
+            listed(of(monitor).filter_map(|(_, r)| r.dropped).collect()),
+        );
+    }
+    let softflowd = ns_per_packet(Monitor::Softflowd) - nothing;
+    println!(
+        "\nsoftflowd's added CPU against flowmon's over the XDP hook: {:.1}x; against flowmon's with \
+         veth's XDP hook included: {:.1}x",
+        softflowd / (ns_per_packet(Monitor::Flowmon) - empty_xdp),
+        softflowd / (ns_per_packet(Monitor::Flowmon) - nothing),
+    );
+}
