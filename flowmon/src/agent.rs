@@ -50,8 +50,19 @@ pub async fn run(settings: Settings) -> Result<()> {
         None => analyzer::Dorks::new(),
     };
     let (ended_sessions, ended_rx) = tokio::sync::mpsc::channel(snare::HANDOFF_CAPACITY);
-    let analyzer = analyzer::start(&settings, ended_rx, store.clone(), flows, dorks).await?;
-    let snare = snare::Service::start(&settings, ended_sessions).await?;
+    if let Some(store) = &store {
+        metrics.watch_store(store.clone());
+    }
+    let analyzer = analyzer::start(
+        &settings,
+        ended_rx,
+        store.clone(),
+        flows,
+        dorks,
+        metrics.analyzer.clone(),
+    )
+    .await?;
+    let snare = snare::Service::start(&settings, ended_sessions, metrics.snare.clone()).await?;
     let monitor = match peers {
         None => {
             tracing::info!("no --iface given: not monitoring flows");

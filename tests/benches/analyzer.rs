@@ -15,6 +15,7 @@ use std::{
 use flowmon::{
     analyzer::{Analyzer, GeoIp, ReadConnection, RedisFlowSource, ReverseDns, SessionWrites},
     config::Settings,
+    metrics::{AnalyzerMetrics, SnareMetrics},
     sinks::redis::FlowWrites,
     snare::{HANDOFF_CAPACITY, Service, Session, SessionLimits, SnareConfig},
 };
@@ -181,11 +182,13 @@ fn latencies(runtime: &tokio::runtime::Runtime) -> Vec<f64> {
             ended_rx,
             Some(store.clone()),
             SessionWrites::new(None),
+            AnalyzerMetrics::default(),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
-        let service = Service::serve(listener, &config, ended).expect("start the SNARE service");
+        let service = Service::serve(listener, &config, ended, SnareMetrics::default())
+            .expect("start the SNARE service");
         (service, consumer)
     });
     let client = reqwest::blocking::Client::new();

@@ -109,8 +109,14 @@ impl Agent {
     pub fn metric(&self, netns: &Netns, name: &str) -> f64 {
         assert_eq!(netns.name, self.netns_name);
         let body = self.try_metrics(netns).expect("metrics endpoint");
-        body.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no metric {name} in\n{body}"))
+        metric(&body, name)
     }
+}
+
+/// The value of the line of a Prometheus text exposition that starts with `name` (labels
+/// included); panics, showing the exposition, when there is none.
+pub fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in\n{body}"))
 }

@@ -15,6 +15,7 @@ use std::{
 use flowmon::{
     analyzer::{Analyzer, Dorks, FlowSource, FlowsFuture, GeoIp, ReverseDns, SessionWrites},
     flow::record::FlowRecord,
+    metrics::AnalyzerMetrics,
     snare::{HANDOFF_CAPACITY, Session},
     store::{Store, StoreConfig},
 };
@@ -108,7 +109,12 @@ pub async fn analyse_into(
     sessions: Vec<Session>,
 ) -> u64 {
     let (ended, sessions_rx) = tokio::sync::mpsc::channel(HANDOFF_CAPACITY);
-    let consumer = analyzer.spawn(sessions_rx, Some(store.clone()), writes);
+    let consumer = analyzer.spawn(
+        sessions_rx,
+        Some(store.clone()),
+        writes,
+        AnalyzerMetrics::default(),
+    );
     for session in sessions {
         ended
             .send(session)

@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowmon::snare::{HANDOFF_CAPACITY, Service, Session, SessionLimits, SnareConfig, Stats};
+use flowmon::{
+    metrics::SnareMetrics,
+    snare::{HANDOFF_CAPACITY, Service, Session, SessionLimits, SnareConfig, Stats},
+};
 use serde_json::Value;
 
 /// The defaults of the flags, without an event log.
@@ -48,8 +51,8 @@ impl TestService {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind 127.0.0.1:0");
-            let service =
-                Service::serve(listener, &config, sender).expect("start the SNARE service");
+            let service = Service::serve(listener, &config, sender, SnareMetrics::default())
+                .expect("start the SNARE service");
             (service, collector)
         });
         Self {

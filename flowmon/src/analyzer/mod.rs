@@ -42,6 +42,7 @@ pub use storage::SessionWrites;
 
 use crate::{
     config::Settings,
+    metrics::AnalyzerMetrics,
     snare::{HANDOFF_CAPACITY, Session},
     store::{Store, StoreConfig},
 };
@@ -155,15 +156,20 @@ impl Analyzer {
     }
 
     /// Analyses the sessions from `ended` until it closes, storing each through `store` (with
-    /// none, each is logged at debug level). Ends with the number analysed, once every one of
-    /// them is submitted.
+    /// none, each is logged at debug level) and counting into `metrics`. Ends with the number
+    /// analysed, once every one of them is submitted.
     pub fn spawn(
         self,
         ended: mpsc::Receiver<Session>,
         store: Option<Store>,
         writes: SessionWrites,
+        metrics: AnalyzerMetrics,
     ) -> JoinHandle<u64> {
-        let sink = Arc::new(Sink { store, writes });
+        let sink = Arc::new(Sink {
+            store,
+            writes,
+            metrics,
+        });
         tokio::spawn(consume(Arc::new(self), ended, sink))
     }
 }
@@ -196,10 +202,12 @@ impl FlowsHealth {
 struct Sink {
     store: Option<Store>,
     writes: SessionWrites,
+    metrics: AnalyzerMetrics,
 }
 
 impl Sink {
     fn take(&self, analysis: Analysis) {
+        self.metrics.analysed(&analysis.possible_owners);
         let Some(store) = &self.store else {
             let json = serde_json::to_string(&analysis).expect("an analysis serialises");
             tracing::debug!(analysis = %json, "session analysed");
@@ -207,11 +215,14 @@ impl Sink {
         };
         match self.writes.write(&analysis) {
             Some(write) => store.submit(write),
-            None => tracing::warn!(
-                sess_uuid = %analysis.sess_uuid,
-                snare_uuid = ?analysis.snare_uuid,
-                "session analysed but not stored: its sensor id is no uuid"
-            ),
+            None => {
+                self.metrics.unstored();
+                tracing::warn!(
+                    sess_uuid = %analysis.sess_uuid,
+                    snare_uuid = ?analysis.snare_uuid,
+                    "session analysed but not stored: its sensor id is no uuid"
+                )
+            }
         }
     }
 }
@@ -223,9 +234,13 @@ async fn consume(
 ) -> u64 {
     let mut analysing = JoinSet::new();
     let mut analysed = 0;
+    let failures = sink.metrics.clone();
     let mut count = |joined: Result<(), tokio::task::JoinError>| match joined {
         Ok(()) => analysed += 1,
-        Err(err) => tracing::error!(%err, "a session's analysis failed"),
+        Err(err) => {
+            failures.failed();
+            tracing::error!(%err, "a session's analysis failed")
+        }
     };
     loop {
         tokio::select! {
@@ -271,13 +286,15 @@ impl Running {
 }
 
 /// The analyzer of the agent: takes the sessions `ended` by the SNARE service, stores them
-/// through `store` and, unless `--no-redis`, serves the read API on `--api-listen`.
+/// through `store`, counts into `metrics` and, unless `--no-redis`, serves the read API on
+/// `--api-listen`.
 pub async fn start(
     settings: &Settings,
     ended: mpsc::Receiver<Session>,
     store: Option<Store>,
     flows: Option<Arc<dyn FlowSource>>,
     dorks: Dorks,
+    metrics: AnalyzerMetrics,
 ) -> Result<Running> {
     let analyzer = Analyzer::from_settings(settings, flows, dorks)?;
     let writes = SessionWrites::from_settings(settings)?;
@@ -288,7 +305,7 @@ pub async fn start(
         Some(ApiServer::start(settings).await?)
     };
     Ok(Running {
-        consumer: analyzer.spawn(ended, store, writes),
+        consumer: analyzer.spawn(ended, store, writes, metrics),
         api,
         own_store: None,
     })
@@ -328,7 +345,13 @@ pub async fn for_replay(settings: &Settings) -> Result<Option<(mpsc::Sender<Sess
     let store = Store::start(StoreConfig::from_settings(settings))?;
     let (sessions, ended) = mpsc::channel(HANDOFF_CAPACITY);
     let running = Running {
-        consumer: analyzer.spawn(ended, Some(store.clone()), writes),
+        // A replay serves no metrics: its report says what it did.
+        consumer: analyzer.spawn(
+            ended,
+            Some(store.clone()),
+            writes,
+            AnalyzerMetrics::default(),
+        ),
         api: None,
         own_store: Some(store),
     };

@@ -21,6 +21,29 @@ pub struct PossibleOwners {
     pub admin: f64,
 }
 
+impl PossibleOwners {
+    /// The owners' names, in the order [`PossibleOwners::likeliest`] breaks ties.
+    pub const NAMES: [&str; 5] = ["user", "tool", "crawler", "attacker", "admin"];
+
+    /// The owner with the highest score (the first of [`Self::NAMES`] on a tie).
+    pub fn likeliest(&self) -> &'static str {
+        let scores = [
+            self.user,
+            self.tool,
+            self.crawler,
+            self.attacker,
+            self.admin,
+        ];
+        let mut best = 0;
+        for (index, score) in scores.iter().enumerate() {
+            if *score > scores[best] {
+                best = index;
+            }
+        }
+        Self::NAMES[best]
+    }
+}
+
 fn is_zero(score: &f64) -> bool {
     *score == 0.0
 }
@@ -307,5 +330,22 @@ mod tests {
             owners(&session, None),
             json!({"tool": 0.85, "attacker": 1.0})
         );
+    }
+
+    #[test]
+    fn the_likeliest_owner_has_the_highest_score_and_the_first_name_on_a_tie() {
+        let owners = |user, tool, crawler, attacker, admin| PossibleOwners {
+            user,
+            tool,
+            crawler,
+            attacker,
+            admin,
+        };
+        assert_eq!(owners(1.0, 0.0, 0.0, 0.0, 0.0).likeliest(), "user");
+        assert_eq!(owners(0.15, 0.85, 0.0, 0.0, 0.0).likeliest(), "tool");
+        assert_eq!(owners(0.0, 0.85, 0.0, 1.0, 0.0).likeliest(), "attacker");
+        assert_eq!(owners(0.25, 0.0, 0.75, 0.0, 0.0).likeliest(), "crawler");
+        assert_eq!(owners(0.0, 0.0, 0.0, 1.0, 1.0).likeliest(), "attacker");
+        assert_eq!(owners(0.0, 0.0, 0.0, 0.0, 1.0).likeliest(), "admin");
     }
 }

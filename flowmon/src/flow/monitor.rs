@@ -267,7 +267,6 @@ impl FlowMonitor {
     /// evicted count follows from the other three.
     fn account(&mut self, live: usize) -> Result<()> {
         let counters = self.datapath.counters()?;
-        self.sinks.observe_store();
         let metrics = &self.metrics.flows;
         metrics.observe_kernel(&counters);
         metrics.flows_live.set(live as i64);

@@ -10,7 +10,6 @@ use anyhow::Result;
 use crate::{
     flow::{peers::PeerFlows, record::FlowRecord},
     metrics::{Metrics, SinkLabel},
-    store::StoreStats,
 };
 
 /// Every sink of flow records.
@@ -20,8 +19,6 @@ pub struct FlowSinks {
     /// This host's index of each peer's flows, for the session analyzer.
     pub peers: Option<Arc<PeerFlows>>,
     pub metrics: Arc<Metrics>,
-    /// The store's counters when last carried into the metrics.
-    last_store: StoreStats,
 }
 
 impl FlowSinks {
@@ -36,7 +33,6 @@ impl FlowSinks {
             redis,
             peers,
             metrics,
-            last_store: StoreStats::default(),
         }
     }
 
@@ -48,37 +44,23 @@ impl FlowSinks {
         }
         if let Some(redis) = &self.redis {
             redis.write_all(records);
+            self.written("redis", records.len());
         }
         if let Some(peers) = &self.peers {
             peers.record(records);
         }
         if let Some(log) = &mut self.log {
             log.write_all(records)?;
-            self.metrics
-                .flows
-                .records_written
-                .get_or_create(&SinkLabel { sink: "flow_log" })
-                .inc_by(records.len() as u64);
+            self.written("flow_log", records.len());
         }
-        self.observe_store();
         Ok(())
     }
 
-    /// Carries the Redis store's counters into the metrics.
-    pub fn observe_store(&mut self) {
-        let Some(redis) = &self.redis else { return };
-        let stats = redis.stats();
-        let flows = &self.metrics.flows;
-        flows
+    fn written(&self, sink: &'static str, records: usize) {
+        self.metrics
+            .flows
             .records_written
-            .get_or_create(&SinkLabel { sink: "redis" })
-            .inc_by(stats.written.saturating_sub(self.last_store.written));
-        flows.redis_errors.inc_by(
-            stats
-                .redis_errors
-                .saturating_sub(self.last_store.redis_errors),
-        );
-        flows.spool_backlog.set(stats.spool_items as i64);
-        self.last_store = stats;
+            .get_or_create(&SinkLabel { sink })
+            .inc_by(records as u64);
     }
 }

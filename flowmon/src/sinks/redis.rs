@@ -41,11 +41,6 @@ impl RedisFlowSink {
         })
     }
 
-    /// The store's counters, for the metrics.
-    pub fn stats(&self) -> crate::store::StoreStats {
-        self.store.stats()
-    }
-
     /// Submits `records`; never blocks.
     pub fn write_all<'a>(&self, records: impl IntoIterator<Item = &'a FlowRecord>) {
         for record in records {

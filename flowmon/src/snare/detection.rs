@@ -47,6 +47,30 @@ pub enum AttackType {
 }
 
 impl AttackType {
+    pub const ALL: [AttackType; 13] = [
+        AttackType::Unknown,
+        AttackType::Index,
+        AttackType::WpContent,
+        AttackType::Sqli,
+        AttackType::Rfi,
+        AttackType::Lfi,
+        AttackType::Crlf,
+        AttackType::Xss,
+        AttackType::PhpCodeInjection,
+        AttackType::PhpObjectInjection,
+        AttackType::CmdExec,
+        AttackType::XxeInjection,
+        AttackType::TemplateInjection,
+    ];
+
+    /// The name SNARE and Tanner's readers know (its serialised form).
+    pub fn name(self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(name)) => name,
+            _ => unreachable!("an attack type serialises to its name"),
+        }
+    }
+
     /// Tanner's order: a higher order wins over a lower one.
     pub const fn order(self) -> u8 {
         use AttackType::*;

@@ -1,14 +1,13 @@
 //! What happens to each event, whether it came over HTTP or from a replayed log: detection, the
 //! session table, the event log, and the hand-off of ended sessions.
 
-use std::sync::{
-    Mutex, MutexGuard, PoisonError,
-    atomic::{AtomicU64, Ordering::Relaxed},
-};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use anyhow::Result;
 use serde::Serialize;
 use tokio::sync::mpsc;
+
+use crate::metrics::SnareMetrics;
 
 use super::{
     SnareConfig,
@@ -34,41 +33,21 @@ pub struct Stats {
     pub shut_down: u64,
 }
 
-#[derive(Default)]
-struct Counters {
-    events: AtomicU64,
-    rejected: AtomicU64,
-    expired: AtomicU64,
-    evicted: AtomicU64,
-    full: AtomicU64,
-    shut_down: AtomicU64,
-}
-
-impl Counters {
-    fn ended(&self, reason: EndReason) -> &AtomicU64 {
-        match reason {
-            EndReason::Expired => &self.expired,
-            EndReason::Evicted => &self.evicted,
-            EndReason::Full => &self.full,
-            EndReason::Shutdown => &self.shut_down,
-        }
-    }
-}
-
 pub struct Pipeline {
     detector: Detector,
     sessions: Mutex<SessionTable>,
     event_log: Option<EventLog>,
     ended: mpsc::Sender<Session>,
-    counters: Counters,
+    metrics: SnareMetrics,
 }
 
 impl Pipeline {
-    /// A pipeline handing ended sessions to `ended`, with the writer of its event log if it
-    /// has one.
+    /// A pipeline handing ended sessions to `ended` and counting into `metrics`, with the
+    /// writer of its event log if it has one.
     pub fn open(
         config: &SnareConfig,
         ended: mpsc::Sender<Session>,
+        metrics: SnareMetrics,
     ) -> Result<(Pipeline, Option<EventLogWriter>)> {
         let (event_log, writer) = match &config.event_log {
             Some(path) => {
@@ -82,7 +61,7 @@ impl Pipeline {
             sessions: Mutex::new(SessionTable::new(config.limits)),
             event_log,
             ended,
-            counters: Counters::default(),
+            metrics,
         };
         Ok((pipeline, writer))
     }
@@ -90,12 +69,17 @@ impl Pipeline {
     /// Detects, files and logs one event; `now` is flowmon's clock (epoch seconds).
     pub async fn handle(&self, event: Event, now: f64) -> Answer {
         let attack = self.detector.detect(&event);
-        let recorded = self.table().record(&event, attack, now);
+        let recorded = {
+            let mut table = self.table();
+            let recorded = table.record(&event, attack, now);
+            self.metrics.live_sessions(table.len());
+            recorded
+        };
         let answer = Answer {
             attack,
             sess_uuid: recorded.sess_uuid,
         };
-        self.counters.events.fetch_add(1, Relaxed);
+        self.metrics.event(attack);
         if let Some(log) = &self.event_log {
             let time = event.time(now);
             log.write(event, answer, time).await;
@@ -106,12 +90,17 @@ impl Pipeline {
 
     /// Counts a body that was no event.
     pub fn reject(&self) {
-        self.counters.rejected.fetch_add(1, Relaxed);
+        self.metrics.rejected();
     }
 
     /// Ends the sessions idle too long at `now`.
     pub async fn sweep(&self, now: f64) {
-        let expired = self.table().sweep(now);
+        let expired = {
+            let mut table = self.table();
+            let expired = table.sweep(now);
+            self.metrics.live_sessions(table.len());
+            expired
+        };
         self.hand_on(expired.into_iter().map(|s| (s, EndReason::Expired)))
             .await;
     }
@@ -119,21 +108,21 @@ impl Pipeline {
     /// Ends every live session.
     pub async fn end_all(&self) {
         let sessions = self.table().end_all();
+        self.metrics.live_sessions(0);
         self.hand_on(sessions.into_iter().map(|s| (s, EndReason::Shutdown)))
             .await;
     }
 
     pub fn stats(&self) -> Stats {
-        let count = |counter: &AtomicU64| counter.load(Relaxed);
-        let c = &self.counters;
+        let ended = |reason| self.metrics.ended_count(reason);
         Stats {
-            events: count(&c.events),
-            rejected: count(&c.rejected),
+            events: self.metrics.events_count(),
+            rejected: self.metrics.rejected_count(),
             live_sessions: self.table().len() as u64,
-            expired: count(&c.expired),
-            evicted: count(&c.evicted),
-            full: count(&c.full),
-            shut_down: count(&c.shut_down),
+            expired: ended(EndReason::Expired),
+            evicted: ended(EndReason::Evicted),
+            full: ended(EndReason::Full),
+            shut_down: ended(EndReason::Shutdown),
         }
     }
 
@@ -145,7 +134,7 @@ impl Pipeline {
 
     async fn hand_on(&self, ended: impl IntoIterator<Item = (Session, EndReason)>) {
         for (session, reason) in ended {
-            self.counters.ended(reason).fetch_add(1, Relaxed);
+            self.metrics.ended(reason);
             if self.ended.send(session).await.is_err() {
                 tracing::debug!("no one takes ended sessions any more");
             }

@@ -16,7 +16,7 @@ use tokio::{
 };
 
 use super::{HANDOFF_CAPACITY, SnareConfig, event::Event, pipeline::Pipeline, session::Session};
-use crate::config::Settings;
+use crate::{config::Settings, metrics::SnareMetrics};
 
 /// What a replay did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,7 +68,8 @@ pub async fn replay(
     config: &SnareConfig,
     ended: mpsc::Sender<Session>,
 ) -> Result<ReplayReport> {
-    let (pipeline, event_log) = Pipeline::open(config, ended)?;
+    // A replay serves no metrics: its report says what it did.
+    let (pipeline, event_log) = Pipeline::open(config, ended, SnareMetrics::default())?;
     let mut report = ReplayReport::default();
     let mut line = Vec::new();
     while let Some(whole) = read_line(&mut input, config.max_event_bytes, &mut line).await? {

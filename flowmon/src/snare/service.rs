@@ -34,7 +34,7 @@ use super::{
     session::Session,
     wire,
 };
-use crate::config::Settings;
+use crate::{config::Settings, metrics::SnareMetrics};
 
 /// How often expired sessions are looked for (Tanner: every 300 s).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -52,13 +52,22 @@ pub struct Service {
 }
 
 impl Service {
-    /// Serves on `--snare-listen`; ended sessions go to `ended`.
-    pub async fn start(settings: &Settings, ended: mpsc::Sender<Session>) -> Result<Self> {
+    /// Serves on `--snare-listen`; ended sessions go to `ended`, counts to `metrics`.
+    pub async fn start(
+        settings: &Settings,
+        ended: mpsc::Sender<Session>,
+        metrics: SnareMetrics,
+    ) -> Result<Self> {
         let addr = settings.snare_listen()?;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for SNARE sensors on {addr}"))?;
-        Self::serve(listener, &SnareConfig::from_settings(settings)?, ended)
+        Self::serve(
+            listener,
+            &SnareConfig::from_settings(settings)?,
+            ended,
+            metrics,
+        )
     }
 
     /// Serves on a listener already bound.
@@ -66,9 +75,10 @@ impl Service {
         listener: TcpListener,
         config: &SnareConfig,
         ended: mpsc::Sender<Session>,
+        metrics: SnareMetrics,
     ) -> Result<Self> {
         let local_addr = listener.local_addr()?;
-        let (pipeline, event_log) = Pipeline::open(config, ended)?;
+        let (pipeline, event_log) = Pipeline::open(config, ended, metrics)?;
         let pipeline = Arc::new(pipeline);
         let (stop, stopped) = watch::channel(());
         let app = router(pipeline.clone(), config.max_event_bytes);

@@ -69,6 +69,24 @@ pub enum EndReason {
     Shutdown,
 }
 
+impl EndReason {
+    pub const ALL: [EndReason; 4] = [
+        EndReason::Expired,
+        EndReason::Evicted,
+        EndReason::Full,
+        EndReason::Shutdown,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Expired => "expired",
+            EndReason::Evicted => "evicted",
+            EndReason::Full => "full",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SessionLimits {
     /// Seconds after its latest request that a session ends.

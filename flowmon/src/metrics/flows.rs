@@ -1,11 +1,6 @@
-//! The Prometheus endpoint (`--metrics-listen`, text format at `/metrics`) and the flow
-//! monitor's metrics. Counters that the kernel keeps are carried over by their increase since
-//! the previous poll, so they stay monotonic here even when the agent restarts.
+//! What the flow monitor reports. Counters that the kernel keeps are carried over by their
+//! increase since the previous poll, so they stay monotonic here even when the agent restarts.
 
-use std::{net::SocketAddr, sync::Arc};
-
-use anyhow::{Context as _, Result};
-use axum::{Router, http::header, response::IntoResponse, routing::get};
 use flowmon_common::DatapathCounters;
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -46,15 +41,12 @@ pub struct FlowMetrics {
     pub map_utilisation: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub poll_duration_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub records_written: Family<SinkLabel, Counter>,
-    pub spool_backlog: Gauge,
-    pub redis_errors: Counter,
     /// The kernel counters at the previous poll.
     last_kernel: std::sync::Mutex<DatapathCounters>,
 }
 
 impl FlowMetrics {
-    fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("flowmon");
+    pub(super) fn register(&self, r: &mut Registry) {
         r.register("packets", "Frames the datapath saw", self.packets.clone());
         r.register(
             "bytes",
@@ -113,19 +105,15 @@ impl FlowMetrics {
         );
         r.register(
             "records_written",
-            "Flow records written, by sink",
+            "Flow records written to the log or handed to the Redis store, by sink",
             self.records_written.clone(),
         );
-        r.register(
-            "spool_backlog",
-            "Redis writes waiting in the on-disk spool",
-            self.spool_backlog.clone(),
-        );
-        r.register(
-            "redis_errors",
-            "Failed Redis writes",
-            self.redis_errors.clone(),
-        );
+        // Every end reason shows from the start, at zero.
+        for reason in EndReason::ALL {
+            let _ = self.flows_finalised.get_or_create(&EndReasonLabel {
+                end_reason: reason.as_str(),
+            });
+        }
     }
 
     /// Carries the kernel's counters over by their increase since the last call.
@@ -169,61 +157,4 @@ impl FlowMetrics {
             })
             .inc();
     }
-}
-
-/// Every metric flowmon exposes.
-pub struct Metrics {
-    pub flows: FlowMetrics,
-    registry: Registry,
-}
-
-impl Metrics {
-    pub fn new() -> Arc<Self> {
-        let flows = FlowMetrics::default();
-        let mut registry = Registry::default();
-        flows.register(&mut registry);
-        // Every end reason shows from the start, at zero.
-        for reason in EndReason::ALL {
-            let _ = flows.flows_finalised.get_or_create(&EndReasonLabel {
-                end_reason: reason.as_str(),
-            });
-        }
-        Arc::new(Self { flows, registry })
-    }
-
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
-        out
-    }
-}
-
-/// Serves `/metrics` on `addr` until the task is dropped.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    metrics.render(),
-                )
-                    .into_response()
-            }
-        }),
-    );
-    Ok(tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app).await {
-            tracing::error!("metrics endpoint failed: {err}");
-        }
-    }))
 }

@@ -1,0 +1,94 @@
+//! The Prometheus endpoint (`--metrics-listen`, text format at `/metrics`) and what each part
+//! of flowmon reports there: the flow monitor, the SNARE service and the session analyzer, the
+//! Redis store.
+
+mod flows;
+mod sessions;
+mod store;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::{Context as _, Result};
+use axum::{Router, http::header, response::IntoResponse, routing::get};
+use prometheus_client::registry::Registry;
+
+pub use flows::{EndReasonLabel, FlowMetrics, ReasonLabel, SinkLabel};
+pub use sessions::{AnalyzerMetrics, SnareMetrics};
+
+use crate::store::Store;
+use store::StoreMetrics;
+
+/// Every metric flowmon exposes.
+pub struct Metrics {
+    pub flows: FlowMetrics,
+    pub snare: SnareMetrics,
+    pub analyzer: AnalyzerMetrics,
+    store: StoreMetrics,
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let (flows, snare, analyzer, store) = (
+            FlowMetrics::default(),
+            SnareMetrics::default(),
+            AnalyzerMetrics::default(),
+            StoreMetrics::default(),
+        );
+        let mut registry = Registry::default();
+        let r = registry.sub_registry_with_prefix("flowmon");
+        flows.register(r);
+        snare.register(r);
+        analyzer.register(r);
+        store.register(r);
+        Arc::new(Self {
+            flows,
+            snare,
+            analyzer,
+            store,
+            registry,
+        })
+    }
+
+    /// Reports `store`'s writes, errors and spool from now on.
+    pub fn watch_store(&self, store: Store) {
+        self.store.watch(store);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.store.refresh();
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Serves `/metrics` on `addr` until the task is dropped.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
+                    .into_response()
+            }
+        }),
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::error!("metrics endpoint failed: {err}");
+        }
+    }))
+}

@@ -1,0 +1,200 @@
+//! What the SNARE service and the session analyzer report. The counters are shared handles:
+//! the service and the analyzer count into them, the registry reads them at each scrape.
+
+use std::hash::Hash;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::{
+    analyzer::owners::PossibleOwners,
+    snare::{AttackType, session::EndReason as SessionEndReason},
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttackTypeLabel {
+    attack_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SessionEndLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OwnerLabel {
+    owner: &'static str,
+}
+
+/// The SNARE service's counts. Clones count into the same metrics.
+#[derive(Clone)]
+pub struct SnareMetrics {
+    events: Counter,
+    detections: Family<AttackTypeLabel, Counter>,
+    /// `detections`' counters by attack type, in [`AttackType::ALL`]'s order (the declaration
+    /// order): no label hashing per event.
+    by_attack_type: Vec<Counter>,
+    rejected: Counter,
+    live_sessions: Gauge,
+    sessions_ended: Family<SessionEndLabel, Counter>,
+    by_end_reason: Vec<Counter>,
+}
+
+impl Default for SnareMetrics {
+    fn default() -> Self {
+        let detections = Family::default();
+        let by_attack_type = counters_of(
+            &detections,
+            AttackType::ALL.map(|attack| AttackTypeLabel {
+                attack_type: attack.name(),
+            }),
+        );
+        let sessions_ended = Family::default();
+        let by_end_reason = counters_of(
+            &sessions_ended,
+            SessionEndReason::ALL.map(|reason| SessionEndLabel {
+                reason: reason.as_str(),
+            }),
+        );
+        Self {
+            events: Counter::default(),
+            detections,
+            by_attack_type,
+            rejected: Counter::default(),
+            live_sessions: Gauge::default(),
+            sessions_ended,
+            by_end_reason,
+        }
+    }
+}
+
+/// The counters of `labels` in `family`, in order: they show from the start, at zero.
+fn counters_of<L: Clone + Hash + Eq>(
+    family: &Family<L, Counter>,
+    labels: impl IntoIterator<Item = L>,
+) -> Vec<Counter> {
+    labels
+        .into_iter()
+        .map(|label| family.get_or_create(&label).clone())
+        .collect()
+}
+
+impl SnareMetrics {
+    pub(super) fn register(&self, r: &mut Registry) {
+        r.register("snare_events", "SNARE events answered", self.events.clone());
+        r.register(
+            "snare_detections",
+            "SNARE events by the attack type detected",
+            self.detections.clone(),
+        );
+        r.register(
+            "snare_rejected",
+            "SNARE bodies that were no event (not JSON, not UTF-8)",
+            self.rejected.clone(),
+        );
+        r.register(
+            "snare_live_sessions",
+            "SNARE sessions open",
+            self.live_sessions.clone(),
+        );
+        r.register(
+            "snare_sessions_ended",
+            "SNARE sessions ended, by reason",
+            self.sessions_ended.clone(),
+        );
+    }
+
+    pub fn event(&self, attack: AttackType) {
+        self.events.inc();
+        self.by_attack_type[attack as usize].inc();
+    }
+
+    pub fn rejected(&self) {
+        self.rejected.inc();
+    }
+
+    pub fn live_sessions(&self, live: usize) {
+        self.live_sessions.set(live as i64);
+    }
+
+    pub fn ended(&self, reason: SessionEndReason) {
+        self.by_end_reason[reason as usize].inc();
+    }
+
+    pub fn events_count(&self) -> u64 {
+        self.events.get()
+    }
+
+    pub fn rejected_count(&self) -> u64 {
+        self.rejected.get()
+    }
+
+    pub fn ended_count(&self, reason: SessionEndReason) -> u64 {
+        self.by_end_reason[reason as usize].get()
+    }
+}
+
+/// The session analyzer's counts. Clones count into the same metrics.
+#[derive(Clone, Default)]
+pub struct AnalyzerMetrics {
+    analysed: Family<OwnerLabel, Counter>,
+    failures: Counter,
+    unstored: Counter,
+}
+
+impl AnalyzerMetrics {
+    pub(super) fn register(&self, r: &mut Registry) {
+        for owner in PossibleOwners::NAMES {
+            let _ = self.analysed.get_or_create(&OwnerLabel { owner });
+        }
+        r.register(
+            "sessions_analysed",
+            "Sessions analysed, by their likeliest owner",
+            self.analysed.clone(),
+        );
+        r.register(
+            "session_analysis_failures",
+            "Session analyses that failed",
+            self.failures.clone(),
+        );
+        r.register(
+            "sessions_unstored",
+            "Sessions analysed but not stored (their sensor id is no uuid)",
+            self.unstored.clone(),
+        );
+    }
+
+    pub fn analysed(&self, owners: &PossibleOwners) {
+        self.analysed
+            .get_or_create(&OwnerLabel {
+                owner: owners.likeliest(),
+            })
+            .inc();
+    }
+
+    pub fn failed(&self) {
+        self.failures.inc();
+    }
+
+    pub fn unstored(&self) {
+        self.unstored.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lists_follow_the_declaration_order() {
+        for (index, attack) in AttackType::ALL.into_iter().enumerate() {
+            assert_eq!(attack as usize, index);
+        }
+        for (index, reason) in SessionEndReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, index);
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The agent's Prometheus endpoint, scraped over HTTP while SNARE events arrive over HTTP and
+//! the session analyzer stores into a real redis-server: every SNARE, analyzer and store
+//! figure is checked exactly.
+
+use std::{
+    net::SocketAddr,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use flowmon_tests::{
+    agent::metric,
+    process::{ChildGuard, TempDir, flowmon_binary, free_port, wait_for_port},
+    redis_server::RedisServer,
+};
+use serde_json::json;
+
+const SENSOR: &str = "9c10172f-7ce2-4fb4-b1c6-abc70141db56";
+
+fn scrape(client: &reqwest::blocking::Client, addr: SocketAddr) -> String {
+    client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .and_then(|response| response.text())
+        .expect("scrape /metrics")
+}
+
+#[test]
+fn snare_analyzer_and_store_figures_are_exact() {
+    let redis = RedisServer::start();
+    let dir = TempDir::new("agent-metrics");
+    let snare: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut flowmon = ChildGuard::spawn(
+        "flowmon",
+        Command::new(flowmon_binary())
+            .args(["--redis-url", &redis.url()])
+            .args(["--snare-listen", &snare.to_string()])
+            .args(["--metrics-listen", &metrics.to_string()])
+            .args(["--api-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--session-timeout", "1"])
+            .arg("--state-dir")
+            .arg(dir.path())
+            .stdout(Stdio::null()),
+    );
+    wait_for_port(metrics, Duration::from_secs(20));
+    let client = reqwest::blocking::Client::new();
+
+    // Nothing yet: every series is there, at zero.
+    let body = scrape(&client, metrics);
+    assert_eq!(metric(&body, "flowmon_snare_events_total"), 0.0);
+    assert_eq!(
+        metric(
+            &body,
+            "flowmon_snare_detections_total{attack_type=\"sqli\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        metric(&body, "flowmon_sessions_analysed_total{owner=\"attacker\"}"),
+        0.0
+    );
+
+    // One visitor: a page, an SQL injection, a cross-site script; and a body that is no event.
+    for path in [
+        "/index.html",
+        "/item?id=1%20UNION%20SELECT%201,2,3,4",
+        "/?q=%3Cscript%3Ealert(1)%3C/script%3E",
+    ] {
+        let event = json!({
+            "method": "GET",
+            "path": path,
+            "headers": {"Host": "honeypot", "User-Agent": "Mozilla/5.0"},
+            "uuid": SENSOR,
+            "peer": {"ip": "198.51.100.7", "port": 40404},
+            "status": 200,
+        });
+        let answer = client
+            .post(format!("http://{snare}/event"))
+            .body(event.to_string())
+            .send()
+            .unwrap();
+        assert!(answer.status().is_success());
+    }
+    let answer = client
+        .post(format!("http://{snare}/event"))
+        .body("{not json")
+        .send()
+        .unwrap();
+    // Tanner answers a bad body with an error message, not an HTTP error.
+    let answer: serde_json::Value = answer.json().unwrap();
+    assert!(
+        answer["response"]["message"]["detection"].is_null(),
+        "{answer}"
+    );
+    let body = scrape(&client, metrics);
+    assert_eq!(metric(&body, "flowmon_snare_events_total"), 3.0);
+    assert_eq!(metric(&body, "flowmon_snare_rejected_total"), 1.0);
+    assert_eq!(metric(&body, "flowmon_snare_live_sessions"), 1.0);
+    for (attack_type, events) in [("index", 1.0), ("sqli", 1.0), ("xss", 1.0), ("lfi", 0.0)] {
+        let name = format!("flowmon_snare_detections_total{{attack_type=\"{attack_type}\"}}");
+        assert_eq!(metric(&body, &name), events, "{name}");
+    }
+
+    // The session expires a second after its last request, is analysed and stored.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let body = scrape(&client, metrics);
+        if metric(&body, "flowmon_redis_writes_total") >= 1.0 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no session stored:\n{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(metric(&body, "flowmon_snare_live_sessions"), 0.0);
+    assert_eq!(
+        metric(
+            &body,
+            "flowmon_snare_sessions_ended_total{reason=\"expired\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&body, "flowmon_sessions_analysed_total{owner=\"attacker\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&body, "flowmon_sessions_analysed_total{owner=\"user\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(&body, "flowmon_session_analysis_failures_total"),
+        0.0
+    );
+    assert_eq!(metric(&body, "flowmon_redis_writes_total"), 1.0);
+    assert_eq!(metric(&body, "flowmon_redis_errors_total"), 0.0);
+    assert_eq!(metric(&body, "flowmon_spool_backlog"), 0.0);
+    assert_eq!(
+        redis.cli(&["ZCARD", SENSOR]).trim(),
+        "1",
+        "the session is in Redis"
+    );
+
+    let status = flowmon.signal_and_wait(libc::SIGTERM, Duration::from_secs(10));
+    assert!(status.success(), "flowmon exited with {status}");
+}
