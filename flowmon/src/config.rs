@@ -132,6 +132,11 @@ pub struct Settings {
     #[arg(long, value_name = "ADDR:PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snare_listen: Option<String>,
+    /// Most SNARE connections served at once; more wait in the listen backlog until one
+    /// closes. [default: 1024]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snare_max_connections: Option<usize>,
     /// Largest accepted event body, bytes; larger ones get 413. [default: 1048576]
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -223,6 +228,13 @@ impl Settings {
             "snare-listen",
             self.snare_listen.as_deref().unwrap_or("0.0.0.0:8090"),
         )
+    }
+
+    pub fn snare_max_connections(&self) -> Result<usize> {
+        match self.snare_max_connections.unwrap_or(1024) {
+            0 => bail!("--snare-max-connections must be at least 1"),
+            connections => Ok(connections),
+        }
     }
 
     pub fn max_event_bytes(&self) -> Result<usize> {

@@ -23,6 +23,7 @@ use flowmon_tests::{
     analyzer_support::{analyse_into, store},
     process::TempDir,
     redis_server::RedisServer,
+    snare_service,
 };
 use redis::Commands as _;
 use serde_json::{Value, json};
@@ -172,9 +173,8 @@ fn latencies(runtime: &tokio::runtime::Runtime) -> Vec<f64> {
     let state = TempDir::new("bench-analyzer-latency");
     let store = store(&redis.url(), state.path());
     let config = SnareConfig {
-        max_event_bytes: 1 << 20,
         limits: SessionLimits::new(LATENCY_TIMEOUT, 100_000),
-        event_log: None,
+        ..snare_service::config()
     };
     let (service, consumer) = runtime.block_on(async {
         let (ended, ended_rx) = tokio::sync::mpsc::channel(HANDOFF_CAPACITY);

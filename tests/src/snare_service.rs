@@ -16,6 +16,7 @@ use serde_json::Value;
 /// The defaults of the flags, without an event log.
 pub fn config() -> SnareConfig {
     SnareConfig {
+        max_connections: 1024,
         max_event_bytes: 1 << 20,
         limits: SessionLimits::new(75.0, 100_000),
         event_log: None,

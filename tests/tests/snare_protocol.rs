@@ -268,6 +268,42 @@ fn bodies_that_are_not_json_get_tanners_error_envelope() {
     );
 }
 
+/// `GET /version` over a new connection, as raw HTTP/1.1: the body of the answer.
+fn version_over_a_new_connection(addr: SocketAddr) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /version HTTP/1.1\r\nHost: tanner\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+#[test]
+fn connections_beyond_the_cap_wait_until_one_closes() {
+    let service = TestService::start(flowmon::snare::SnareConfig {
+        max_connections: 1,
+        ..config()
+    });
+    let addr = service.addr();
+    // One idle connection takes the only place.
+    let idle = TcpStream::connect(addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (answered, answer) = std::sync::mpsc::channel();
+    let waiting = std::thread::spawn(move || answered.send(version_over_a_new_connection(addr)));
+    assert!(
+        answer.recv_timeout(Duration::from_millis(700)).is_err(),
+        "a second connection was served beyond the cap of one"
+    );
+    // Once it closes, the waiting connection is served.
+    drop(idle);
+    let body = answer
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the waiting connection served once the first closed");
+    assert_eq!(body, r#"{"version": "0.6.0"}"#);
+    waiting.join().unwrap().unwrap();
+}
+
 #[test]
 fn bodies_over_the_limit_get_413_and_the_limit_itself_is_accepted() {
     let service = TestService::start(flowmon::snare::SnareConfig {

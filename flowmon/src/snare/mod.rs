@@ -37,6 +37,8 @@ pub const HANDOFF_CAPACITY: usize = 1024;
 /// The settings of the SNARE service and of replay.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SnareConfig {
+    /// Connections served at once (the service only); more wait in the listen backlog.
+    pub max_connections: usize,
     /// Larger event bodies get 413; longer replayed lines are skipped.
     pub max_event_bytes: usize,
     pub limits: SessionLimits,
@@ -47,6 +49,7 @@ pub struct SnareConfig {
 impl SnareConfig {
     pub fn from_settings(settings: &Settings) -> Result<Self> {
         Ok(Self {
+            max_connections: settings.snare_max_connections()?,
             max_event_bytes: settings.max_event_bytes()?,
             limits: SessionLimits::new(
                 settings.session_timeout()?.as_secs_f64(),

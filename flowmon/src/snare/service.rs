@@ -82,7 +82,12 @@ impl Service {
         let pipeline = Arc::new(pipeline);
         let (stop, stopped) = watch::channel(());
         let app = router(pipeline.clone(), config.max_event_bytes);
-        let server = tokio::spawn(accept(listener, app, stopped.clone()));
+        let server = tokio::spawn(accept(
+            listener,
+            app,
+            config.max_connections,
+            stopped.clone(),
+        ));
         let sweeper = tokio::spawn(sweep_periodically(pipeline.clone(), stopped));
         tracing::info!(%local_addr, "serving SNARE sensors");
         Ok(Self {
@@ -121,17 +126,26 @@ impl Service {
     }
 }
 
-/// Serves connections until stopped; then lets the requests in flight finish for
-/// [`SHUTDOWN_GRACE`] and cuts off what remains, so that nothing of the service outlives it.
-async fn accept(listener: TcpListener, app: Router, mut stopped: watch::Receiver<()>) {
+/// Serves connections, at most `max_connections` at once, until stopped; then lets the requests
+/// in flight finish for [`SHUTDOWN_GRACE`] and cuts off what remains, so that nothing of the
+/// service outlives it.
+async fn accept(
+    listener: TcpListener,
+    app: Router,
+    max_connections: usize,
+    mut stopped: watch::Receiver<()>,
+) {
     let mut http = http1::Builder::new();
     // With a timer hyper cuts off a client that takes more than 30 s to send a request head.
     http.timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     loop {
+        // At the cap, new connections wait in the kernel's backlog: a flood of them cannot take
+        // the descriptors and memory that the sensors' connections need.
+        let room = connections.len() < max_connections;
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.accept(), if room => match accepted {
                 Ok((tcp, _)) => {
                     // Answers are one small write each: never hold them back.
                     let _ = tcp.set_nodelay(true);
