@@ -24,6 +24,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     // First of all, so that a signal during start-up is not fatal but a clean shutdown.
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
+    raise_open_file_limit();
     let metrics = Metrics::new();
     let store = if settings.no_redis {
         None
@@ -101,6 +102,28 @@ pub async fn run(settings: Settings) -> Result<()> {
     }
     metrics_server.abort();
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one (systemd's default soft limit is 1024,
+/// as many as `--snare-max-connections` allows by default, before Redis and the maps).
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the rlimit we own.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if !raised {
+        tracing::warn!(
+            "cannot raise the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 type MonitorHandle = (
