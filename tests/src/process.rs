@@ -147,7 +147,13 @@ impl Drop for PinDir {
 /// Runs `flowmon <args> replay <input>` to the end and returns what it printed (one session a
 /// line); panics with its standard error when it fails.
 pub fn flowmon_replay(args: &[&str], input: &Path) -> String {
+    flowmon_replay_with_env(&[], args, input)
+}
+
+/// [`flowmon_replay`] with `env` added to flowmon's environment.
+pub fn flowmon_replay_with_env(env: &[(&str, &Path)], args: &[&str], input: &Path) -> String {
     let output = Command::new(flowmon_binary())
+        .envs(env.iter().copied())
         .args(args)
         .arg("replay")
         .arg(input)

@@ -3,6 +3,7 @@
 
 use std::{
     net::SocketAddr,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -18,6 +19,8 @@ pub struct RedisServer {
     netns: Option<String>,
     /// Keeps its data across `stop` and `restart` (append-only file, fsync on every write).
     persistent: bool,
+    /// Serves TLS only, with a certificate of a CA of its own, and wants this password.
+    tls_password: Option<&'static str>,
     process: Option<ChildGuard>,
     dir: TempDir,
 }
@@ -39,11 +42,29 @@ impl RedisServer {
         Self::start_with(Some(netns.name.clone()), true)
     }
 
+    /// Serving TLS only (a certificate for 127.0.0.1 from a CA made for it, see
+    /// [`RedisServer::ca_file`]) and asking for a password, which [`RedisServer::url`] holds.
+    pub fn start_tls() -> Self {
+        let dir = TempDir::new("redis");
+        make_certificates(dir.path());
+        let mut server = Self {
+            port: free_port(),
+            netns: None,
+            persistent: false,
+            tls_password: Some("flowmon-test-secret"),
+            process: None,
+            dir,
+        };
+        server.restart();
+        server
+    }
+
     fn start_with(netns: Option<String>, persistent: bool) -> Self {
         let mut server = Self {
             port: free_port(),
             netns,
             persistent,
+            tls_password: None,
             process: None,
             dir: TempDir::new("redis"),
         };
@@ -52,7 +73,15 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.tls_password {
+            Some(password) => format!("rediss://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The certificate of the CA that signed a TLS server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -86,10 +115,33 @@ impl RedisServer {
         } else {
             &["--appendonly", "no"]
         };
+        let port = self.port.to_string();
+        let file = |name: &str| self.dir.path().join(name).display().to_string();
+        let listen: Vec<String> = match self.tls_password {
+            Some(password) => [
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cert-file",
+                &file("server.crt"),
+                "--tls-key-file",
+                &file("server.key"),
+                "--tls-ca-cert-file",
+                &file("ca.crt"),
+                "--tls-auth-clients",
+                "no",
+                "--requirepass",
+                password,
+            ]
+            .map(String::from)
+            .to_vec(),
+            None => vec!["--port".into(), port.clone()],
+        };
         let process = ChildGuard::spawn(
             "redis-server",
             self.command("redis-server")
-                .args(["--port", &self.port.to_string()])
+                .args(&listen)
                 .args(["--bind", "127.0.0.1", "--save", ""])
                 .args(appendonly)
                 .arg("--dir")
@@ -109,12 +161,16 @@ impl RedisServer {
     }
 
     fn try_cli(&self, args: &[&str]) -> Option<String> {
-        let output = self
-            .command("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .ok()?;
+        let mut command = self.command("redis-cli");
+        command.args(["-p", &self.port.to_string()]);
+        if let Some(password) = self.tls_password {
+            command
+                .arg("--tls")
+                .arg("--cacert")
+                .arg(self.ca_file())
+                .args(["-a", password, "--no-auth-warning"]);
+        }
+        let output = command.args(args).output().ok()?;
         output
             .status
             .success()
@@ -126,4 +182,60 @@ impl RedisServer {
         self.try_cli(args)
             .unwrap_or_else(|| panic!("redis-cli {args:?} failed"))
     }
+}
+
+/// A CA, and a certificate for 127.0.0.1 that it signed, in `dir` (`ca.crt`, `server.crt`,
+/// `server.key`), made with openssl.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let key = ["-newkey", "rsa:2048", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509", "-days", "1", "-subj", "/CN=flowmon test CA"][..],
+            &key,
+            &["-keyout", "ca.key", "-out", "ca.crt"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-subj", "/CN=127.0.0.1"][..],
+            &key,
+            &["-keyout", "server.key", "-out", "server.csr"],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        "server.crt",
+        "-extfile",
+        "server.ext",
+    ]);
 }

@@ -16,7 +16,7 @@ use flowmon::{
 };
 use flowmon_tests::analyzer_support::*;
 use flowmon_tests::{
-    process::{TempDir, flowmon_replay},
+    process::{TempDir, flowmon_replay, flowmon_replay_with_env},
     redis_server::RedisServer,
 };
 use redis::Commands as _;
@@ -550,4 +550,40 @@ async fn the_dorks_come_from_tanners_set_in_redis() {
         .map(str::to_owned)
         .collect();
     assert_eq!(dorks, expected);
+}
+
+/// `rediss://` with a password, the way a shared Redis is reached: the server's certificate is
+/// checked against the CA named by `SSL_CERT_FILE` (the system's store otherwise).
+#[test]
+fn flowmon_replay_stores_through_tls_with_a_password() {
+    let redis = RedisServer::start_tls();
+    let dir = TempDir::new("analyzer-replay-tls");
+    let input = dir.path().join("tanner_report.json");
+    let log = [
+        logged(
+            "203.0.113.7",
+            "curl/8.0",
+            "/",
+            "index",
+            "2024-05-01T12:00:00.000000",
+        ),
+        logged(
+            "198.51.100.9",
+            BROWSER,
+            "/",
+            "index",
+            "2024-05-01T12:00:20.000000",
+        ),
+    ];
+    std::fs::write(&input, log.join("\n")).unwrap();
+    let state_dir = dir.path().to_str().unwrap();
+    let ca = redis.ca_file();
+    flowmon_replay_with_env(
+        &[("SSL_CERT_FILE", &ca)],
+        &["--redis-url", &redis.url(), "--state-dir", state_dir],
+        &input,
+    );
+    // Both sessions are in: had the certificate or the password been refused, they would be
+    // waiting in the spool instead.
+    assert_eq!(redis.cli(&["ZCARD", SENSOR]).trim(), "2");
 }

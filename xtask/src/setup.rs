@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// Debian packages: LLVM 22 and the libraries bpf-linker links against, the Redis server and
-/// the tools the system tests drive (ip, ping).
+/// the tools the system tests drive (ip, ping, openssl for a TLS Redis's certificates).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libzstd-dev",
@@ -19,6 +19,7 @@ const PACKAGES: &[&str] = &[
     "redis-tools",
     "iproute2",
     "iputils-ping",
+    "openssl",
 ];
 
 /// What `cargo xtask bench` needs on top: the peer flow exporter the traffic benchmark compares
