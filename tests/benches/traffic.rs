@@ -3,10 +3,10 @@
 //! kept in userspace), the flow exporter Debian ships. For each monitor: the CPU it adds per
 //! packet to what the machine spends without it, and how many of the packets it counted.
 //!
-//! The client end sends 64-byte UDP frames over 1,000 flows as fast as one thread can (a packet
-//! socket that bypasses the qdisc, `sendmmsg` batches) to a server socket that never reads them
-//! (the kernel drops them at its full buffer, whatever watches the link). The monitors watch the
-//! server end. CPU is the whole machine's busy time (`/proc/stat`) from the first frame until
+//! The client end sends 64-byte UDP frames in turn over 1,000 flows, then over 200,000 (as a
+//! scan or a flood makes them), as fast as one thread can (a packet socket that bypasses the
+//! qdisc, `sendmmsg` batches) to a server socket that never reads them (the kernel drops them
+//! at its full buffer, whatever watches the link). The monitors watch the server end. CPU is the whole machine's busy time (`/proc/stat`) from the first frame until
 //! the monitor has counted the last, so the kernel's share (XDP, packet capture) and the
 //! monitor's process are both in. Each monitor is measured in several rounds interleaved with
 //! the others; the table gives each one's median.
@@ -34,7 +34,11 @@ use flowmon_tests::{
 };
 
 const PACKETS: u64 = 2_000_000;
-const FLOWS: u16 = 1_000;
+/// Flows the packets are spread over, in turn: a few long conversations, then many short ones
+/// (as a scan or a flood makes).
+const SCENARIOS: [u32; 2] = [1_000, 200_000];
+/// Client ports per client address; flows beyond take the next address.
+const PORTS_PER_ADDRESS: u32 = 1_000;
 const FIRST_CLIENT_PORT: u16 = 20_000;
 const SERVER_PORT: u16 = 9_000;
 /// UDP payload that makes a 64-byte frame (Ethernet 14, IPv4 20, UDP 8).
@@ -95,20 +99,17 @@ fn machine_busy_seconds() -> f64 {
     busy / ticks_per_second
 }
 
-/// The frames of the measured flows, one per flow: UDP from the client's ports to the server's
-/// socket, 64 bytes, with a valid IPv4 header checksum (the UDP checksum is left out, as IPv4
-/// allows) so that the server's stack takes them.
-fn flow_frames() -> Vec<Vec<u8>> {
-    (0..FLOWS)
+/// The frames of `flows` flows, one per flow: UDP from client ports (of addresses of the
+/// client's subnet) to the server's socket, 64 bytes, with a valid IPv4 header checksum (the
+/// UDP checksum is left out, as IPv4 allows) so that the server's stack takes them.
+fn flow_frames(flows: u32) -> Vec<Vec<u8>> {
+    (0..flows)
         .map(|i| {
-            let mut frame = Frame::udp(
-                VethPair::CLIENT_IP,
-                FIRST_CLIENT_PORT + i,
-                VethPair::SERVER_IP,
-                SERVER_PORT,
-            )
-            .payload(PAYLOAD_BYTES)
-            .build();
+            let client = format!("10.199.0.{}", 2 + i / PORTS_PER_ADDRESS);
+            let port = FIRST_CLIENT_PORT + (i % PORTS_PER_ADDRESS) as u16;
+            let mut frame = Frame::udp(&client, port, VethPair::SERVER_IP, SERVER_PORT)
+                .payload(PAYLOAD_BYTES)
+                .build();
             let header = &frame[14..34];
             let sum = header
                 .chunks(2)
@@ -171,7 +172,7 @@ fn send(pair: &VethPair, frames: &[Vec<u8>]) {
                 .collect();
             let mut sent = 0u64;
             while sent < PACKETS {
-                let at = (sent % u64::from(FLOWS)) as usize;
+                let at = (sent % frames.len() as u64) as usize;
                 let batch = (messages.len() - at).min((PACKETS - sent) as usize);
                 let rc = libc::sendmmsg(fd, messages[at..].as_mut_ptr(), batch as u32, 0);
                 if rc < 0 {
@@ -238,7 +239,8 @@ fn round(monitor: Monitor, frames: &[Vec<u8>]) -> Round {
                 "softflowd",
                 pair.server
                     .command("softflowd")
-                    .args(["-d", "-i", VethPair::SERVER_IF, "-m", "65536"])
+                    // Room for as many flows as flowmon's default map.
+                    .args(["-d", "-i", VethPair::SERVER_IF, "-m", "262144"])
                     // Records go to a port nobody listens on; the flows are read off its
                     // control socket instead.
                     .args(["-n", "127.0.0.1:2055"])
@@ -357,13 +359,19 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let frames = flow_frames();
-    let mut rounds: Vec<(Monitor, Round)> = Vec::new();
-    for _ in 0..ROUNDS {
-        for monitor in Monitor::ALL {
-            rounds.push((monitor, round(monitor, &frames)));
+    for flows in SCENARIOS {
+        let frames = flow_frames(flows);
+        let mut rounds: Vec<(Monitor, Round)> = Vec::new();
+        for _ in 0..ROUNDS {
+            for monitor in Monitor::ALL {
+                rounds.push((monitor, round(monitor, &frames)));
+            }
         }
+        report(flows, &rounds);
     }
+}
+
+fn report(flows: u32, rounds: &[(Monitor, Round)]) {
     let of = |monitor: Monitor| rounds.iter().filter(move |(m, _)| *m == monitor);
     let ns_per_packet = |monitor| {
         median(
@@ -382,7 +390,7 @@ fn main() {
     };
 
     println!(
-        "## traffic ({PACKETS} UDP frames of 64 bytes over {FLOWS} flows on a veth pair, medians of {ROUNDS} rounds)\n"
+        "## traffic ({PACKETS} UDP frames of 64 bytes over {flows} flows on a veth pair, medians of {ROUNDS} rounds)\n"
     );
     println!(
         "| monitor | machine CPU ns/packet | added to nothing | added to an empty XDP program | sender Mpps | packets counted (of {PACKETS}) | libpcap drops |"
@@ -412,7 +420,7 @@ fn main() {
     let softflowd = ns_per_packet(Monitor::Softflowd) - nothing;
     println!(
         "\nsoftflowd's added CPU against flowmon's over the XDP hook: {:.1}x; against flowmon's with \
-         veth's XDP hook included: {:.1}x",
+         veth's XDP hook included: {:.1}x\n",
         softflowd / (ns_per_packet(Monitor::Flowmon) - empty_xdp),
         softflowd / (ns_per_packet(Monitor::Flowmon) - nothing),
     );
