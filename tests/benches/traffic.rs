@@ -6,10 +6,12 @@
 //! The client end sends 64-byte UDP frames in turn over 1,000 flows, then over 200,000 (as a
 //! scan or a flood makes them), as fast as one thread can (a packet socket that bypasses the
 //! qdisc, `sendmmsg` batches) to a server socket that never reads them (the kernel drops them
-//! at its full buffer, whatever watches the link). The monitors watch the server end. CPU is the whole machine's busy time (`/proc/stat`) from the first frame until
-//! the monitor has counted the last, so the kernel's share (XDP, packet capture) and the
-//! monitor's process are both in. Each monitor is measured in several rounds interleaved with
-//! the others; the table gives each one's median.
+//! at its full buffer, whatever watches the link). The monitors watch the server end. CPU is the
+//! whole machine's busy time (`/proc/stat`) over the same window for every monitor: the frames,
+//! a flush of pings, until softflowd has caught up, then 1.5 s in which flowmon's agent polls.
+//! So the kernel's share (XDP, packet capture) and the monitor's process are both in. Each
+//! monitor is measured in several rounds interleaved with the others; the table gives each
+//! one's median.
 //!
 //! An empty XDP program is measured too: on veth, the XDP hook itself is dear (veth copies each
 //! socket-made packet into a page with XDP's headroom), where a NIC driver runs XDP on its own
@@ -44,6 +46,8 @@ const SERVER_PORT: u16 = 9_000;
 /// UDP payload that makes a 64-byte frame (Ethernet 14, IPv4 20, UDP 8).
 const PAYLOAD_BYTES: usize = 22;
 const ROUNDS: usize = 5;
+/// The end of every measurement window: long enough for a poll of flowmon's agent.
+const SETTLE: Duration = Duration::from_millis(1500);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Monitor {
@@ -103,6 +107,11 @@ fn machine_busy_seconds() -> f64 {
 /// client's subnet) to the server's socket, 64 bytes, with a valid IPv4 header checksum (the
 /// UDP checksum is left out, as IPv4 allows) so that the server's stack takes them.
 fn flow_frames(flows: u32) -> Vec<Vec<u8>> {
+    // Client addresses from .2 up, short of the subnet's broadcast address.
+    assert!(
+        flows <= 253 * PORTS_PER_ADDRESS,
+        "{flows} flows need more addresses"
+    );
     (0..flows)
         .map(|i| {
             let client = format!("10.199.0.{}", 2 + i / PORTS_PER_ADDRESS);
@@ -125,7 +134,7 @@ fn flow_frames(flows: u32) -> Vec<Vec<u8>> {
 }
 
 /// Sends `PACKETS` frames round-robin over the flows from the client end, through a packet
-/// socket that bypasses the qudisc, in batches of `sendmmsg`: the cheapest way to put packets
+/// socket that bypasses the qdisc, in batches of `sendmmsg`: the cheapest way to put packets
 /// on the link from userspace, so that what the monitors add stands out.
 fn send(pair: &VethPair, frames: &[Vec<u8>]) {
     pair.client.run(|| {
@@ -147,13 +156,14 @@ fn send(pair: &VethPair, frames: &[Vec<u8>]) {
             );
             assert_eq!(rc, 0, "bind the packet socket");
             let on: libc::c_int = 1;
-            libc::setsockopt(
+            let rc = libc::setsockopt(
                 fd,
                 libc::SOL_PACKET,
                 libc::PACKET_QDISC_BYPASS,
                 (&raw const on).cast(),
                 std::mem::size_of::<libc::c_int>() as u32,
             );
+            assert_eq!(rc, 0, "bypass the qdisc");
             let mut iovecs: Vec<libc::iovec> = frames
                 .iter()
                 .map(|frame| libc::iovec {
@@ -257,24 +267,27 @@ fn round(monitor: Monitor, frames: &[Vec<u8>]) -> Round {
     }
 }
 
-/// Sends and measures. With softflowd (its control socket given), the measurement goes on
-/// until it has counted everything it is going to count.
+/// Sends and measures, over the same window for every monitor: the frames, a flush, then
+/// until softflowd (its control socket given) has caught up, and a pause in which flowmon's
+/// agent polls. What a monitor counted is read after the window.
 fn measure(pair: &VethPair, frames: &[Vec<u8>], softflowd: Option<&Path>) -> Round {
     let (cpu, started) = (machine_busy_seconds(), Instant::now());
     send(pair, frames);
     let send_seconds = started.elapsed().as_secs_f64();
-    let (counted, dropped) = match softflowd {
-        Some(control) => {
-            let counted = softflowd_settled_count(pair, control);
-            (Some(counted), Some(softflowd_dropped(control)))
-        }
-        None => (None, None),
-    };
+    // libpcap hands packets over in blocks, and a block that is not full waits for more: a
+    // few pings on another flow push the last one through.
+    pair.client
+        .exec(&["ping", "-f", "-c", "2000", "-q", VethPair::SERVER_IP]);
+    if let Some(control) = softflowd {
+        wait_until_caught_up(control);
+    }
+    std::thread::sleep(SETTLE);
+    let cpu_seconds = machine_busy_seconds() - cpu;
     Round {
-        cpu_seconds: machine_busy_seconds() - cpu,
+        cpu_seconds,
         send_seconds,
-        counted,
-        dropped,
+        counted: softflowd.map(softflowd_count),
+        dropped: softflowd.map(softflowd_dropped),
     }
 }
 
@@ -310,21 +323,24 @@ fn wait_for_control_socket(control: &Path) {
     }
 }
 
-/// Packets of the measured flows softflowd has counted once it has caught up. libpcap hands
-/// packets over in blocks, and a block that is not full waits for more packets: a few pings on
-/// another flow push the last one through, then the count must stop moving.
-fn softflowd_settled_count(pair: &VethPair, control: &Path) -> u64 {
-    pair.client
-        .exec(&["ping", "-f", "-c", "2000", "-q", VethPair::SERVER_IP]);
-    let mut last = softflowd_count(control);
+/// Waits until softflowd's count of the packets it processed stops moving (its statistics,
+/// cheap to ask for, unlike the flows).
+fn wait_until_caught_up(control: &Path) {
+    let processed = || {
+        softflowctl(control, "statistics")
+            .lines()
+            .find_map(|line| line.strip_prefix("Packets processed: "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .expect("softflowd's count of packets processed")
+    };
+    let mut last = processed();
     let mut unchanged = 0;
     while unchanged < 3 {
         std::thread::sleep(Duration::from_millis(100));
-        let now = softflowd_count(control);
+        let now = processed();
         unchanged = if now == last { unchanged + 1 } else { 0 };
         last = now;
     }
-    last
 }
 
 /// Packets of the measured flows (both directions) in softflowd's flow table, from lines like

@@ -102,7 +102,7 @@ fn run(cli: Cli) -> Result<()> {
             cargo(&root, &test)
         }
         Task::Bench { which } => {
-            setup::run_for_benches()?;
+            setup::run()?;
             cargo(&root, &["build", "--release", "--package", "flowmon"])?;
             let all = [
                 Bench::Datapath,
@@ -116,6 +116,9 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 &which[..]
             };
+            if which.iter().any(|bench| matches!(bench, Bench::Traffic)) {
+                setup::install_peer_tools()?;
+            }
             for bench in which {
                 cargo(
                     &root,

@@ -22,9 +22,9 @@ const PACKAGES: &[&str] = &[
     "openssl",
 ];
 
-/// What `cargo xtask bench` needs on top: the peer flow exporter the traffic benchmark compares
-/// against. Its Debian service does nothing until an instance is configured.
-const BENCH_PACKAGES: &[&str] = &["softflowd"];
+/// The peer flow exporter the traffic benchmark compares against. Its Debian service does
+/// nothing until an instance is configured.
+const PEER_TOOLS: &[&str] = &["softflowd"];
 
 /// The nightly toolchain aya-build compiles the kernel crate with; LLVM 22 like bpf-linker.
 const NIGHTLY: &str = "nightly";
@@ -38,10 +38,9 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-/// Everything [`run`] does, and what the benchmarks need besides.
-pub fn run_for_benches() -> Result<()> {
-    run()?;
-    install_packages(BENCH_PACKAGES)
+/// What the traffic benchmark needs besides: the peer it compares against.
+pub fn install_peer_tools() -> Result<()> {
+    install_packages(PEER_TOOLS)
 }
 
 pub fn is_root() -> bool {
