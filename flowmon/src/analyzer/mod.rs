@@ -207,10 +207,12 @@ struct Sink {
 
 impl Sink {
     fn take(&self, analysis: Analysis) {
-        self.metrics.analysed(&analysis.possible_owners);
+        // Counted once handed on: a panic on the way counts as a failure only.
+        let owners = analysis.possible_owners;
         let Some(store) = &self.store else {
             let json = serde_json::to_string(&analysis).expect("an analysis serialises");
             tracing::debug!(analysis = %json, "session analysed");
+            self.metrics.analysed(&owners);
             return;
         };
         match self.writes.write(&analysis) {
@@ -224,6 +226,7 @@ impl Sink {
                 )
             }
         }
+        self.metrics.analysed(&owners);
     }
 }
 
@@ -234,11 +237,11 @@ async fn consume(
 ) -> u64 {
     let mut analysing = JoinSet::new();
     let mut analysed = 0;
-    let failures = sink.metrics.clone();
+    let metrics = sink.metrics.clone();
     let mut count = |joined: Result<(), tokio::task::JoinError>| match joined {
         Ok(()) => analysed += 1,
         Err(err) => {
-            failures.failed();
+            metrics.failed();
             tracing::error!(%err, "a session's analysis failed")
         }
     };

@@ -40,6 +40,7 @@ pub struct SnareMetrics {
     rejected: Counter,
     live_sessions: Gauge,
     sessions_ended: Family<SessionEndLabel, Counter>,
+    /// `sessions_ended`' counters by reason, in [`SessionEndReason::ALL`]'s order.
     by_end_reason: Vec<Counter>,
 }
 

@@ -25,7 +25,8 @@ impl StoreMetrics {
     pub(super) fn register(&self, r: &mut Registry) {
         r.register(
             "redis_writes",
-            "Writes Redis acknowledged (flow records, sessions and their indexes)",
+            "Writes Redis acknowledged, one per flow record or session with its index updates \
+             (one applied again after an unknown outcome counts again)",
             self.writes.clone(),
         );
         r.register(
