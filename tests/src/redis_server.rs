@@ -13,14 +13,17 @@ use crate::{
     process::{ChildGuard, TempDir, free_port},
 };
 
+/// The password a TLS server wants.
+const TLS_PASSWORD: &str = "flowmon-test-secret";
+
 pub struct RedisServer {
     pub port: u16,
     /// The network namespace it runs in; the host's when `None`.
     netns: Option<String>,
     /// Keeps its data across `stop` and `restart` (append-only file, fsync on every write).
     persistent: bool,
-    /// Serves TLS only, with a certificate of a CA of its own, and wants this password.
-    tls_password: Option<&'static str>,
+    /// Serves TLS only, with a certificate of a CA of its own, and wants [`TLS_PASSWORD`].
+    tls: bool,
     process: Option<ChildGuard>,
     dir: TempDir,
 }
@@ -28,30 +31,36 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts redis-server (no persistence) on a free loopback port and waits until it answers.
     pub fn start() -> Self {
-        Self::start_with(None, false)
+        Self::start_with(None, false, false)
     }
 
     /// The same inside `netns`, where only processes of that namespace reach it.
     pub fn start_in(netns: &Netns) -> Self {
-        Self::start_with(Some(netns.name.clone()), false)
+        Self::start_with(Some(netns.name.clone()), false, false)
     }
 
     /// Inside `netns`, keeping its data across a stop and a restart, as a production Redis
     /// with an append-only file does.
     pub fn start_persistent_in(netns: &Netns) -> Self {
-        Self::start_with(Some(netns.name.clone()), true)
+        Self::start_with(Some(netns.name.clone()), true, false)
     }
 
     /// Serving TLS only (a certificate for 127.0.0.1 from a CA made for it, see
     /// [`RedisServer::ca_file`]) and asking for a password, which [`RedisServer::url`] holds.
     pub fn start_tls() -> Self {
+        Self::start_with(None, false, true)
+    }
+
+    fn start_with(netns: Option<String>, persistent: bool, tls: bool) -> Self {
         let dir = TempDir::new("redis");
-        make_certificates(dir.path());
+        if tls {
+            make_certificates(dir.path());
+        }
         let mut server = Self {
             port: free_port(),
-            netns: None,
-            persistent: false,
-            tls_password: Some("flowmon-test-secret"),
+            netns,
+            persistent,
+            tls,
             process: None,
             dir,
         };
@@ -59,23 +68,11 @@ impl RedisServer {
         server
     }
 
-    fn start_with(netns: Option<String>, persistent: bool) -> Self {
-        let mut server = Self {
-            port: free_port(),
-            netns,
-            persistent,
-            tls_password: None,
-            process: None,
-            dir: TempDir::new("redis"),
-        };
-        server.restart();
-        server
-    }
-
     pub fn url(&self) -> String {
-        match self.tls_password {
-            Some(password) => format!("rediss://:{password}@127.0.0.1:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
+        if self.tls {
+            format!("rediss://:{TLS_PASSWORD}@127.0.0.1:{}", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}", self.port)
         }
     }
 
@@ -117,8 +114,8 @@ impl RedisServer {
         };
         let port = self.port.to_string();
         let file = |name: &str| self.dir.path().join(name).display().to_string();
-        let listen: Vec<String> = match self.tls_password {
-            Some(password) => [
+        let listen: Vec<String> = if self.tls {
+            [
                 "--port",
                 "0",
                 "--tls-port",
@@ -132,11 +129,12 @@ impl RedisServer {
                 "--tls-auth-clients",
                 "no",
                 "--requirepass",
-                password,
+                TLS_PASSWORD,
             ]
             .map(String::from)
-            .to_vec(),
-            None => vec!["--port".into(), port.clone()],
+            .to_vec()
+        } else {
+            vec!["--port".into(), port.clone()]
         };
         let process = ChildGuard::spawn(
             "redis-server",
@@ -163,12 +161,12 @@ impl RedisServer {
     fn try_cli(&self, args: &[&str]) -> Option<String> {
         let mut command = self.command("redis-cli");
         command.args(["-p", &self.port.to_string()]);
-        if let Some(password) = self.tls_password {
+        if self.tls {
             command
                 .arg("--tls")
                 .arg("--cacert")
                 .arg(self.ca_file())
-                .args(["-a", password, "--no-auth-warning"]);
+                .args(["-a", TLS_PASSWORD, "--no-auth-warning"]);
         }
         let output = command.args(args).output().ok()?;
         output

@@ -1,6 +1,6 @@
 //! The wire (spec section 1), validation (section 2), the event log (section 6.2) and bad input
 //! (section 7), over real HTTP against the service in-process, and the T-Pot smoke test against
-//! the real `flowmon` binary, and the descriptors it allows itself.
+//! the real `flowmon` binary.
 
 use std::{
     io::{Read as _, Write as _},
@@ -533,37 +533,4 @@ fn status_line(mut stream: TcpStream) -> String {
     }
     let text = String::from_utf8_lossy(&received);
     text.lines().next().unwrap_or_default().to_owned()
-}
-
-#[test]
-fn the_binary_raises_its_open_file_limit_to_the_hard_one() {
-    let dir = TempDir::new("snare-nofile");
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let port = |p: u16| format!("127.0.0.1:{p}");
-    // A soft limit of 256 would not even cover the default connection cap.
-    let mut flowmon = ChildGuard::spawn(
-        "flowmon",
-        Command::new("prlimit")
-            .args(["--nofile=256:8192", "--"])
-            .arg(flowmon_binary())
-            .arg("--no-redis")
-            .args(["--snare-listen", &port(free_port())])
-            .args(["--metrics-listen", &metrics.to_string()])
-            .args(["--api-listen", &port(free_port())])
-            .arg("--state-dir")
-            .arg(dir.path())
-            .stdout(Stdio::null()),
-    );
-    wait_for_port(metrics, Duration::from_secs(10));
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", flowmon.pid())).unwrap();
-    let open_files: Vec<&str> = limits
-        .lines()
-        .find_map(|line| line.strip_prefix("Max open files"))
-        .expect("the open-file limit")
-        .split_whitespace()
-        .take(2)
-        .collect();
-    assert_eq!(open_files, ["8192", "8192"], "{limits}");
-    let status = flowmon.signal_and_wait(libc::SIGTERM, Duration::from_secs(10));
-    assert!(status.success(), "flowmon exited with {status}");
 }
