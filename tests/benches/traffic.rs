@@ -78,6 +78,9 @@ impl Monitor {
 /// What one round measured.
 struct Round {
     cpu_seconds: f64,
+    /// Of `cpu_seconds`, what the monitor's own process used (flowmon's agent, softflowd).
+    process_seconds: f64,
+    window_seconds: f64,
     /// Time the sender took.
     send_seconds: f64,
     /// Packets of the measured flows the monitor counted, if it counts.
@@ -97,10 +100,14 @@ fn machine_busy_seconds() -> f64 {
         .skip(1)
         .map(|f| f.parse().expect("a number of ticks"))
         .collect();
-    // SAFETY: sysconf has no preconditions.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6];
-    busy / ticks_per_second
+    busy / clock_ticks_per_second()
+}
+
+/// The unit of the CPU times in `/proc`.
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
 }
 
 /// The frames of `flows` flows, one per flow: UDP from client ports (of addresses of the
@@ -131,6 +138,20 @@ fn flow_frames(flows: u32) -> Vec<Vec<u8>> {
             frame
         })
         .collect()
+}
+
+/// CPU time process `pid` has used so far, user and system, in seconds.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read the stat");
+    // After the command name (in parentheses, which may hold spaces): utime and stime are the
+    // 12th and 13th fields.
+    let fields: Vec<f64> = stat[stat.rfind(')').expect("a stat line") + 2..]
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().expect("a number of ticks"))
+        .collect();
+    (fields[0] + fields[1]) / clock_ticks_per_second()
 }
 
 /// Sends `PACKETS` frames round-robin over the flows from the client end, through a packet
@@ -220,15 +241,15 @@ fn round(monitor: Monitor, frames: &[Vec<u8>]) -> Round {
     pair.client
         .exec(&["ping", "-c", "1", "-W", "2", VethPair::SERVER_IP]);
     match monitor {
-        Monitor::Nothing => measure(&pair, frames, None),
+        Monitor::Nothing => measure(&pair, frames, None, None),
         Monitor::EmptyXdp => {
             let _object = pair.server.run(attach_empty_xdp);
-            measure(&pair, frames, None)
+            measure(&pair, frames, None, None)
         }
         Monitor::Flowmon => {
             let mut agent = Agent::start(&pair.server, VethPair::SERVER_IF, &["--no-redis"]);
             pair.wait_for_xdp(Duration::from_secs(20));
-            let mut measured = measure(&pair, frames, None);
+            let mut measured = measure(&pair, frames, Some(agent.pid()), None);
             // Every flow gets its final record at SIGTERM.
             agent.stop();
             let counted = agent
@@ -245,7 +266,7 @@ fn round(monitor: Monitor, frames: &[Vec<u8>]) -> Round {
         Monitor::Softflowd => {
             let dir = TempDir::new("softflowd");
             let control = dir.path().join("softflowd.ctl");
-            let _softflowd = ChildGuard::spawn(
+            let softflowd = ChildGuard::spawn(
                 "softflowd",
                 pair.server
                     .command("softflowd")
@@ -262,16 +283,23 @@ fn round(monitor: Monitor, frames: &[Vec<u8>]) -> Round {
                     .stderr(Stdio::null()),
             );
             wait_for_control_socket(&control);
-            measure(&pair, frames, Some(&control))
+            measure(&pair, frames, Some(softflowd.pid()), Some(&control))
         }
     }
 }
 
 /// Sends and measures, over the same window for every monitor: the frames, a flush, then
 /// until softflowd (its control socket given) has caught up, and a pause in which flowmon's
-/// agent polls. What a monitor counted is read after the window.
-fn measure(pair: &VethPair, frames: &[Vec<u8>], softflowd: Option<&Path>) -> Round {
-    let (cpu, started) = (machine_busy_seconds(), Instant::now());
+/// agent polls. `process` is the monitor's process, if it has one. What a monitor counted is
+/// read after the window.
+fn measure(
+    pair: &VethPair,
+    frames: &[Vec<u8>],
+    process: Option<u32>,
+    softflowd: Option<&Path>,
+) -> Round {
+    let process_cpu = || process.map_or(0.0, process_cpu_seconds);
+    let (cpu, process_start, started) = (machine_busy_seconds(), process_cpu(), Instant::now());
     send(pair, frames);
     let send_seconds = started.elapsed().as_secs_f64();
     // libpcap hands packets over in blocks, and a block that is not full waits for more: a
@@ -285,6 +313,8 @@ fn measure(pair: &VethPair, frames: &[Vec<u8>], softflowd: Option<&Path>) -> Rou
     let cpu_seconds = machine_busy_seconds() - cpu;
     Round {
         cpu_seconds,
+        process_seconds: process_cpu() - process_start,
+        window_seconds: started.elapsed().as_secs_f64(),
         send_seconds,
         counted: softflowd.map(softflowd_count),
         dropped: softflowd.map(softflowd_dropped),
@@ -389,13 +419,18 @@ fn main() {
 
 fn report(flows: u32, rounds: &[(Monitor, Round)]) {
     let of = |monitor: Monitor| rounds.iter().filter(move |(m, _)| *m == monitor);
-    let ns_per_packet = |monitor| {
-        median(
-            of(monitor)
-                .map(|(_, r)| r.cpu_seconds * 1e9 / PACKETS as f64)
-                .collect(),
-        )
+    let median_of = |monitor, value: fn(&Round) -> f64| {
+        median(of(monitor).map(|(_, round)| value(round)).collect())
     };
+    fn per_packet(seconds: f64) -> f64 {
+        seconds * 1e9 / PACKETS as f64
+    }
+    let machine = |monitor| median_of(monitor, |r| per_packet(r.cpu_seconds));
+    let process = |monitor| median_of(monitor, |r| per_packet(r.process_seconds));
+    let nothing = machine(Monitor::Nothing);
+    let added = |monitor| machine(monitor) - nothing;
+    // What the kernel spends on the monitor's behalf as packets pass.
+    let path = |monitor| added(monitor) - process(monitor);
     let listed = |values: Vec<u64>| match values.is_empty() {
         true => "-".to_owned(),
         false => values
@@ -409,35 +444,36 @@ fn report(flows: u32, rounds: &[(Monitor, Round)]) {
         "## traffic ({PACKETS} UDP frames of 64 bytes over {flows} flows on a veth pair, medians of {ROUNDS} rounds)\n"
     );
     println!(
-        "| monitor | machine CPU ns/packet | added to nothing | added to an empty XDP program | sender Mpps | packets counted (of {PACKETS}) | libpcap drops |"
+        "| monitor | machine CPU ns/packet | added to nothing | of which in the packet path | of which in its process | process, share of a core | sender Mpps | packets counted (of {PACKETS}) | libpcap drops |"
     );
-    println!("|---|---:|---:|---:|---:|---|---|");
-    let nothing = ns_per_packet(Monitor::Nothing);
-    let empty_xdp = ns_per_packet(Monitor::EmptyXdp);
+    println!("|---|---:|---:|---:|---:|---:|---:|---|---|");
     for monitor in Monitor::ALL {
-        let cpu = ns_per_packet(monitor);
-        let over_empty_xdp = match monitor {
-            Monitor::EmptyXdp | Monitor::Flowmon => format!("{:.0}", cpu - empty_xdp),
-            _ => "-".to_owned(),
-        };
-        let mpps = median(
-            of(monitor)
-                .map(|(_, r)| PACKETS as f64 / r.send_seconds / 1e6)
-                .collect(),
-        );
+        let share = median_of(monitor, |r| r.process_seconds / r.window_seconds);
+        let mpps = median_of(monitor, |r| PACKETS as f64 / r.send_seconds / 1e6);
         println!(
-            "| {} | {cpu:.0} | {:.0} | {over_empty_xdp} | {mpps:.2} | {} | {} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} % | {mpps:.2} | {} | {} |",
             monitor.name(),
-            cpu - nothing,
+            machine(monitor),
+            added(monitor),
+            path(monitor),
+            process(monitor),
+            share * 100.0,
             listed(of(monitor).filter_map(|(_, r)| r.counted).collect()),
             listed(of(monitor).filter_map(|(_, r)| r.dropped).collect()),
         );
     }
-    let softflowd = ns_per_packet(Monitor::Softflowd) - nothing;
+    let (flowmon, softflowd) = (Monitor::Flowmon, Monitor::Softflowd);
+    let program = path(flowmon) - path(Monitor::EmptyXdp);
     println!(
-        "\nsoftflowd's added CPU against flowmon's over the XDP hook: {:.1}x; against flowmon's with \
-         veth's XDP hook included: {:.1}x\n",
-        softflowd / (ns_per_packet(Monitor::Flowmon) - empty_xdp),
-        softflowd / (ns_per_packet(Monitor::Flowmon) - nothing),
+        "\nIn the packet path: flowmon's program {program:.0} ns over the XDP hook, softflowd's \
+         capture {:.0} ns ({:.1}x). In the process: flowmon's agent {:.0} ns a packet, \
+         softflowd {:.0} ns. All of it, veth's XDP hook included: flowmon {:.0} ns, softflowd \
+         {:.0} ns.\n",
+        path(softflowd),
+        path(softflowd) / program,
+        process(flowmon),
+        process(softflowd),
+        added(flowmon),
+        added(softflowd),
     );
 }

@@ -65,6 +65,10 @@ impl Agent {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().expect("flowmon running").pid()
+    }
+
     /// SIGTERM, and the exit must be clean.
     pub fn stop(&mut self) {
         let mut process = self.process.take().expect("flowmon running");
