@@ -9,11 +9,10 @@
 use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
-use flowmon::datapath::{Datapath, EBPF_OBJECT};
-use flowmon_common::BASELINE_PROGRAM;
+use flowmon::datapath::Datapath;
 use flowmon_tests::{
     frames::{ACK, Frame},
-    kernel::{pin_to_cpu, run_xdp},
+    kernel::{empty_program, load_empty_program, pin_to_cpu, run_xdp},
 };
 
 const REPEAT: u32 = 1_000_000;
@@ -105,13 +104,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn main() {
     pin_to_cpu(0);
     let datapath = Datapath::load(262_144, None).expect("load flowmon (run as root)");
-    let mut object = aya::Ebpf::load(EBPF_OBJECT).expect("load the object again");
-    let baseline: &mut Xdp = object
-        .program_mut(BASELINE_PROGRAM)
-        .expect("baseline program")
-        .try_into()
-        .unwrap();
-    baseline.load().expect("load the baseline program");
+    let mut object = load_empty_program();
+    let baseline = empty_program(&mut object);
 
     let tcp = tcp_frame();
     let ipv6 = Frame::tcp("2001:db8::2", 40000, "2001:db8::1", 80, ACK)

@@ -24,13 +24,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::{Xdp, XdpMode};
-use flowmon::datapath::EBPF_OBJECT;
-use flowmon_common::BASELINE_PROGRAM;
+use aya::programs::XdpMode;
 use flowmon_tests::{
     agent::Agent,
     frames::{CLIENT_MAC, Frame, SERVER_MAC},
-    kernel::pin_to_cpu,
+    kernel::{empty_program, load_empty_program, pin_to_cpu},
     netns::VethPair,
     process::{ChildGuard, TempDir},
 };
@@ -322,14 +320,8 @@ fn measure(
 }
 
 fn attach_empty_xdp() -> aya::Ebpf {
-    let mut object = aya::Ebpf::load(EBPF_OBJECT).expect("load the object");
-    let program: &mut Xdp = object
-        .program_mut(BASELINE_PROGRAM)
-        .expect("baseline program")
-        .try_into()
-        .unwrap();
-    program.load().expect("load the empty program");
-    program
+    let mut object = load_empty_program();
+    empty_program(&mut object)
         .attach(VethPair::SERVER_IF, XdpMode::Driver)
         .expect("attach the empty program");
     object

@@ -1,8 +1,11 @@
 //! Running flowmon's programs under BPF_PROG_TEST_RUN and reading back what they counted.
 
-use aya::programs::{TestRun as _, TestRunOptions, TestRunResult};
-use flowmon::{datapath::Datapath, flow::Flow};
-use flowmon_common::DatapathCounters;
+use aya::programs::{TestRun as _, TestRunOptions, TestRunResult, Xdp};
+use flowmon::{
+    datapath::{Datapath, EBPF_OBJECT},
+    flow::Flow,
+};
+use flowmon_common::{BASELINE_PROGRAM, DatapathCounters};
 
 /// XDP_PASS, the only verdict flowmon ever gives.
 pub const XDP_PASS: u32 = 2;
@@ -146,4 +149,23 @@ pub fn pin_to_cpu(cpu: usize) {
         let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
         assert_eq!(rc, 0, "pin to CPU {cpu}");
     }
+}
+
+/// flowmon's object loaded once more, with only its empty XDP program (which passes every
+/// packet) loaded: the baseline of the benchmarks. Get the program with [`empty_program`].
+pub fn load_empty_program() -> aya::Ebpf {
+    let mut object = aya::Ebpf::load(EBPF_OBJECT).expect("load the object again");
+    empty_program(&mut object)
+        .load()
+        .expect("load the empty program");
+    object
+}
+
+/// The empty XDP program of an object from [`load_empty_program`].
+pub fn empty_program(object: &mut aya::Ebpf) -> &mut Xdp {
+    object
+        .program_mut(BASELINE_PROGRAM)
+        .expect("the empty program")
+        .try_into()
+        .expect("an XDP program")
 }
