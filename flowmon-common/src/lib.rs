@@ -7,6 +7,8 @@
 //! else a packet writes is either idempotent or written once (see [`marks`]).
 #![no_std]
 
+pub mod snapshot;
+
 /// Name of the flow map (`BPF_MAP_TYPE_LRU_HASH`, [`FlowKey`] to [`FlowBlock`]).
 pub const FLOWS_MAP: &str = "FLOWS";
 /// Name of the per-CPU array holding one [`DatapathCounters`].
@@ -23,6 +25,12 @@ pub const BASELINE_PROGRAM: &str = "flowmon_baseline";
 /// An XDP program, never attached, that writes the kernel's clocks into the frame it is run on
 /// (see [`ClockSample`]): how the agent converts the kernel's jiffies into time.
 pub const CLOCK_PROGRAM: &str = "flowmon_clock";
+/// An XDP program, never attached, that copies the flow map into the snapshot arrays (see
+/// [`snapshot`]).
+pub const SNAPSHOT_PROGRAM: &str = "flowmon_snapshot";
+/// Names of the snapshot arrays (`BPF_F_MMAPABLE`): keys and blocks, slot by slot.
+pub const SNAPSHOT_KEYS_MAP: &str = "SNAPSHOT_KEYS";
+pub const SNAPSHOT_BLOCKS_MAP: &str = "SNAPSHOT_BLOCKS";
 
 /// Default capacity of the flow map; the agent overrides it at load time (`--max-flows`).
 pub const DEFAULT_MAX_FLOWS: u32 = 262_144;

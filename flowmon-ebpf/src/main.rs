@@ -1,6 +1,7 @@
 //! flowmon's kernel half: an XDP program on ingress and a TC (clsact) program on egress share one
 //! flow table, so both directions of a sensor host's traffic are counted. Both always pass the
-//! packet on unchanged.
+//! packet on unchanged. Two more programs are only ever run by the agent: one reads the
+//! kernel's clocks, one copies the flow table out at each poll.
 #![no_std]
 #![no_main]
 // Atomic adds and ORs: `AtomicU64` has no read-modify-write operations on the BPF target.
@@ -9,6 +10,7 @@
 
 mod flow;
 mod parse;
+mod snapshot;
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action},
@@ -16,7 +18,7 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use flowmon_common::{ClockSample, DatapathCounters};
+use flowmon_common::{ClockSample, DatapathCounters, snapshot::SnapshotRun};
 
 use crate::parse::{Packet, ParseError, parse, parse_common};
 
@@ -108,6 +110,22 @@ pub fn flowmon_clock(ctx: XdpContext) -> u32 {
                 coarse_ns: bpf_ktime_get_coarse_ns(),
             };
             core::ptr::write_unaligned(at as *mut ClockSample, sample);
+        }
+    }
+    xdp_action::XDP_PASS
+}
+
+/// Copies the flow map into the snapshot arrays for the [`SnapshotRun`] at the start of the
+/// frame it is run on, and writes back there what it did. Never attached: the agent runs it
+/// under BPF_PROG_TEST_RUN at each poll.
+#[xdp]
+pub fn flowmon_snapshot(ctx: XdpContext) -> u32 {
+    let at = ctx.data();
+    if at + core::mem::size_of::<SnapshotRun>() <= ctx.data_end() {
+        // SAFETY: reads and writes inside the checked frame.
+        unsafe {
+            let run = core::ptr::read_unaligned(at as *const SnapshotRun);
+            core::ptr::write_unaligned(at as *mut SnapshotRun, snapshot::take(run));
         }
     }
     xdp_action::XDP_PASS
