@@ -5,23 +5,29 @@ mod attach;
 mod clock;
 mod flow_map;
 mod pinning;
+mod snapshot;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::PerCpuArray,
+    maps::{MapData, PerCpuArray},
     programs::{SchedClassifier, Xdp},
 };
 use flowmon_common::{
     CLOCK_PROGRAM, COUNTERS_MAP, CREATE_ERRORS_MAP, DatapathCounters, FLOWS_MAP, FRAGMENTS_MAP,
-    TC_PROGRAM, XDP_PROGRAM,
+    SNAPSHOT_BLOCKS_MAP, SNAPSHOT_KEYS_MAP, SNAPSHOT_PROGRAM, TC_PROGRAM, XDP_PROGRAM,
 };
 
 pub use attach::{Attachment, XdpModeChoice, ifindex};
 pub use clock::KernelClock;
-pub use flow_map::{FlowMap, FlowTable};
+pub use flow_map::{FlowMap, FlowTable, MapRead, ReadMethod};
+
+use snapshot::SnapshotArea;
 
 /// The kernel object built by `build.rs` from `flowmon-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowmon"));
@@ -34,6 +40,8 @@ pub struct Datapath {
     pinned_here: bool,
     attachments: Vec<Attachment>,
     clock: KernelClock,
+    /// The snapshot arrays, where the kernel took the snapshot program.
+    snapshot: Option<Arc<SnapshotArea>>,
 }
 
 /// Every map of the object; all are pinned together so that a restarted agent finds the flows
@@ -49,6 +57,14 @@ impl Datapath {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(FLOWS_MAP, max_flows);
         let pinned_here = pin_dir.is_some_and(|dir| !dir.join(FLOWS_MAP).exists());
+        // A pinned flow map keeps its size, which the snapshot arrays follow.
+        let capacity = match pin_dir.filter(|_| !pinned_here) {
+            Some(dir) => pinned_capacity(&dir.join(FLOWS_MAP))?,
+            None => max_flows,
+        };
+        let snapshot_slots = SnapshotArea::slots(capacity)?;
+        loader.map_max_entries(SNAPSHOT_KEYS_MAP, snapshot_slots);
+        loader.map_max_entries(SNAPSHOT_BLOCKS_MAP, snapshot_slots);
         if let Some(dir) = pin_dir {
             pinning::prepare(dir)?;
             for map in MAPS {
@@ -69,14 +85,19 @@ impl Datapath {
             .load()
             .map_err(|err| attach::explain(err.into(), "load the clock program"))?;
         let clock = KernelClock::calibrate(clock_program)?;
+        let snapshot = SnapshotArea::prepare(&mut ebpf, capacity)
+            .inspect_err(|err| {
+                tracing::info!("no snapshots, the flow map is read with batch lookups: {err:#}")
+            })
+            .ok();
         let datapath = Self {
             ebpf,
             pin_dir: pin_dir.map(Path::to_owned),
             pinned_here,
             attachments: Vec::new(),
             clock,
+            snapshot,
         };
-        let capacity = datapath.flow_map()?.capacity()?;
         if capacity != max_flows {
             tracing::warn!(
                 capacity,
@@ -152,7 +173,17 @@ impl Datapath {
             .ebpf
             .map(FLOWS_MAP)
             .with_context(|| format!("map {FLOWS_MAP} missing from the object"))?;
-        FlowMap::new(map, self.clock)
+        let snapshot = match &self.snapshot {
+            Some(area) => Some((self.program(SNAPSHOT_PROGRAM)?.try_into()?, area)),
+            None => None,
+        };
+        FlowMap::new(map, self.clock, snapshot)
+    }
+
+    /// Leaves snapshots out: every read is then made with batch lookups (benchmarks, tests).
+    pub fn without_snapshots(mut self) -> Self {
+        self.snapshot = None;
+        self
     }
 
     /// The datapath counters summed over all CPUs.
@@ -193,6 +224,13 @@ impl Datapath {
         }
         Ok(errors)
     }
+}
+
+/// Capacity of the flow map pinned at `pin`.
+fn pinned_capacity(pin: &Path) -> Result<u32> {
+    let map = MapData::from_pin(pin)
+        .with_context(|| format!("cannot open the pinned flow map {}", pin.display()))?;
+    Ok(map.info()?.max_entries())
 }
 
 fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {

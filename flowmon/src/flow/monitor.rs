@@ -143,7 +143,14 @@ impl FlowMonitor {
         let started = Instant::now();
         std::mem::swap(&mut self.table, &mut self.previous);
         let ended_before = std::mem::take(&mut self.ended_slots);
-        self.datapath.flow_map()?.read_into(&mut self.table)?;
+        let read = self.datapath.flow_map()?.read_into(&mut self.table)?;
+        self.metrics.flows.map_read(read);
+        if let Some(reason) = read.snapshot_discarded {
+            tracing::debug!(
+                reason,
+                "snapshot of the flow map discarded, read with batch lookups"
+            );
+        }
         let now = monotonic_ns();
         let mut records = Vec::new();
         let mut expired = HashMap::new();
