@@ -25,12 +25,14 @@ pub const BASELINE_PROGRAM: &str = "flowmon_baseline";
 /// An XDP program, never attached, that writes the kernel's clocks into the frame it is run on
 /// (see [`ClockSample`]): how the agent converts the kernel's jiffies into time.
 pub const CLOCK_PROGRAM: &str = "flowmon_clock";
-/// An XDP program, never attached, that copies the flow map into the snapshot arrays (see
-/// [`snapshot`]).
+/// A raw tracepoint program, never attached, that copies the flow map into the snapshot arrays
+/// (see [`snapshot`]).
 pub const SNAPSHOT_PROGRAM: &str = "flowmon_snapshot";
 /// Names of the snapshot arrays (`BPF_F_MMAPABLE`): keys and blocks, slot by slot.
 pub const SNAPSHOT_KEYS_MAP: &str = "SNAPSHOT_KEYS";
 pub const SNAPSHOT_BLOCKS_MAP: &str = "SNAPSHOT_BLOCKS";
+/// Name of the array of each half's [`snapshot::SnapshotWalk`].
+pub const SNAPSHOT_WALKS_MAP: &str = "SNAPSHOT_WALKS";
 
 /// Default capacity of the flow map; the agent overrides it at load time (`--max-flows`).
 pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
@@ -347,6 +349,7 @@ mod pod {
     unsafe impl aya::Pod for super::DatapathCounters {}
     unsafe impl aya::Pod for super::FragmentKey {}
     unsafe impl aya::Pod for super::FragmentPorts {}
+    unsafe impl aya::Pod for super::snapshot::SnapshotWalk {}
 }
 
 #[cfg(test)]

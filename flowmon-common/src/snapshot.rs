@@ -1,5 +1,7 @@
 //! The snapshot: the whole flow map copied by the kernel itself into two arrays the agent has
-//! mapped into its memory, in one `BPF_PROG_TEST_RUN` of [`crate::SNAPSHOT_PROGRAM`].
+//! mapped into its memory, in one `BPF_PROG_TEST_RUN` of [`crate::SNAPSHOT_PROGRAM`]. The
+//! arrays have [`HALVES`] halves, each with its own [`SnapshotWalk`] slot in
+//! [`crate::SNAPSHOT_WALKS_MAP`].
 //!
 //! The program walks the map with `bpf_for_each_map_elem`, bucket after bucket, without the
 //! bucket locks a `BPF_MAP_LOOKUP_BATCH` takes. That walk can be torn: when the LRU evicts the
@@ -15,6 +17,9 @@
 /// on average in a full map (there are at least as many as the map has entries); more than
 /// sixteen in one bucket happens about once in 10^15 buckets.
 pub const CHAIN_CHECKED: usize = 16;
+
+/// Halves of the snapshot arrays: one for each of the agent's two tables.
+pub const HALVES: u32 = 2;
 
 /// Bytes from a hash element's `hash` field to its key: the `u32` hash ends the kernel's
 /// 48-byte `struct htab_elem` header, padded to 8.
@@ -49,8 +54,8 @@ pub mod outcome {
     }
 }
 
-/// What the agent asks of one snapshot and what it gets back, at the start of the frame the
-/// program is run on.
+/// What the agent asks of one snapshot (the program's arguments) and what it gets back (in the
+/// half's walk slot).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SnapshotRun {
@@ -65,7 +70,7 @@ pub struct SnapshotRun {
     pub _pad: u32,
 }
 
-/// The state of one walk, kept in a per-CPU map slot while the walk runs.
+/// The state of one walk while it runs, and its outcome after.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SnapshotWalk {

@@ -15,8 +15,8 @@ mod snapshot;
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action},
     helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{classifier, raw_tracepoint, xdp},
+    programs::{RawTracePointContext, TcContext, XdpContext},
 };
 use flowmon_common::{ClockSample, DatapathCounters, snapshot::SnapshotRun};
 
@@ -115,20 +115,24 @@ pub fn flowmon_clock(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Copies the flow map into the snapshot arrays for the [`SnapshotRun`] at the start of the
-/// frame it is run on, and writes back there what it did. Never attached: the agent runs it
-/// under BPF_PROG_TEST_RUN at each poll.
-#[xdp]
-pub fn flowmon_snapshot(ctx: XdpContext) -> u32 {
-    let at = ctx.data();
-    if at + core::mem::size_of::<SnapshotRun>() <= ctx.data_end() {
-        // SAFETY: reads and writes inside the checked frame.
-        unsafe {
-            let run = core::ptr::read_unaligned(at as *const SnapshotRun);
-            core::ptr::write_unaligned(at as *mut SnapshotRun, snapshot::take(run));
-        }
-    }
-    xdp_action::XDP_PASS
+/// Copies the flow map into the snapshot arrays: arguments are the half of the arrays and its
+/// [`SnapshotRun`] request, the outcome goes to the half's walk slot. Never attached: the agent
+/// runs it under BPF_PROG_TEST_RUN at each poll. A raw tracepoint program, because that is run
+/// with softirqs enabled: an XDP program would hold back packet processing on its CPU for the
+/// whole walk.
+#[raw_tracepoint]
+pub fn flowmon_snapshot(ctx: RawTracePointContext) -> i32 {
+    let half: u32 = ctx.arg(0);
+    snapshot::take(
+        half,
+        SnapshotRun {
+            first_slot: ctx.arg(1),
+            slots: ctx.arg(2),
+            bucket_mask: ctx.arg(3),
+            ..SnapshotRun::default()
+        },
+    );
+    0
 }
 
 #[inline(always)]

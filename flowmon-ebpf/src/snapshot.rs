@@ -7,11 +7,11 @@ use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     helpers::generated::{bpf_for_each_map_elem, bpf_probe_read_kernel},
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::Array,
 };
 use flowmon_common::{
     FlowBlock, FlowKey,
-    snapshot::{HASH_BEFORE_KEY, SnapshotRun, SnapshotWalk, outcome},
+    snapshot::{HALVES, HASH_BEFORE_KEY, SnapshotRun, SnapshotWalk, outcome},
 };
 
 use crate::flow::FLOWS;
@@ -22,31 +22,30 @@ static SNAPSHOT_KEYS: Array<FlowKey> = Array::with_max_entries(1, BPF_F_MMAPABLE
 #[map(name = "SNAPSHOT_BLOCKS")]
 static SNAPSHOT_BLOCKS: Array<FlowBlock> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// The walk under way on this CPU: too large for the stack, and kept out of the verifier's
-/// sight, which would otherwise follow its every value through the callback.
-#[map(name = "SNAPSHOT_WALK")]
-static SNAPSHOT_WALK: PerCpuArray<SnapshotWalk> = PerCpuArray::with_max_entries(1, 0);
+/// Each half's walk: its state while it runs (too large for the stack, and kept out of the
+/// verifier's sight, which would otherwise follow its every value through the callback), then
+/// its outcome for the agent. Only the table that holds a half walks into it.
+#[map(name = "SNAPSHOT_WALKS")]
+static SNAPSHOT_WALKS: Array<SnapshotWalk> = Array::with_max_entries(HALVES, 0);
 
-/// Walks the flow map for `run`; returns `run` with the flows copied and the outcome.
+/// Walks the flow map into `half` for `run`, leaving the outcome in the half's walk slot.
 #[inline(always)]
-pub fn take(run: SnapshotRun) -> SnapshotRun {
-    let Some(walk) = SNAPSHOT_WALK.get_ptr_mut(0) else {
-        return SnapshotRun {
-            outcome: outcome::UNREADABLE,
-            ..run
-        };
+pub fn take(half: u32, run: SnapshotRun) {
+    let Some(walk) = SNAPSHOT_WALKS.get_ptr_mut(half) else {
+        return;
     };
-    // SAFETY: the per-CPU slot is this program's alone while it runs; the helper gets the
-    // flow map and a callback of the signature it calls.
+    // SAFETY: the slot is this walk's alone (one table per half, one read at a time); the
+    // helper gets the flow map and a callback of the signature it calls, with the half's
+    // index on this stack as its context.
     unsafe {
         *walk = SnapshotWalk::start(run);
+        let mut context = half;
         bpf_for_each_map_elem(
             &FLOWS as *const _ as *mut c_void,
             copy_flow as *mut c_void,
-            core::ptr::null_mut(),
+            &mut context as *mut u32 as *mut c_void,
             0,
         );
-        (*walk).run
     }
 }
 
@@ -56,12 +55,13 @@ extern "C" fn copy_flow(
     _map: *mut c_void,
     key: *const FlowKey,
     block: *const FlowBlock,
-    _context: *mut c_void,
+    half: *mut c_void,
 ) -> i64 {
-    let Some(walk) = SNAPSHOT_WALK.get_ptr_mut(0) else {
+    // SAFETY: `half` points to the index `take` put on its stack.
+    let Some(walk) = SNAPSHOT_WALKS.get_ptr_mut(unsafe { *(half as *const u32) }) else {
         return 1;
     };
-    // SAFETY: `walk` is this CPU's slot; `key` and `block` are the element's, valid for the
+    // SAFETY: `walk` is this walk's slot; `key` and `block` are the element's, valid for the
     // call; the hash is read with the fault-tolerant helper, from inside the element's header.
     unsafe {
         let walk = &mut *walk;

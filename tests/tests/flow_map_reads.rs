@@ -4,15 +4,17 @@
 
 use std::{
     collections::HashSet,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{Ipv4Addr, Ipv6Addr, UdpSocket},
     sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
 };
 
 use flowmon::datapath::{Datapath, FlowTable, ReadMethod};
 use flowmon_common::FlowKey;
 use flowmon_tests::{
     frames::{ACK, Frame, SYN},
-    kernel::{Harness, run_xdp},
+    kernel::{Harness, pin_to_cpu, run_xdp},
+    netns::VethPair,
     process::PinDir,
 };
 
@@ -197,4 +199,83 @@ fn snapshots_racing_evictions_are_whole_or_discarded() {
     assert!(snapshots > 0, "{batches} batch reads, no snapshot");
     let live = map.read_by_iteration().unwrap().len();
     assert_eq!(read_and_check(&h.datapath, live), ReadMethod::Snapshot);
+}
+
+/// A snapshot holds its CPU for the whole walk, but not the packets that CPU must process: the
+/// program runs with softirqs enabled (an XDP program's test run would hold them back until
+/// the walk ends). Datagrams steered to the walking CPU keep arriving during five walks of a
+/// large map.
+#[test]
+fn packets_keep_flowing_on_the_cpu_that_takes_a_snapshot() {
+    const FLOWS: u32 = 400_000;
+    const WALKER_CPU: usize = 1;
+    let datapath = Datapath::load(FLOWS * 2, None).unwrap();
+    for i in 0..FLOWS {
+        let client = Ipv4Addr::from(0x0a00_0000 + i).to_string();
+        run_xdp(
+            &datapath,
+            &Frame::tcp(&client, 40000, "192.0.2.1", 80, ACK).build(),
+            None,
+            1,
+        );
+    }
+    let pair = VethPair::new();
+    pair.server
+        .steer_receive_to(VethPair::SERVER_IF, WALKER_CPU);
+    let receiver = pair
+        .server
+        .run(|| UdpSocket::bind((VethPair::SERVER_IP, 9000)).unwrap());
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let sender = pair
+        .client
+        .run(|| UdpSocket::bind((VethPair::CLIENT_IP, 0)).unwrap());
+    let map = datapath.flow_map().unwrap();
+    let walking = AtomicBool::new(true);
+    let (walks, (received, longest_gap)) = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            pin_to_cpu(0);
+            while walking.load(Ordering::Relaxed) {
+                sender.send_to(b"x", (VethPair::SERVER_IP, 9000)).unwrap();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        });
+        let receiving = scope.spawn(|| {
+            pin_to_cpu(0);
+            let (mut received, mut last, mut longest_gap) = (0, Instant::now(), Duration::ZERO);
+            while walking.load(Ordering::Relaxed) {
+                if receiver.recv(&mut [0u8; 8]).is_ok() {
+                    received += 1;
+                    longest_gap = longest_gap.max(last.elapsed());
+                    last = Instant::now();
+                }
+            }
+            (received, longest_gap)
+        });
+        pin_to_cpu(WALKER_CPU);
+        let mut table = map.empty_table().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let walks: Vec<Duration> = (0..5)
+            .map(|_| {
+                let started = Instant::now();
+                let read = map.read_into(&mut table).unwrap();
+                assert_eq!(read.method, ReadMethod::Snapshot);
+                assert_eq!(table.len(), FLOWS as usize);
+                started.elapsed()
+            })
+            .collect();
+        walking.store(false, Ordering::Relaxed);
+        (walks, receiving.join().unwrap())
+    });
+    let shortest = *walks.iter().min().unwrap();
+    assert!(
+        shortest > Duration::from_millis(30),
+        "walks too short to tell: {walks:?}"
+    );
+    assert!(received > 100, "{received} datagrams");
+    assert!(
+        longest_gap < shortest / 3,
+        "datagrams stopped for {longest_gap:?} during walks of {walks:?}"
+    );
 }

@@ -17,15 +17,12 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use aya::{
-    maps::{HashMap, Map},
-    programs::Xdp,
-};
+use aya::maps::{HashMap, Map};
 use flowmon_common::{FlowBlock, FlowKey, snapshot::outcome};
 
 use super::{
     clock::KernelClock,
-    snapshot::{SnapshotArea, SnapshotHalf},
+    snapshot::{SnapshotArea, SnapshotHalf, SnapshotProgram},
 };
 
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
@@ -216,14 +213,14 @@ pub struct FlowMap<'a> {
     map: &'a Map,
     fd: RawFd,
     clock: KernelClock,
-    snapshot: Option<(&'a Xdp, &'a Arc<SnapshotArea>)>,
+    snapshot: Option<(SnapshotProgram<'a>, &'a Arc<SnapshotArea>)>,
 }
 
 impl<'a> FlowMap<'a> {
     pub(super) fn new(
         map: &'a Map,
         clock: KernelClock,
-        snapshot: Option<(&'a Xdp, &'a Arc<SnapshotArea>)>,
+        snapshot: Option<(SnapshotProgram<'a>, &'a Arc<SnapshotArea>)>,
     ) -> Result<Self> {
         let Map::LruHashMap(data) = map else {
             anyhow::bail!("the flow map is not an LRU hash");
@@ -274,7 +271,7 @@ impl<'a> FlowMap<'a> {
         let mut snapshot_discarded = None;
         if let (Some((program, _)), Some(half)) = (self.snapshot, table.snapshot.as_mut()) {
             table.in_snapshot = None;
-            match half.take(program)? {
+            match program.take(half)? {
                 Ok(flows) => {
                     table.in_snapshot = Some(flows);
                     return Ok(MapRead {

@@ -20,14 +20,14 @@ use aya::{
 };
 use flowmon_common::{
     CLOCK_PROGRAM, COUNTERS_MAP, CREATE_ERRORS_MAP, DatapathCounters, FLOWS_MAP, FRAGMENTS_MAP,
-    SNAPSHOT_BLOCKS_MAP, SNAPSHOT_KEYS_MAP, SNAPSHOT_PROGRAM, TC_PROGRAM, XDP_PROGRAM,
+    SNAPSHOT_BLOCKS_MAP, SNAPSHOT_KEYS_MAP, TC_PROGRAM, XDP_PROGRAM,
 };
 
 pub use attach::{Attachment, XdpModeChoice, ifindex};
 pub use clock::KernelClock;
 pub use flow_map::{FlowMap, FlowTable, MapRead, ReadMethod};
 
-use snapshot::SnapshotArea;
+use snapshot::{SnapshotArea, SnapshotProgram};
 
 /// The kernel object built by `build.rs` from `flowmon-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowmon"));
@@ -174,7 +174,7 @@ impl Datapath {
             .map(FLOWS_MAP)
             .with_context(|| format!("map {FLOWS_MAP} missing from the object"))?;
         let snapshot = match &self.snapshot {
-            Some(area) => Some((self.program(SNAPSHOT_PROGRAM)?.try_into()?, area)),
+            Some(area) => Some((SnapshotProgram::of(&self.ebpf)?, area)),
             None => None,
         };
         FlowMap::new(map, self.clock, snapshot)

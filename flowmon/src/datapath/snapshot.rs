@@ -1,7 +1,9 @@
 //! Reading the flow map through the snapshot program (see `flowmon_common::snapshot`): the
 //! kernel copies every flow into two arrays mapped into the agent's memory, in one walk that
 //! takes no bucket locks and makes no copies to userspace. At a million flows that costs half
-//! of what `BPF_MAP_LOOKUP_BATCH` does with its lock and two checked copies per bucket.
+//! of what `BPF_MAP_LOOKUP_BATCH` does with its lock and two checked copies per bucket. The
+//! walk runs without preemption on the agent's CPU (a quarter second at a million flows), with
+//! interrupts and softirqs, packet processing among them, going on.
 //!
 //! The arrays have two halves, one for each of the monitor's two tables (the latest read and
 //! the one before it, against which evictions are found); a table holds its half for life.
@@ -18,18 +20,15 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf,
-    maps::Map,
-    programs::{TestRun as _, TestRunOptions, Xdp},
+    maps::{Array, Map},
+    programs::{RawTracePoint, RawTracePointRunOptions, TestRun as _},
 };
 use flowmon_common::{
     FlowBlock, FlowKey, SNAPSHOT_BLOCKS_MAP, SNAPSHOT_KEYS_MAP, SNAPSHOT_PROGRAM,
-    snapshot::{SnapshotRun, outcome},
+    SNAPSHOT_WALKS_MAP,
+    snapshot::{HALVES, SnapshotWalk, outcome},
 };
 use memmap2::{MmapOptions, MmapRaw};
-
-/// Smallest frame BPF_PROG_TEST_RUN runs an XDP program on.
-const FRAME_LEN: usize = 64;
-const _: () = assert!(size_of::<SnapshotRun>() <= FRAME_LEN);
 // Array elements are 8-byte aligned in the kernel: these sizes make the mapped arrays plain
 // Rust slices.
 const _: () =
@@ -42,7 +41,7 @@ pub struct SnapshotArea {
     /// Slots of one half: the flow map's capacity.
     half_slots: u32,
     bucket_mask: u32,
-    taken: [AtomicBool; 2],
+    taken: [AtomicBool; HALVES as usize],
 }
 
 impl SnapshotArea {
@@ -57,7 +56,7 @@ impl SnapshotArea {
     /// Loads the snapshot program of `ebpf` and maps its arrays, made for a flow map of
     /// `capacity` flows.
     pub fn prepare(ebpf: &mut Ebpf, capacity: u32) -> Result<Arc<Self>> {
-        let program: &mut Xdp = ebpf
+        let program: &mut RawTracePoint = ebpf
             .program_mut(SNAPSHOT_PROGRAM)
             .context("snapshot program missing from the object")?
             .try_into()?;
@@ -78,7 +77,7 @@ impl SnapshotArea {
             half_slots: capacity,
             // The kernel gives a hash map the next power of two of its capacity in buckets.
             bucket_mask: capacity.next_power_of_two() - 1,
-            taken: [AtomicBool::new(false), AtomicBool::new(false)],
+            taken: [const { AtomicBool::new(false) }; HALVES as usize],
         }))
     }
 
@@ -96,6 +95,51 @@ impl SnapshotArea {
     }
 }
 
+/// The snapshot program and its walk slots, borrowed from the loaded object.
+#[derive(Clone, Copy)]
+pub struct SnapshotProgram<'a> {
+    program: &'a RawTracePoint,
+    walks: &'a Map,
+}
+
+impl<'a> SnapshotProgram<'a> {
+    pub fn of(ebpf: &'a Ebpf) -> Result<Self> {
+        Ok(Self {
+            program: ebpf
+                .program(SNAPSHOT_PROGRAM)
+                .context("snapshot program missing from the object")?
+                .try_into()?,
+            walks: ebpf
+                .map(SNAPSHOT_WALKS_MAP)
+                .context("snapshot walks missing from the object")?,
+        })
+    }
+
+    /// Runs the snapshot into `half`: the number of flows copied, or the [`outcome`] for which
+    /// the snapshot is unusable. The half is borrowed mutably because the kernel rewrites it:
+    /// no slice of it may be alive meanwhile.
+    pub fn take(&self, half: &mut SnapshotHalf) -> Result<Result<usize, u32>> {
+        let area = &half.area;
+        let mut options = RawTracePointRunOptions::new();
+        options.args[..4].copy_from_slice(&[
+            half.index as u64,
+            (half.index as u32 * area.half_slots).into(),
+            area.half_slots.into(),
+            area.bucket_mask.into(),
+        ]);
+        self.program
+            .test_run(options)
+            .context("BPF_PROG_TEST_RUN on the snapshot program")?;
+        let walk: SnapshotWalk = Array::<_, SnapshotWalk>::try_from(self.walks)?
+            .get(&(half.index as u32), 0)
+            .context("cannot read the snapshot's outcome")?;
+        Ok(match walk.run.outcome {
+            outcome::COMPLETE => Ok(walk.run.flows as usize),
+            other => Err(other),
+        })
+    }
+}
+
 /// One half of the snapshot arrays, held by one table.
 pub struct SnapshotHalf {
     area: Arc<SnapshotArea>,
@@ -103,37 +147,6 @@ pub struct SnapshotHalf {
 }
 
 impl SnapshotHalf {
-    /// Runs the snapshot program into this half: the number of flows copied, or the
-    /// [`outcome`] for which the snapshot is unusable. `&mut` because the kernel rewrites the
-    /// half: no slice of it may be alive meanwhile.
-    pub fn take(&mut self, program: &Xdp) -> Result<Result<usize, u32>> {
-        let area = &self.area;
-        let run = SnapshotRun {
-            first_slot: self.index as u32 * area.half_slots,
-            slots: area.half_slots,
-            bucket_mask: area.bucket_mask,
-            ..SnapshotRun::default()
-        };
-        let mut frame = [0u8; FRAME_LEN];
-        // SAFETY: SnapshotRun is plain integers and fits in the frame (asserted above).
-        unsafe { std::ptr::write_unaligned(frame.as_mut_ptr().cast(), run) };
-        let mut out = [0u8; FRAME_LEN];
-        program
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..TestRunOptions::new()
-            })
-            .context("BPF_PROG_TEST_RUN on the snapshot program")?;
-        // SAFETY: the program wrote a SnapshotRun where it read one.
-        let done: SnapshotRun = unsafe { std::ptr::read_unaligned(out.as_ptr().cast()) };
-        Ok(match done.outcome {
-            outcome::COMPLETE => Ok(done.flows as usize),
-            other => Err(other),
-        })
-    }
-
     /// The first `len` keys of this half.
     pub fn keys(&self, len: usize) -> &[FlowKey] {
         // SAFETY: see `slice`.
@@ -148,8 +161,8 @@ impl SnapshotHalf {
 
     /// # Safety
     /// `T` must be the element type of `array`. The slice is sound because the kernel writes
-    /// the half only during [`SnapshotHalf::take`], which borrows the half mutably; it stays
-    /// within the half whatever `len` says.
+    /// the half only during [`SnapshotProgram::take`], which borrows the half mutably; it
+    /// stays within the half whatever `len` says.
     unsafe fn slice<T>(&self, array: &MmapRaw, len: usize) -> &[T] {
         let half_slots = self.area.half_slots as usize;
         let start = array
