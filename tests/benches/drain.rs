@@ -1,12 +1,13 @@
-//! `cargo xtask bench drain`: the cost of reading the whole flow map, batch syscalls against
-//! aya's get_next_key iterator, and the CPU time of one full poll cycle of the flow monitor
-//! (read, decide every flow's fate from its block, find the flows the kernel evicted), at 10k,
-//! 100k and 1M live flows.
+//! `cargo xtask bench drain`: the cost of reading the whole flow map, the snapshot program's
+//! copy and batch syscalls against aya's get_next_key iterator, and the CPU time of one full
+//! poll cycle of the flow monitor (read, decide every flow's fate from its block, find the
+//! flows the kernel evicted) reading by snapshot and by batch lookups, at 10k, 100k and 1M live
+//! flows.
 
 use std::{collections::HashMap, net::Ipv4Addr, sync::Arc, time::Instant};
 
 use flowmon::{
-    datapath::Datapath,
+    datapath::{Datapath, ReadMethod},
     flow::monitor::{FlowMonitor, MonitorConfig},
     flow::tracker::Timeouts,
     metrics::Metrics,
@@ -19,8 +20,10 @@ use flowmon_tests::{
 };
 
 const SIZES: [u32; 3] = [10_000, 100_000, 1_000_000];
-/// Steady-state polls measured per size; the table gives the median.
+/// Steady-state polls measured per size, and snapshot and batch reads; the table gives the
+/// medians. The iterator, at 3 us a flow, reads once.
 const POLLS: usize = 5;
+const READS: usize = 5;
 
 /// CPU time this thread has used.
 fn thread_cpu() -> f64 {
@@ -46,66 +49,90 @@ fn filled(flows: u32) -> Datapath {
     datapath
 }
 
+/// Microseconds per flow of `read`, which reads the whole map of `flows` flows: the median of
+/// `times` reads.
+fn per_entry_us(flows: u32, times: usize, mut read: impl FnMut() -> usize) -> f64 {
+    let mut us: Vec<f64> = (0..times)
+        .map(|_| {
+            let started = Instant::now();
+            assert_eq!(read(), flows as usize, "every flow read");
+            started.elapsed().as_secs_f64() * 1e6 / flows as f64
+        })
+        .collect();
+    us.sort_by(f64::total_cmp);
+    us[times / 2]
+}
+
 fn main() {
     println!("## drain (per entry of a full read of the flow map)\n");
     println!(
-        "| live flows | batch us/entry | iterator us/entry | iterator / batch | poll cycle CPU s | poll cycle wall s |"
+        "| live flows | snapshot us/entry | batch us/entry | iterator us/entry | batch / snapshot | iterator / batch | poll cycle CPU s, snapshot | poll cycle CPU s, batch | poll cycle wall s, snapshot |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for flows in SIZES {
         let datapath = filled(flows);
         let map = datapath.flow_map().unwrap();
-        // As a poll reads: into the buffers of an earlier read.
-        let mut batch = map.read_all().unwrap();
-        let started = Instant::now();
-        map.read_into(&mut batch).unwrap();
-        let batch_us = started.elapsed().as_secs_f64() * 1e6 / flows as f64;
-        assert_eq!(batch.len(), flows as usize);
-        drop(batch);
-        let started = Instant::now();
-        let iterated = map.read_by_iteration().unwrap();
-        let iterator_us = started.elapsed().as_secs_f64() * 1e6 / flows as f64;
-        assert_eq!(iterated.len(), flows as usize);
-        drop(iterated);
-
-        // One poll of the monitor itself: long timeouts, so every flow is kept.
-        let state = TempDir::new("drain");
-        let metrics = Metrics::new();
-        let minute = 60_000_000_000;
-        let config = MonitorConfig {
-            timeouts: Timeouts {
-                tcp: minute,
-                tcp_close: minute,
-                udp: minute,
-                icmp: minute,
-                other: minute,
-                interim: minute,
-            },
-            sensor_id: "bench".into(),
-            state_dir: state.path().to_owned(),
-            poll_interval: std::time::Duration::from_secs(1),
-            keep_attached: true,
-        };
-        let sinks = FlowSinks::new(None, None, None, Arc::clone(&metrics));
-        let mut monitor =
-            FlowMonitor::new(datapath, HashMap::new(), config, sinks, metrics).unwrap();
-        // The first poll meets every flow and the second fills the second table buffer; the
-        // ones after are the steady state: the median of five.
-        monitor.poll().unwrap();
-        monitor.poll().unwrap();
-        let mut polls: Vec<(f64, f64)> = (0..POLLS)
-            .map(|_| {
-                let (cpu, wall) = (thread_cpu(), Instant::now());
-                monitor.poll().unwrap();
-                (thread_cpu() - cpu, wall.elapsed().as_secs_f64())
-            })
-            .collect();
-        polls.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (poll_cpu, poll_wall) = polls[POLLS / 2];
+        // As a poll reads: into the memory of an earlier read.
+        let mut table = map.read_all().unwrap();
+        let snapshot_us = per_entry_us(flows, READS, || {
+            let read = map.read_into(&mut table).unwrap();
+            assert_eq!(read.method, ReadMethod::Snapshot);
+            table.len()
+        });
+        drop(table);
+        let mut table = map.empty_table().unwrap();
+        map.read_by_batch(&mut table).unwrap();
+        let batch_us = per_entry_us(flows, READS, || {
+            assert_eq!(map.read_by_batch(&mut table).unwrap(), ReadMethod::Batch);
+            table.len()
+        });
+        drop(table);
+        let iterator_us = per_entry_us(flows, 1, || map.read_by_iteration().unwrap().len());
+        let (snapshot_cpu, snapshot_wall) = poll_cycle(datapath);
+        let (batch_cpu, _) = poll_cycle(filled(flows).without_snapshots());
         println!(
-            "| {flows} | {batch_us:.2} | {iterator_us:.2} | {:.1}x | {poll_cpu:.3} | {poll_wall:.3} |",
+            "| {flows} | {snapshot_us:.2} | {batch_us:.2} | {iterator_us:.2} | {:.1}x | {:.1}x | {snapshot_cpu:.3} | {batch_cpu:.3} | {snapshot_wall:.3} |",
+            batch_us / snapshot_us,
             iterator_us / batch_us
         );
     }
     println!("\nTargets: batch <= 0.6 us/entry; a 1M-flow map polled every second < 0.5 core.");
+}
+
+/// CPU and wall time of a steady poll cycle of the flow monitor over `datapath`: the median of
+/// [`POLLS`].
+fn poll_cycle(datapath: Datapath) -> (f64, f64) {
+    // Long timeouts, so every flow is kept.
+    let state = TempDir::new("drain");
+    let metrics = Metrics::new();
+    let minute = 60_000_000_000;
+    let config = MonitorConfig {
+        timeouts: Timeouts {
+            tcp: minute,
+            tcp_close: minute,
+            udp: minute,
+            icmp: minute,
+            other: minute,
+            interim: minute,
+        },
+        sensor_id: "bench".into(),
+        state_dir: state.path().to_owned(),
+        poll_interval: std::time::Duration::from_secs(1),
+        keep_attached: true,
+    };
+    let sinks = FlowSinks::new(None, None, None, Arc::clone(&metrics));
+    let mut monitor = FlowMonitor::new(datapath, HashMap::new(), config, sinks, metrics).unwrap();
+    // The first poll meets every flow and the second fills the second table; the ones after
+    // are the steady state.
+    monitor.poll().unwrap();
+    monitor.poll().unwrap();
+    let mut polls: Vec<(f64, f64)> = (0..POLLS)
+        .map(|_| {
+            let (cpu, wall) = (thread_cpu(), Instant::now());
+            monitor.poll().unwrap();
+            (thread_cpu() - cpu, wall.elapsed().as_secs_f64())
+        })
+        .collect();
+    polls.sort_by(|a, b| a.0.total_cmp(&b.0));
+    polls[POLLS / 2]
 }
