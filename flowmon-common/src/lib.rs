@@ -366,8 +366,10 @@ mod tests {
     #[test]
     fn layouts_match_what_the_kernel_writes() {
         use core::mem::{offset_of, size_of};
-        /// The kernel's `struct htab_elem`, the header of a hash map element (5.x to 6.18).
-        const HASH_ELEMENT_HEADER: usize = 48;
+        // The kernel's `struct htab_elem`, the header of a hash map element (5.x to 6.18).
+        const HASH_ELEMENT_HEADER: usize = size_of::<snapshot::ElementHeader>();
+        assert_eq!(HASH_ELEMENT_HEADER, 48);
+        assert_eq!(offset_of!(snapshot::ElementHeader, hash), 40);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowSide>(), 40);
         assert_eq!(size_of::<DatapathCounters>(), 72);

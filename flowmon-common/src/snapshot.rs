@@ -4,14 +4,23 @@
 //! [`crate::SNAPSHOT_WALKS_MAP`].
 //!
 //! The program walks the map with `bpf_for_each_map_elem`, bucket after bucket, without the
-//! bucket locks a `BPF_MAP_LOOKUP_BATCH` takes. That walk can be torn: when the LRU evicts the
-//! element the walk is about to step on and reuses it for a new flow in another bucket, the
-//! walk follows it into that bucket's chain, visits flows twice and misses the rest of its own
-//! chain. So the walk checks itself with [`SnapshotWalk::visit`]: buckets must come in
-//! ascending order (each element's bucket is read from the hash the kernel stores before the
-//! key), and no element may come twice within one bucket. A diverted walk breaks one rule or
-//! the other, and its snapshot is thrown away; the agent then reads the map with batch
-//! operations.
+//! bucket locks a `BPF_MAP_LOOKUP_BATCH` takes. The LRU can evict an element as the walk goes
+//! and reuse it for a new flow in another bucket. If that happens to the element the walk is
+//! copying, the copy may mix two flows; if it happens to the element the walk steps to next,
+//! the walk follows it into the other bucket's chain, may visit flows twice and misses the
+//! rest of its own chain. So the walk checks every element from the header the kernel keeps
+//! before its key ([`ElementHeader`]):
+//! - it must be linked, and its key the same before and after its block is copied (see the
+//!   program's `copy_flow` for why that order of reads makes the copy whole);
+//! - buckets, from the stored hash, must come in ascending order, and no element twice in one
+//!   bucket ([`SnapshotWalk::visit`]).
+//!
+//! A walk that breaks a rule is thrown away and the agent reads the map with batch lookups. A
+//! diversion that breaks none (into a bucket between the last one visited and its own, all
+//! empty when the walk passed them) only loses flows: the agent looks up every flow it knew that
+//! a snapshot lacks, and reads with batch lookups if one is still there. The argument holds
+//! whether the kernel reads an element's successor before the callback (6.15 on) or after, and
+//! relies on x86's ordering of loads.
 
 /// Elements of one bucket the walk remembers to catch a second visit. Buckets hold one element
 /// on average in a full map (there are at least as many as the map has entries); more than
@@ -21,9 +30,22 @@ pub const CHAIN_CHECKED: usize = 16;
 /// Halves of the snapshot arrays: one for each of the agent's two tables.
 pub const HALVES: u32 = 2;
 
-/// Bytes from a hash element's `hash` field to its key: the `u32` hash ends the kernel's
-/// 48-byte `struct htab_elem` header, padded to 8.
-pub const HASH_BEFORE_KEY: u64 = 8;
+/// The kernel's `struct htab_elem` header of an LRU hash map element (5.x to 6.18): the chain
+/// links, the LRU node, the hash, then the key at byte 48.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ElementHeader {
+    pub next: u64,
+    /// Where the element is linked from; [`UNLINKED`] once it is taken out of its chain.
+    pub pprev: u64,
+    pub lru_node: [u64; 3],
+    pub hash: u32,
+    pub _pad: u32,
+}
+
+/// The kernel's `LIST_POISON2` (its default on x86-64 and arm64), which an element's `pprev`
+/// holds from its removal from a chain until it is linked again.
+pub const UNLINKED: u64 = 0xdead_0000_0000_0122;
 
 /// How a snapshot walk ended.
 pub mod outcome {
@@ -37,8 +59,12 @@ pub mod outcome {
     pub const REVISITED: u32 = 3;
     /// A bucket held more elements than the walk can check.
     pub const LONG_CHAIN: u32 = 4;
-    /// An element's hash could not be read.
+    /// An element's header could not be read.
     pub const UNREADABLE: u32 = 5;
+    /// An element was unlinked or reused as the walk copied it.
+    pub const CHANGED: u32 = 6;
+    /// Found by the agent: a flow it knew, missing from the snapshot, is still in the map.
+    pub const MISSED: u32 = 7;
 
     /// The label of an outcome, for logs and metrics.
     pub fn name(outcome: u32) -> &'static str {
@@ -49,6 +75,8 @@ pub mod outcome {
             REVISITED => "revisited",
             LONG_CHAIN => "long_chain",
             UNREADABLE => "unreadable",
+            CHANGED => "changed",
+            MISSED => "missed",
             _ => "unknown",
         }
     }
@@ -64,10 +92,12 @@ pub struct SnapshotRun {
     pub slots: u32,
     /// In: the flow map's bucket count (a power of two) minus one.
     pub bucket_mask: u32,
+    /// In and out: the agent's number for this run, which the walk copies, so that an outcome
+    /// is known to be this run's.
+    pub ticket: u32,
     /// Out: flows copied, and one of [`outcome`].
     pub flows: u32,
     pub outcome: u32,
-    pub _pad: u32,
 }
 
 /// The state of one walk while it runs, and its outcome after.
@@ -96,11 +126,14 @@ impl SnapshotWalk {
         }
     }
 
-    /// Checks that the element at `element`, whose stored hash is `hash`, continues an untorn
-    /// walk; else the [`outcome`] that ends it.
+    /// Checks that the element at `element`, whose header reads `header` before its copy, is
+    /// linked and continues an untorn walk; else the [`outcome`] that ends it.
     #[inline(always)]
-    pub fn visit(&mut self, hash: u32, element: u64) -> Result<(), u32> {
-        let bucket = hash & self.run.bucket_mask;
+    pub fn visit(&mut self, header: &ElementHeader, element: u64) -> Result<(), u32> {
+        if header.pprev == UNLINKED {
+            return Err(outcome::CHANGED);
+        }
+        let bucket = header.hash & self.run.bucket_mask;
         if self.chain_len == 0 || bucket > self.bucket {
             self.bucket = bucket;
             self.chain[0] = element;
@@ -137,6 +170,14 @@ mod tests {
 
     const MASK: u32 = 0xff;
 
+    fn linked(hash: u32) -> ElementHeader {
+        ElementHeader {
+            pprev: 0xffff_8880_0000_1000,
+            hash,
+            ..ElementHeader::default()
+        }
+    }
+
     /// Visits (bucket, element) pairs in order; the outcome of the walk.
     fn walk(visits: &[(u32, u64)]) -> u32 {
         let mut walk = SnapshotWalk::start(SnapshotRun {
@@ -145,7 +186,7 @@ mod tests {
         });
         for &(bucket, element) in visits {
             // A hash's bits above the mask do not matter.
-            if let Err(outcome) = walk.visit(0xab00 | bucket, element) {
+            if let Err(outcome) = walk.visit(&linked(0xab00 | bucket), element) {
                 return outcome;
             }
         }
@@ -191,5 +232,19 @@ mod tests {
         assert_eq!(walk(&chain), outcome::COMPLETE);
         let longer: Vec<(u32, u64)> = (0..=CHAIN_CHECKED as u64).map(|e| (6, e)).collect();
         assert_eq!(walk(&longer), outcome::LONG_CHAIN);
+    }
+
+    #[test]
+    fn an_unlinked_element_ends_the_walk() {
+        let mut walk = SnapshotWalk::start(SnapshotRun {
+            bucket_mask: MASK,
+            ..SnapshotRun::default()
+        });
+        let unlinked = ElementHeader {
+            pprev: UNLINKED,
+            ..linked(1)
+        };
+        assert_eq!(walk.visit(&unlinked, 1), Err(outcome::CHANGED));
+        assert_eq!(walk.visit(&linked(1), 1), Ok(()));
     }
 }

@@ -115,8 +115,8 @@ pub fn flowmon_clock(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Copies the flow map into the snapshot arrays: arguments are the half of the arrays and its
-/// [`SnapshotRun`] request, the outcome goes to the half's walk slot. Never attached: the agent
+/// Copies the flow map into the snapshot arrays: the arguments are the half of the arrays and
+/// its [`SnapshotRun`] request; the outcome goes to the half's walk slot. Never attached: the agent
 /// runs it under BPF_PROG_TEST_RUN at each poll. A raw tracepoint program, because that is run
 /// with softirqs enabled: an XDP program would hold back packet processing on its CPU for the
 /// whole walk.
@@ -129,6 +129,7 @@ pub fn flowmon_snapshot(ctx: RawTracePointContext) -> i32 {
             first_slot: ctx.arg(1),
             slots: ctx.arg(2),
             bucket_mask: ctx.arg(3),
+            ticket: ctx.arg(4),
             ..SnapshotRun::default()
         },
     );

@@ -1,7 +1,7 @@
 //! The snapshot program's walk: every flow's key and block copied into the snapshot arrays,
 //! the walk checked as it goes (see `flowmon_common::snapshot`).
 
-use core::ffi::c_void;
+use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use flowmon_common::{
     FlowBlock, FlowKey,
-    snapshot::{HALVES, HASH_BEFORE_KEY, SnapshotRun, SnapshotWalk, outcome},
+    snapshot::{ElementHeader, HALVES, SnapshotRun, SnapshotWalk, outcome},
 };
 
 use crate::flow::FLOWS;
@@ -49,8 +49,19 @@ pub fn take(half: u32, run: SnapshotRun) {
     }
 }
 
-/// Called by the kernel for each element: checks the walk, then copies the flow into the next
-/// slot. Returns 1 to stop the walk.
+/// Called by the kernel for each element: copies the flow into the next slot, checking the walk
+/// and that the element was not reused meanwhile. Returns 1 to stop the walk.
+///
+/// The order of the reads is what makes the copy whole. The LRU reuses an element in this
+/// order: unlink (its `pprev` becomes [`UNLINKED`]), new hash, new key, new block, link
+/// elsewhere. The key is read first, then the header, then the block, then the key again. A
+/// linked header means that a reuse unlinked the element after the first key was read (or was
+/// over before the header was read, leaving a whole new flow); a reuse that then wrote into
+/// the block as it was copied had already written the new key, so the second key differs.
+/// The reads are volatile, so the compiler keeps their order; x86 keeps loads in program order,
+/// and the kernel's stores in theirs.
+///
+/// [`UNLINKED`]: flowmon_common::snapshot::UNLINKED
 extern "C" fn copy_flow(
     _map: *mut c_void,
     key: *const FlowKey,
@@ -62,16 +73,15 @@ extern "C" fn copy_flow(
         return 1;
     };
     // SAFETY: `walk` is this walk's slot; `key` and `block` are the element's, valid for the
-    // call; the hash is read with the fault-tolerant helper, from inside the element's header.
+    // call; its header is read with the fault-tolerant helper.
     unsafe {
         let walk = &mut *walk;
-        let mut hash: u32 = 0;
-        let at = (key as u64).wrapping_sub(HASH_BEFORE_KEY) as *const c_void;
-        if bpf_probe_read_kernel(&mut hash as *mut u32 as *mut c_void, 4, at) != 0 {
+        let first_key: Words<KEY_WORDS> = read_words(key.cast());
+        let Some(header) = header_of(key) else {
             walk.run.outcome = outcome::UNREADABLE;
             return 1;
-        }
-        if let Err(ended) = walk.visit(hash, key as u64) {
+        };
+        if let Err(ended) = walk.visit(&header, key as u64) {
             walk.run.outcome = ended;
             return 1;
         }
@@ -87,9 +97,65 @@ extern "C" fn copy_flow(
             walk.run.outcome = outcome::FULL;
             return 1;
         };
-        core::ptr::copy_nonoverlapping(key, key_slot, 1);
-        core::ptr::copy_nonoverlapping(block, block_slot, 1);
+        copy_words::<BLOCK_WORDS>(block.cast(), block_slot.cast());
+        if read_words::<KEY_WORDS>(key.cast()) != first_key {
+            walk.run.outcome = outcome::CHANGED;
+            return 1;
+        }
+        *(key_slot as *mut Words<KEY_WORDS>) = first_key;
         walk.run.flows += 1;
     }
     0
+}
+
+/// A key or a block as the 8-byte words of its memory (both are whole words, 8-aligned in the
+/// element).
+type Words<const N: usize> = [u64; N];
+const KEY_WORDS: usize = size_of::<FlowKey>() / 8;
+const BLOCK_WORDS: usize = size_of::<FlowBlock>() / 8;
+
+/// Reads `N` words at `at`, each a volatile load: in program order, none left out.
+///
+/// # Safety
+/// `at` must be readable for `N` words.
+#[inline(always)]
+unsafe fn read_words<const N: usize>(at: *const u64) -> Words<N> {
+    let mut words = [0u64; N];
+    for (i, word) in words.iter_mut().enumerate() {
+        // SAFETY: within the `N` words the caller vouches for.
+        *word = unsafe { core::ptr::read_volatile(at.add(i)) };
+    }
+    words
+}
+
+/// Copies `N` words from `from` to `to`, each load volatile: all of them before any later
+/// volatile load.
+///
+/// # Safety
+/// `from` must be readable and `to` writable for `N` words.
+#[inline(always)]
+unsafe fn copy_words<const N: usize>(from: *const u64, to: *mut u64) {
+    for i in 0..N {
+        // SAFETY: within the `N` words the caller vouches for.
+        unsafe { to.add(i).write(core::ptr::read_volatile(from.add(i))) };
+    }
+}
+
+/// The header the kernel keeps right before an element's key.
+///
+/// # Safety
+/// `key` must be the key of a hash map element.
+#[inline(always)]
+unsafe fn header_of(key: *const FlowKey) -> Option<ElementHeader> {
+    let mut header = ElementHeader::default();
+    let at = (key as u64).wrapping_sub(size_of::<ElementHeader>() as u64) as *const c_void;
+    // SAFETY: the helper reads kernel memory and reports a fault instead of taking it.
+    let read = unsafe {
+        bpf_probe_read_kernel(
+            &mut header as *mut ElementHeader as *mut c_void,
+            size_of::<ElementHeader>() as u32,
+            at,
+        )
+    };
+    (read == 0).then_some(header)
 }

@@ -13,7 +13,7 @@ use std::{
     io,
     mem::size_of,
     os::fd::{AsFd as _, AsRawFd as _, RawFd},
-    sync::Arc,
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 use anyhow::{Context as _, Result};
@@ -22,9 +22,10 @@ use flowmon_common::{FlowBlock, FlowKey, snapshot::outcome};
 
 use super::{
     clock::KernelClock,
-    snapshot::{SnapshotArea, SnapshotHalf, SnapshotProgram},
+    snapshot::{SnapshotHalf, SnapshotProgram},
 };
 
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// The kernel's internal "operation not supported" errno, which leaks to userspace.
@@ -66,8 +67,12 @@ impl ReadMethod {
     }
 }
 
+/// Why a snapshot was thrown away when the program itself failed to run.
+const FAILED: &str = "failed";
+
 /// What [`FlowMap::read_into`] did: the method that made the read, and why a snapshot taken
-/// before it was thrown away (one of `flowmon_common::snapshot::outcome`'s names), if one was.
+/// before it was thrown away (one of `flowmon_common::snapshot::outcome`'s names, or
+/// "failed"), if one was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapRead {
     pub method: ReadMethod,
@@ -213,14 +218,14 @@ pub struct FlowMap<'a> {
     map: &'a Map,
     fd: RawFd,
     clock: KernelClock,
-    snapshot: Option<(SnapshotProgram<'a>, &'a Arc<SnapshotArea>)>,
+    snapshot: Option<SnapshotProgram<'a>>,
 }
 
 impl<'a> FlowMap<'a> {
     pub(super) fn new(
         map: &'a Map,
         clock: KernelClock,
-        snapshot: Option<(SnapshotProgram<'a>, &'a Arc<SnapshotArea>)>,
+        snapshot: Option<SnapshotProgram<'a>>,
     ) -> Result<Self> {
         let Map::LruHashMap(data) = map else {
             anyhow::bail!("the flow map is not an LRU hash");
@@ -246,7 +251,7 @@ impl<'a> FlowMap<'a> {
     /// is free, else with buffers that have room for the whole map from the start (address
     /// space only: pages are touched as flows arrive), so that they never move.
     pub fn empty_table(&self) -> Result<FlowTable> {
-        let half = self.snapshot.and_then(|(_, area)| area.lease());
+        let half = self.snapshot.and_then(|program| program.lease());
         let mut table = FlowTable::new(self.clock, half);
         if table.snapshot.is_none() {
             let room = self.capacity()? as usize + BATCH_ENTRIES;
@@ -269,17 +274,27 @@ impl<'a> FlowMap<'a> {
     pub fn read_into(&self, table: &mut FlowTable) -> Result<MapRead> {
         table.clock = self.clock;
         let mut snapshot_discarded = None;
-        if let (Some((program, _)), Some(half)) = (self.snapshot, table.snapshot.as_mut()) {
+        if let (Some(program), Some(half)) = (self.snapshot, table.snapshot.as_mut()) {
             table.in_snapshot = None;
-            match program.take(half)? {
-                Ok(flows) => {
+            match program.take(half) {
+                Ok(Ok(flows)) => {
                     table.in_snapshot = Some(flows);
+                    // Buffers a batch read left behind are not needed any more.
+                    table.keys = Vec::new();
+                    table.blocks = Vec::new();
                     return Ok(MapRead {
                         method: ReadMethod::Snapshot,
                         snapshot_discarded: None,
                     });
                 }
-                Err(ended) => snapshot_discarded = Some(outcome::name(ended)),
+                Ok(Err(ended)) => snapshot_discarded = Some(outcome::name(ended)),
+                Err(err) => {
+                    static WARNED: AtomicBool = AtomicBool::new(false);
+                    if !WARNED.swap(true, Ordering::Relaxed) {
+                        tracing::warn!("snapshot failed, read with batch lookups: {err:#}");
+                    }
+                    snapshot_discarded = Some(FAILED);
+                }
             }
         }
         let method = self.read_by_batch(table)?;
@@ -287,6 +302,23 @@ impl<'a> FlowMap<'a> {
             method,
             snapshot_discarded,
         })
+    }
+
+    /// Whether the map still holds the flow `key` first seen at `first_seen`. A lookup from
+    /// userspace leaves the LRU's order alone.
+    pub fn holds(&self, key: &FlowKey, first_seen: u64) -> Result<bool> {
+        let mut block = FlowBlock::default();
+        let mut attr = ElemAttr {
+            map_fd: self.fd as u32,
+            key: key as *const FlowKey as u64,
+            value: &mut block as *mut FlowBlock as u64,
+            ..ElemAttr::default()
+        };
+        match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+            Ok(()) => Ok(block.first_seen == first_seen),
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(err) => Err(err).context("BPF_MAP_LOOKUP_ELEM on the flow map"),
+        }
     }
 
     /// Reads every flow into `table`'s buffers with batch lookups, or with the iterator where

@@ -54,26 +54,43 @@ impl Datapath {
     /// or taken over when a previous run pinned them.
     pub fn load(max_flows: u32, pin_dir: Option<&Path>) -> Result<Self> {
         raise_memlock_limit();
-        let mut loader = EbpfLoader::new();
-        loader.map_max_entries(FLOWS_MAP, max_flows);
         let pinned_here = pin_dir.is_some_and(|dir| !dir.join(FLOWS_MAP).exists());
+        if let Some(dir) = pin_dir {
+            pinning::prepare(dir)?;
+        }
         // A pinned flow map keeps its size, which the snapshot arrays follow.
         let capacity = match pin_dir.filter(|_| !pinned_here) {
             Some(dir) => pinned_capacity(&dir.join(FLOWS_MAP))?,
             None => max_flows,
         };
-        let snapshot_slots = SnapshotArea::slots(capacity)?;
-        loader.map_max_entries(SNAPSHOT_KEYS_MAP, snapshot_slots);
-        loader.map_max_entries(SNAPSHOT_BLOCKS_MAP, snapshot_slots);
-        if let Some(dir) = pin_dir {
-            pinning::prepare(dir)?;
-            for map in MAPS {
-                loader.map_pin_path(map, dir.join(map));
+        let load = |snapshot_slots| {
+            let mut loader = EbpfLoader::new();
+            loader.map_max_entries(FLOWS_MAP, max_flows);
+            loader.map_max_entries(SNAPSHOT_KEYS_MAP, snapshot_slots);
+            loader.map_max_entries(SNAPSHOT_BLOCKS_MAP, snapshot_slots);
+            if let Some(dir) = pin_dir {
+                for map in MAPS {
+                    loader.map_pin_path(map, dir.join(map));
+                }
             }
-        }
-        let mut ebpf = loader
-            .load(EBPF_OBJECT)
-            .map_err(|err| attach::explain(err.into(), "load the eBPF object"))?;
+            loader
+                .load(EBPF_OBJECT)
+                .map_err(|err| attach::explain(err.into(), "load the eBPF object"))
+        };
+        // The snapshot arrays are allocated whole at load; without room for them, the agent
+        // reads with batch lookups.
+        let (mut ebpf, snapshots) = match load(SnapshotArea::slots(capacity)?) {
+            Ok(ebpf) => (ebpf, true),
+            Err(err) => match load(1) {
+                Ok(ebpf) => {
+                    tracing::warn!(
+                        "no snapshots, the flow map is read with batch lookups: {err:#}"
+                    );
+                    (ebpf, false)
+                }
+                Err(_) => return Err(err),
+            },
+        };
         let xdp: &mut Xdp = program_mut(&mut ebpf, XDP_PROGRAM)?.try_into()?;
         xdp.load()
             .map_err(|err| attach::explain(err.into(), "load the XDP program"))?;
@@ -85,11 +102,17 @@ impl Datapath {
             .load()
             .map_err(|err| attach::explain(err.into(), "load the clock program"))?;
         let clock = KernelClock::calibrate(clock_program)?;
-        let snapshot = SnapshotArea::prepare(&mut ebpf, capacity)
-            .inspect_err(|err| {
-                tracing::info!("no snapshots, the flow map is read with batch lookups: {err:#}")
-            })
-            .ok();
+        let snapshot = snapshots
+            .then(|| SnapshotArea::prepare(&mut ebpf, capacity))
+            .and_then(|prepared| {
+                prepared
+                    .inspect_err(|err| {
+                        tracing::warn!(
+                            "no snapshots, the flow map is read with batch lookups: {err:#}"
+                        )
+                    })
+                    .ok()
+            });
         let datapath = Self {
             ebpf,
             pin_dir: pin_dir.map(Path::to_owned),
@@ -174,7 +197,7 @@ impl Datapath {
             .map(FLOWS_MAP)
             .with_context(|| format!("map {FLOWS_MAP} missing from the object"))?;
         let snapshot = match &self.snapshot {
-            Some(area) => Some((SnapshotProgram::of(&self.ebpf)?, area)),
+            Some(area) => Some(SnapshotProgram::of(&self.ebpf, area)?),
             None => None,
         };
         FlowMap::new(map, self.clock, snapshot)
