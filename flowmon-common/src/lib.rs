@@ -7,8 +7,6 @@
 //! else a packet writes is either idempotent or written once (see [`marks`]).
 #![no_std]
 
-pub mod snapshot;
-
 /// Name of the flow map (`BPF_MAP_TYPE_LRU_HASH`, [`FlowKey`] to [`FlowBlock`]).
 pub const FLOWS_MAP: &str = "FLOWS";
 /// Name of the per-CPU array holding one [`DatapathCounters`].
@@ -25,14 +23,6 @@ pub const BASELINE_PROGRAM: &str = "flowmon_baseline";
 /// An XDP program, never attached, that writes the kernel's clocks into the frame it is run on
 /// (see [`ClockSample`]): how the agent converts the kernel's jiffies into time.
 pub const CLOCK_PROGRAM: &str = "flowmon_clock";
-/// A raw tracepoint program, never attached, that copies the flow map into the snapshot arrays
-/// (see [`snapshot`]).
-pub const SNAPSHOT_PROGRAM: &str = "flowmon_snapshot";
-/// Names of the snapshot arrays (`BPF_F_MMAPABLE`): keys and blocks, slot by slot.
-pub const SNAPSHOT_KEYS_MAP: &str = "SNAPSHOT_KEYS";
-pub const SNAPSHOT_BLOCKS_MAP: &str = "SNAPSHOT_BLOCKS";
-/// Name of the array of each half's [`snapshot::SnapshotWalk`].
-pub const SNAPSHOT_WALKS_MAP: &str = "SNAPSHOT_WALKS";
 
 /// Default capacity of the flow map; the agent overrides it at load time (`--max-flows`).
 pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
@@ -349,7 +339,6 @@ mod pod {
     unsafe impl aya::Pod for super::DatapathCounters {}
     unsafe impl aya::Pod for super::FragmentKey {}
     unsafe impl aya::Pod for super::FragmentPorts {}
-    unsafe impl aya::Pod for super::snapshot::SnapshotWalk {}
 }
 
 #[cfg(test)]
@@ -366,10 +355,8 @@ mod tests {
     #[test]
     fn layouts_match_what_the_kernel_writes() {
         use core::mem::{offset_of, size_of};
-        // The kernel's `struct htab_elem`, the header of a hash map element (5.x to 6.18).
-        const HASH_ELEMENT_HEADER: usize = size_of::<snapshot::ElementHeader>();
-        assert_eq!(HASH_ELEMENT_HEADER, 48);
-        assert_eq!(offset_of!(snapshot::ElementHeader, hash), 40);
+        /// The kernel's `struct htab_elem`, the header of a hash map element (5.x to 6.18).
+        const HASH_ELEMENT_HEADER: usize = 48;
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowSide>(), 40);
         assert_eq!(size_of::<DatapathCounters>(), 72);

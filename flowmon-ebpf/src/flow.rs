@@ -25,8 +25,7 @@ const EEXIST: i32 = 17;
 /// One control block per flow, shared by all CPUs, with the common LRU. The agent sets the
 /// size at load time.
 #[map(name = "FLOWS")]
-pub(crate) static FLOWS: LruHashMap<FlowKey, FlowBlock> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+static FLOWS: LruHashMap<FlowKey, FlowBlock> = LruHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
 
 /// Where a new flow's block is put together before it is inserted: the block is too large for
 /// the BPF stack beside everything else, and its gaps stay zero from the map's creation on.

@@ -1,7 +1,6 @@
 //! flowmon's kernel half: an XDP program on ingress and a TC (clsact) program on egress share one
 //! flow table, so both directions of a sensor host's traffic are counted. Both always pass the
-//! packet on unchanged. Two more programs are only ever run by the agent: one reads the
-//! kernel's clocks, one copies the flow table out at each poll.
+//! packet on unchanged.
 #![no_std]
 #![no_main]
 // Atomic adds and ORs: `AtomicU64` has no read-modify-write operations on the BPF target.
@@ -10,15 +9,14 @@
 
 mod flow;
 mod parse;
-mod snapshot;
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action},
     helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
-    macros::{classifier, raw_tracepoint, xdp},
-    programs::{RawTracePointContext, TcContext, XdpContext},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
-use flowmon_common::{ClockSample, DatapathCounters, snapshot::SnapshotRun};
+use flowmon_common::{ClockSample, DatapathCounters};
 
 use crate::parse::{Packet, ParseError, parse, parse_common};
 
@@ -113,27 +111,6 @@ pub fn flowmon_clock(ctx: XdpContext) -> u32 {
         }
     }
     xdp_action::XDP_PASS
-}
-
-/// Copies the flow map into the snapshot arrays: the arguments are the half of the arrays and
-/// its [`SnapshotRun`] request; the outcome goes to the half's walk slot. Never attached: the agent
-/// runs it under BPF_PROG_TEST_RUN at each poll. A raw tracepoint program, because that is run
-/// with softirqs enabled: an XDP program would hold back packet processing on its CPU for the
-/// whole walk.
-#[raw_tracepoint]
-pub fn flowmon_snapshot(ctx: RawTracePointContext) -> i32 {
-    let half: u32 = ctx.arg(0);
-    snapshot::take(
-        half,
-        SnapshotRun {
-            first_slot: ctx.arg(1),
-            slots: ctx.arg(2),
-            bucket_mask: ctx.arg(3),
-            ticket: ctx.arg(4),
-            ..SnapshotRun::default()
-        },
-    );
-    0
 }
 
 #[inline(always)]

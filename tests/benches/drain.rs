@@ -1,13 +1,12 @@
-//! `cargo xtask bench drain`: the cost of reading the whole flow map, the snapshot program's
-//! copy and batch syscalls against aya's get_next_key iterator, and the CPU time of one full
-//! poll cycle of the flow monitor (read, decide every flow's fate from its block, find the
-//! flows the kernel evicted) reading by snapshot and by batch lookups, at 10k, 100k and 1M live
-//! flows.
+//! `cargo xtask bench drain`: the cost of reading the whole flow map, batch syscalls against
+//! aya's get_next_key iterator, and the CPU time of one full poll cycle of the flow monitor
+//! (read, decide every flow's fate from its block, find the flows the kernel evicted), at 10k,
+//! 100k and 1M live flows.
 
 use std::{collections::HashMap, net::Ipv4Addr, sync::Arc, time::Instant};
 
 use flowmon::{
-    datapath::{Datapath, ReadMethod},
+    datapath::Datapath,
     flow::monitor::{FlowMonitor, MonitorConfig},
     flow::tracker::Timeouts,
     metrics::Metrics,
@@ -20,8 +19,8 @@ use flowmon_tests::{
 };
 
 const SIZES: [u32; 3] = [10_000, 100_000, 1_000_000];
-/// Steady-state polls measured per size, and snapshot and batch reads; the table gives the
-/// medians. The iterator, at 3 us a flow, reads once.
+/// Steady-state polls measured per size, and batch reads; the table gives the medians. The
+/// iterator, at 3 us a flow, reads once.
 const POLLS: usize = 5;
 const READS: usize = 5;
 
@@ -34,19 +33,6 @@ fn thread_cpu() -> f64 {
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
-}
-
-/// A datapath holding `flows` live TCP flows, each made by the XDP program from a packet.
-fn filled(flows: u32) -> Datapath {
-    let datapath = Datapath::load(flows * 2, None).expect("load flowmon (run as root)");
-    for i in 0..flows {
-        let client = Ipv4Addr::from(0x0a00_0000 + i).to_string();
-        let frame = Frame::tcp(&client, 40000, "192.0.2.1", 80, ACK).build();
-        run_xdp(&datapath, &frame, None, 1);
-    }
-    let live = datapath.flow_map().unwrap().read_all().unwrap().len();
-    assert_eq!(live, flows as usize, "every flow in the map");
-    datapath
 }
 
 /// Microseconds per flow of `read`, which reads the whole map of `flows` flows: the median of
@@ -63,76 +49,75 @@ fn per_entry_us(flows: u32, times: usize, mut read: impl FnMut() -> usize) -> f6
     us[times / 2]
 }
 
+/// A datapath holding `flows` live TCP flows, each made by the XDP program from a packet.
+fn filled(flows: u32) -> Datapath {
+    let datapath = Datapath::load(flows * 2, None).expect("load flowmon (run as root)");
+    for i in 0..flows {
+        let client = Ipv4Addr::from(0x0a00_0000 + i).to_string();
+        let frame = Frame::tcp(&client, 40000, "192.0.2.1", 80, ACK).build();
+        run_xdp(&datapath, &frame, None, 1);
+    }
+    let live = datapath.flow_map().unwrap().read_all().unwrap().len();
+    assert_eq!(live, flows as usize, "every flow in the map");
+    datapath
+}
+
 fn main() {
     println!("## drain (per entry of a full read of the flow map)\n");
     println!(
-        "| live flows | snapshot us/entry | batch us/entry | iterator us/entry | batch / snapshot | iterator / batch | poll cycle CPU s, snapshot | poll cycle CPU s, batch | poll cycle wall s, snapshot |"
+        "| live flows | batch us/entry | iterator us/entry | iterator / batch | poll cycle CPU s | poll cycle wall s |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|");
     for flows in SIZES {
         let datapath = filled(flows);
         let map = datapath.flow_map().unwrap();
-        // As a poll reads: into the memory of an earlier read.
+        // As a poll reads: into the buffers of an earlier read.
         let mut table = map.read_all().unwrap();
-        let snapshot_us = per_entry_us(flows, READS, || {
-            let read = map.read_into(&mut table).unwrap();
-            assert_eq!(read.method, ReadMethod::Snapshot);
-            table.len()
-        });
-        drop(table);
-        let mut table = map.empty_table().unwrap();
-        map.read_by_batch(&mut table).unwrap();
         let batch_us = per_entry_us(flows, READS, || {
-            assert_eq!(map.read_by_batch(&mut table).unwrap(), ReadMethod::Batch);
+            map.read_into(&mut table).unwrap();
             table.len()
         });
         drop(table);
         let iterator_us = per_entry_us(flows, 1, || map.read_by_iteration().unwrap().len());
-        let (snapshot_cpu, snapshot_wall) = poll_cycle(datapath);
-        let (batch_cpu, _) = poll_cycle(filled(flows).without_snapshots());
+
+        // One poll of the monitor itself: long timeouts, so every flow is kept.
+        let state = TempDir::new("drain");
+        let metrics = Metrics::new();
+        let minute = 60_000_000_000;
+        let config = MonitorConfig {
+            timeouts: Timeouts {
+                tcp: minute,
+                tcp_close: minute,
+                udp: minute,
+                icmp: minute,
+                other: minute,
+                interim: minute,
+            },
+            sensor_id: "bench".into(),
+            state_dir: state.path().to_owned(),
+            poll_interval: std::time::Duration::from_secs(1),
+            keep_attached: true,
+        };
+        let sinks = FlowSinks::new(None, None, None, Arc::clone(&metrics));
+        let mut monitor =
+            FlowMonitor::new(datapath, HashMap::new(), config, sinks, metrics).unwrap();
+        // The first poll meets every flow and the second fills the second table buffer; the
+        // ones after are the steady state: the median of five.
+        monitor.poll().unwrap();
+        monitor.poll().unwrap();
+        let mut polls: Vec<(f64, f64)> = (0..POLLS)
+            .map(|_| {
+                let (cpu, wall) = (thread_cpu(), Instant::now());
+                monitor.poll().unwrap();
+                (thread_cpu() - cpu, wall.elapsed().as_secs_f64())
+            })
+            .collect();
+        polls.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (poll_cpu, poll_wall) = polls[POLLS / 2];
         println!(
-            "| {flows} | {snapshot_us:.2} | {batch_us:.2} | {iterator_us:.2} | {:.1}x | {:.1}x | {snapshot_cpu:.3} | {batch_cpu:.3} | {snapshot_wall:.3} |",
-            batch_us / snapshot_us,
+            "| {flows} | {batch_us:.2} | {iterator_us:.2} | {:.1}x | {poll_cpu:.3} | {poll_wall:.3} |",
             iterator_us / batch_us
         );
     }
     println!("\nTargets: batch <= 0.6 us/entry; a 1M-flow map polled every second < 0.5 core.");
-}
-
-/// CPU and wall time of a steady poll cycle of the flow monitor over `datapath`: the median of
-/// [`POLLS`].
-fn poll_cycle(datapath: Datapath) -> (f64, f64) {
-    // Long timeouts, so every flow is kept.
-    let state = TempDir::new("drain");
-    let metrics = Metrics::new();
-    let minute = 60_000_000_000;
-    let config = MonitorConfig {
-        timeouts: Timeouts {
-            tcp: minute,
-            tcp_close: minute,
-            udp: minute,
-            icmp: minute,
-            other: minute,
-            interim: minute,
-        },
-        sensor_id: "bench".into(),
-        state_dir: state.path().to_owned(),
-        poll_interval: std::time::Duration::from_secs(1),
-        keep_attached: true,
-    };
-    let sinks = FlowSinks::new(None, None, None, Arc::clone(&metrics));
-    let mut monitor = FlowMonitor::new(datapath, HashMap::new(), config, sinks, metrics).unwrap();
-    // The first poll meets every flow and the second fills the second table; the ones after
-    // are the steady state.
-    monitor.poll().unwrap();
-    monitor.poll().unwrap();
-    let mut polls: Vec<(f64, f64)> = (0..POLLS)
-        .map(|_| {
-            let (cpu, wall) = (thread_cpu(), Instant::now());
-            monitor.poll().unwrap();
-            (thread_cpu() - cpu, wall.elapsed().as_secs_f64())
-        })
-        .collect();
-    polls.sort_by(|a, b| a.0.total_cmp(&b.0));
-    polls[POLLS / 2]
 }

@@ -57,20 +57,6 @@ impl Netns {
         output
     }
 
-    /// Has the packets `iface` receives processed on `cpu` (receive packet steering), whatever
-    /// CPU they arrive on. Through `ip netns exec`, whose own /sys shows the namespace's devices.
-    pub fn steer_receive_to(&self, iface: &str, cpu: usize) {
-        let mask = format!("{:x}", 1u64 << cpu);
-        ip(&[
-            "netns",
-            "exec",
-            &self.name,
-            "sh",
-            "-c",
-            &format!("echo {mask} > /sys/class/net/{iface}/queues/rx-0/rps_cpus"),
-        ]);
-    }
-
     /// Runs `f` on a thread that has joined the namespace: sockets it opens live there.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let path = format!("/var/run/netns/{}", self.name);

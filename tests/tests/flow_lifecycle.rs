@@ -151,15 +151,6 @@ fn every_end_reason_and_interim_records_with_exact_deltas() {
         long.send(10);
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Every poll (one each 100 ms) but the first read the map by snapshot: nothing evicted,
-    // nothing torn. The first has no earlier read to check a snapshot against.
-    let reads = |method: &str| {
-        let name = format!("flowmon_flow_map_reads_total{{method=\"{method}\"}}");
-        agent.metric(&pair.server, &name)
-    };
-    let snapshots = reads("snapshot");
-    assert!(snapshots >= 20.0, "{snapshots} snapshots in 2.2 s");
-    assert_eq!((reads("batch"), reads("iteration")), (1.0, 0.0));
     agent.stop();
     let records = agent.records();
 

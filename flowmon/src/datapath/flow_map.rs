@@ -1,31 +1,23 @@
-//! Reading and pruning the flow map.
+//! Reading and pruning the flow map at batch-operation speed.
 //!
-//! A read is a snapshot (see [`super::snapshot`]) where the table has a half of the snapshot
-//! arrays and the walk was not torn; else `BPF_MAP_LOOKUP_BATCH`, issued through the raw
-//! `bpf()` syscall on the map's fd since aya 0.14 has no batch map operations; else, where the
-//! kernel refuses batch operations, aya's key-by-key iterator. No read ever deletes: a walk
-//! that deleted the key it stands on would restart from the first key. The agent reads the
-//! whole map, decides, and only then removes what ended, each with
-//! `BPF_MAP_LOOKUP_AND_DELETE_ELEM`, so that the final counts are the ones removed, not the
-//! ones read up to a poll earlier.
+//! aya 0.14 has no batch map operations, so `BPF_MAP_LOOKUP_BATCH` is issued through the raw
+//! `bpf()` syscall on the map's fd. A walk never deletes the key it stands on (the kernel's
+//! get_next_key would restart from the first key): the agent reads the whole map, decides, and
+//! only then removes what ended, each with `BPF_MAP_LOOKUP_AND_DELETE_ELEM`, so that the final
+//! counts are the ones removed, not the ones read up to a poll earlier.
 
 use std::{
     io,
     mem::size_of,
     os::fd::{AsFd as _, AsRawFd as _, RawFd},
-    sync::atomic::{AtomicBool, Ordering},
 };
 
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, Map};
-use flowmon_common::{FlowBlock, FlowKey, snapshot::outcome};
+use flowmon_common::{FlowBlock, FlowKey};
 
-use super::{
-    clock::KernelClock,
-    snapshot::{SnapshotHalf, SnapshotProgram},
-};
+use super::clock::KernelClock;
 
-const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// The kernel's internal "operation not supported" errno, which leaks to userspace.
@@ -47,56 +39,18 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// How a read of the flow map was made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadMethod {
-    Snapshot,
-    Batch,
-    Iteration,
-}
-
-impl ReadMethod {
-    pub const ALL: [Self; 3] = [Self::Snapshot, Self::Batch, Self::Iteration];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Snapshot => "snapshot",
-            Self::Batch => "batch",
-            Self::Iteration => "iteration",
-        }
-    }
-}
-
-/// Why a snapshot was thrown away when the program itself failed to run.
-const FAILED: &str = "failed";
-
-/// What [`FlowMap::read_into`] did: the method that made the read, and why a snapshot taken
-/// before it was thrown away (one of `flowmon_common::snapshot::outcome`'s names, or
-/// "failed"), if one was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MapRead {
-    pub method: ReadMethod,
-    pub snapshot_discarded: Option<&'static str>,
-}
-
-/// Flows as the map holds them, keys and blocks in two flat arrays (a million flows are two
-/// allocations, not a million), with the clock that reads their times. The arrays are the
-/// table's half of the snapshot arrays, or its own buffers.
+/// Flows as the map holds them, keys and blocks in two flat vectors (a million flows are two
+/// allocations, not a million), with the clock that reads their times.
 #[derive(Debug)]
 pub struct FlowTable {
-    snapshot: Option<SnapshotHalf>,
-    /// Flows of the latest read in the snapshot half; `None` when it went to the buffers.
-    in_snapshot: Option<usize>,
     keys: Vec<FlowKey>,
     blocks: Vec<FlowBlock>,
     clock: KernelClock,
 }
 
 impl FlowTable {
-    fn new(clock: KernelClock, snapshot: Option<SnapshotHalf>) -> Self {
+    fn new(clock: KernelClock) -> Self {
         Self {
-            snapshot,
-            in_snapshot: None,
             keys: Vec::new(),
             blocks: Vec::new(),
             clock,
@@ -108,44 +62,23 @@ impl FlowTable {
         self.blocks.push(block);
     }
 
-    /// Empties the buffers for a read that goes there.
-    fn clear_buffers(&mut self) {
-        self.in_snapshot = None;
-        self.keys.clear();
-        self.blocks.clear();
-    }
-
-    fn keys(&self) -> &[FlowKey] {
-        match (&self.snapshot, self.in_snapshot) {
-            (Some(half), Some(len)) => half.keys(len),
-            _ => &self.keys,
-        }
-    }
-
-    fn blocks(&self) -> &[FlowBlock] {
-        match (&self.snapshot, self.in_snapshot) {
-            (Some(half), Some(len)) => half.blocks(len),
-            _ => &self.blocks,
-        }
-    }
-
     pub fn len(&self) -> usize {
-        self.keys().len()
+        self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys().is_empty()
+        self.keys.is_empty()
     }
 
     /// Each flow's key and block.
     pub fn iter(&self) -> impl Iterator<Item = (FlowKey, &FlowBlock)> {
-        self.keys().iter().copied().zip(self.blocks())
+        self.keys.iter().copied().zip(&self.blocks)
     }
 
     /// A table of made-up flows, for unit tests of what is made of tables.
     #[cfg(test)]
     pub fn from_blocks(clock: KernelClock, flows: &[(FlowKey, FlowBlock)]) -> Self {
-        let mut table = Self::new(clock, None);
+        let mut table = Self::new(clock);
         for (key, block) in flows {
             table.push(*key, *block);
         }
@@ -154,23 +87,22 @@ impl FlowTable {
 
     /// The flow at `index` of [`FlowTable::iter`].
     pub fn get(&self, index: usize) -> (FlowKey, &FlowBlock) {
-        (self.keys()[index], &self.blocks()[index])
+        (self.keys[index], &self.blocks[index])
     }
 
     /// Indices of this table's flows that `later`, a later read of the same map, no longer
     /// holds (or holds as a new flow of the same key).
     ///
-    /// Every read walks the map's buckets in order, and a flow keeps its place among the
+    /// A batch read walks the map's buckets in order, and a flow keeps its place among the
     /// others as long as it lives, so the two tables are walked side by side: survivors pair
     /// up by comparing keys, with no hashing. New and gone flows only shift the walk (a short
     /// look-ahead finds where it resumes); whatever stays unpaired on both sides is settled
     /// through a set, so the answer is exact even if the order were not kept.
     pub fn missing_from(&self, later: &FlowTable) -> Vec<usize> {
         const LOOK_AHEAD: usize = 8;
-        let (before, after) = (self.keys(), later.keys());
-        let (before_blocks, after_blocks) = (self.blocks(), later.blocks());
+        let (before, after) = (&self.keys, &later.keys);
         let same_flow = |i: usize, j: usize| {
-            before[i] == after[j] && before_blocks[i].first_seen == after_blocks[j].first_seen
+            before[i] == after[j] && self.blocks[i].first_seen == later.blocks[j].first_seen
         };
         let (mut i, mut j) = (0, 0);
         let (mut gone, mut unpaired) = (Vec::new(), Vec::new());
@@ -199,9 +131,9 @@ impl FlowTable {
         if !gone.is_empty() && !unpaired.is_empty() {
             let found: rustc_hash::FxHashSet<(FlowKey, u64)> = unpaired
                 .iter()
-                .map(|&j| (after[j], after_blocks[j].first_seen))
+                .map(|&j| (after[j], later.blocks[j].first_seen))
                 .collect();
-            gone.retain(|&i| !found.contains(&(before[i], before_blocks[i].first_seen)));
+            gone.retain(|&i| !found.contains(&(before[i], self.blocks[i].first_seen)));
         }
         gone
     }
@@ -212,31 +144,20 @@ impl FlowTable {
     }
 }
 
-/// The flow map of a loaded datapath, with its snapshot program and arrays where the kernel
-/// took them.
+/// The flow map of a loaded datapath.
 pub struct FlowMap<'a> {
     map: &'a Map,
     fd: RawFd,
     clock: KernelClock,
-    snapshot: Option<SnapshotProgram<'a>>,
 }
 
 impl<'a> FlowMap<'a> {
-    pub(super) fn new(
-        map: &'a Map,
-        clock: KernelClock,
-        snapshot: Option<SnapshotProgram<'a>>,
-    ) -> Result<Self> {
+    pub(super) fn new(map: &'a Map, clock: KernelClock) -> Result<Self> {
         let Map::LruHashMap(data) = map else {
             anyhow::bail!("the flow map is not an LRU hash");
         };
         let fd = data.fd().as_fd().as_raw_fd();
-        Ok(Self {
-            map,
-            fd,
-            clock,
-            snapshot,
-        })
+        Ok(Self { map, fd, clock })
     }
 
     /// Capacity the map was created with.
@@ -247,106 +168,45 @@ impl<'a> FlowMap<'a> {
         Ok(data.info()?.max_entries())
     }
 
-    /// An empty table for [`FlowMap::read_into`]: with a half of the snapshot arrays while one
-    /// is free, else with buffers that have room for the whole map from the start (address
-    /// space only: pages are touched as flows arrive), so that they never move.
+    /// An empty table for [`FlowMap::read_into`], with room for the whole map from the start
+    /// (address space only: pages are touched as flows arrive), so it never moves.
     pub fn empty_table(&self) -> Result<FlowTable> {
-        let half = self.snapshot.and_then(|program| program.lease());
-        let mut table = FlowTable::new(self.clock, half);
-        if table.snapshot.is_none() {
-            let room = self.capacity()? as usize + BATCH_ENTRIES;
-            table.keys.reserve_exact(room);
-            table.blocks.reserve_exact(room);
-        }
+        let mut table = FlowTable::new(self.clock);
+        let room = self.capacity()? as usize + BATCH_ENTRIES;
+        table.keys.reserve_exact(room);
+        table.blocks.reserve_exact(room);
         Ok(table)
     }
 
-    /// Every flow in the map, read as [`FlowMap::read_into`] reads.
+    /// Every flow in the map: batch lookup, or the key-by-key walk where the kernel refuses
+    /// batch operations.
     pub fn read_all(&self) -> Result<FlowTable> {
         let mut table = self.empty_table()?;
         self.read_into(&mut table)?;
         Ok(table)
     }
 
-    /// Reads every flow into `table`, whose memory is reused: a snapshot into its half of the
-    /// snapshot arrays; batch lookups into its buffers where it has no half or the snapshot was
-    /// unusable; the key-by-key iterator where the kernel refuses batch operations.
-    pub fn read_into(&self, table: &mut FlowTable) -> Result<MapRead> {
+    /// [`FlowMap::read_all`] into `table`, whose memory is reused: a poll of a million flows
+    /// then neither faults in nor zeroes a quarter gigabyte each time.
+    pub fn read_into(&self, table: &mut FlowTable) -> Result<()> {
+        table.keys.clear();
+        table.blocks.clear();
         table.clock = self.clock;
-        let mut snapshot_discarded = None;
-        if let (Some(program), Some(half)) = (self.snapshot, table.snapshot.as_mut()) {
-            table.in_snapshot = None;
-            match program.take(half) {
-                Ok(Ok(flows)) => {
-                    table.in_snapshot = Some(flows);
-                    // Buffers a batch read left behind are not needed any more.
-                    table.keys = Vec::new();
-                    table.blocks = Vec::new();
-                    return Ok(MapRead {
-                        method: ReadMethod::Snapshot,
-                        snapshot_discarded: None,
-                    });
-                }
-                Ok(Err(ended)) => snapshot_discarded = Some(outcome::name(ended)),
-                Err(err) => {
-                    static WARNED: AtomicBool = AtomicBool::new(false);
-                    if !WARNED.swap(true, Ordering::Relaxed) {
-                        tracing::warn!("snapshot failed, read with batch lookups: {err:#}");
-                    }
-                    snapshot_discarded = Some(FAILED);
-                }
-            }
-        }
-        let method = self.read_by_batch(table)?;
-        Ok(MapRead {
-            method,
-            snapshot_discarded,
-        })
-    }
-
-    /// Whether the map still holds the flow `key` first seen at `first_seen`. A lookup from
-    /// userspace leaves the LRU's order alone.
-    pub fn holds(&self, key: &FlowKey, first_seen: u64) -> Result<bool> {
-        let mut block = FlowBlock::default();
-        let mut attr = ElemAttr {
-            map_fd: self.fd as u32,
-            key: key as *const FlowKey as u64,
-            value: &mut block as *mut FlowBlock as u64,
-            ..ElemAttr::default()
-        };
-        match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
-            Ok(()) => Ok(block.first_seen == first_seen),
-            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err(err) => Err(err).context("BPF_MAP_LOOKUP_ELEM on the flow map"),
-        }
-    }
-
-    /// Reads every flow into `table`'s buffers with batch lookups, or with the iterator where
-    /// the kernel refuses batch operations; the method used.
-    pub fn read_by_batch(&self, table: &mut FlowTable) -> Result<ReadMethod> {
-        table.clock = self.clock;
-        table.clear_buffers();
         match self.lookup_batch(table) {
-            Ok(()) => Ok(ReadMethod::Batch),
+            Ok(()) => Ok(()),
             Err(err) if batch_unsupported(&err) => {
-                table.clear_buffers();
-                self.iterate_into(table)?;
-                Ok(ReadMethod::Iteration)
+                *table = self.read_by_iteration()?;
+                Ok(())
             }
             Err(err) => Err(err).context("BPF_MAP_LOOKUP_BATCH on the flow map"),
         }
     }
 
-    /// The plain iterator (get_next_key + lookup per entry): the last fallback, and the
-    /// baseline of the drain benchmark.
+    /// The plain iterator (get_next_key + lookup per entry): the fallback, and the baseline
+    /// of the drain benchmark.
     pub fn read_by_iteration(&self) -> Result<FlowTable> {
-        let mut table = FlowTable::new(self.clock, None);
-        self.iterate_into(&mut table)?;
-        Ok(table)
-    }
-
-    fn iterate_into(&self, table: &mut FlowTable) -> Result<()> {
         let map = HashMap::<_, FlowKey, FlowBlock>::try_from(self.map)?;
+        let mut table = FlowTable::new(self.clock);
         for item in map.iter() {
             match item {
                 Ok((key, block)) => table.push(key, block),
@@ -355,7 +215,7 @@ impl<'a> FlowMap<'a> {
                 Err(err) => return Err(err.into()),
             }
         }
-        Ok(())
+        Ok(table)
     }
 
     /// Reads batch after batch straight into the spare capacity of the table's vectors.
@@ -403,7 +263,7 @@ impl<'a> FlowMap<'a> {
     /// exact final counts, with no packet slipping in between a read and a delete. Keys
     /// already gone (evicted meanwhile) are left out.
     pub fn take(&self, keys: &[FlowKey]) -> Result<FlowTable> {
-        let mut table = FlowTable::new(self.clock, None);
+        let mut table = FlowTable::new(self.clock);
         let mut block = FlowBlock::default();
         for key in keys {
             let mut attr = ElemAttr {

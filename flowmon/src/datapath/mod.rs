@@ -5,29 +5,23 @@ mod attach;
 mod clock;
 mod flow_map;
 mod pinning;
-mod snapshot;
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray},
+    maps::PerCpuArray,
     programs::{SchedClassifier, Xdp},
 };
 use flowmon_common::{
     CLOCK_PROGRAM, COUNTERS_MAP, CREATE_ERRORS_MAP, DatapathCounters, FLOWS_MAP, FRAGMENTS_MAP,
-    SNAPSHOT_BLOCKS_MAP, SNAPSHOT_KEYS_MAP, TC_PROGRAM, XDP_PROGRAM,
+    TC_PROGRAM, XDP_PROGRAM,
 };
 
 pub use attach::{Attachment, XdpModeChoice, ifindex};
 pub use clock::KernelClock;
-pub use flow_map::{FlowMap, FlowTable, MapRead, ReadMethod};
-
-use snapshot::{SnapshotArea, SnapshotProgram};
+pub use flow_map::{FlowMap, FlowTable};
 
 /// The kernel object built by `build.rs` from `flowmon-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowmon"));
@@ -40,8 +34,6 @@ pub struct Datapath {
     pinned_here: bool,
     attachments: Vec<Attachment>,
     clock: KernelClock,
-    /// The snapshot arrays, where the kernel took the snapshot program.
-    snapshot: Option<Arc<SnapshotArea>>,
 }
 
 /// Every map of the object; all are pinned together so that a restarted agent finds the flows
@@ -54,43 +46,18 @@ impl Datapath {
     /// or taken over when a previous run pinned them.
     pub fn load(max_flows: u32, pin_dir: Option<&Path>) -> Result<Self> {
         raise_memlock_limit();
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(FLOWS_MAP, max_flows);
         let pinned_here = pin_dir.is_some_and(|dir| !dir.join(FLOWS_MAP).exists());
         if let Some(dir) = pin_dir {
             pinning::prepare(dir)?;
-        }
-        // A pinned flow map keeps its size, which the snapshot arrays follow.
-        let capacity = match pin_dir.filter(|_| !pinned_here) {
-            Some(dir) => pinned_capacity(&dir.join(FLOWS_MAP))?,
-            None => max_flows,
-        };
-        let load = |snapshot_slots| {
-            let mut loader = EbpfLoader::new();
-            loader.map_max_entries(FLOWS_MAP, max_flows);
-            loader.map_max_entries(SNAPSHOT_KEYS_MAP, snapshot_slots);
-            loader.map_max_entries(SNAPSHOT_BLOCKS_MAP, snapshot_slots);
-            if let Some(dir) = pin_dir {
-                for map in MAPS {
-                    loader.map_pin_path(map, dir.join(map));
-                }
+            for map in MAPS {
+                loader.map_pin_path(map, dir.join(map));
             }
-            loader
-                .load(EBPF_OBJECT)
-                .map_err(|err| attach::explain(err.into(), "load the eBPF object"))
-        };
-        // The snapshot arrays are allocated whole at load; without room for them, the agent
-        // reads with batch lookups.
-        let (mut ebpf, snapshots) = match load(SnapshotArea::slots(capacity)?) {
-            Ok(ebpf) => (ebpf, true),
-            Err(err) => match load(1) {
-                Ok(ebpf) => {
-                    tracing::warn!(
-                        "no snapshots, the flow map is read with batch lookups: {err:#}"
-                    );
-                    (ebpf, false)
-                }
-                Err(_) => return Err(err),
-            },
-        };
+        }
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .map_err(|err| attach::explain(err.into(), "load the eBPF object"))?;
         let xdp: &mut Xdp = program_mut(&mut ebpf, XDP_PROGRAM)?.try_into()?;
         xdp.load()
             .map_err(|err| attach::explain(err.into(), "load the XDP program"))?;
@@ -102,25 +69,14 @@ impl Datapath {
             .load()
             .map_err(|err| attach::explain(err.into(), "load the clock program"))?;
         let clock = KernelClock::calibrate(clock_program)?;
-        let snapshot = snapshots
-            .then(|| SnapshotArea::prepare(&mut ebpf, capacity))
-            .and_then(|prepared| {
-                prepared
-                    .inspect_err(|err| {
-                        tracing::warn!(
-                            "no snapshots, the flow map is read with batch lookups: {err:#}"
-                        )
-                    })
-                    .ok()
-            });
         let datapath = Self {
             ebpf,
             pin_dir: pin_dir.map(Path::to_owned),
             pinned_here,
             attachments: Vec::new(),
             clock,
-            snapshot,
         };
+        let capacity = datapath.flow_map()?.capacity()?;
         if capacity != max_flows {
             tracing::warn!(
                 capacity,
@@ -196,17 +152,7 @@ impl Datapath {
             .ebpf
             .map(FLOWS_MAP)
             .with_context(|| format!("map {FLOWS_MAP} missing from the object"))?;
-        let snapshot = match &self.snapshot {
-            Some(area) => Some(SnapshotProgram::of(&self.ebpf, area)?),
-            None => None,
-        };
-        FlowMap::new(map, self.clock, snapshot)
-    }
-
-    /// Leaves snapshots out: every read is then made with batch lookups (benchmarks, tests).
-    pub fn without_snapshots(mut self) -> Self {
-        self.snapshot = None;
-        self
+        FlowMap::new(map, self.clock)
     }
 
     /// The datapath counters summed over all CPUs.
@@ -247,13 +193,6 @@ impl Datapath {
         }
         Ok(errors)
     }
-}
-
-/// Capacity of the flow map pinned at `pin`.
-fn pinned_capacity(pin: &Path) -> Result<u32> {
-    let map = MapData::from_pin(pin)
-        .with_context(|| format!("cannot open the pinned flow map {}", pin.display()))?;
-    Ok(map.info()?.max_entries())
 }
 
 fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {

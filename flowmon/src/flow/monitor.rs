@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::Result;
-use flowmon_common::{FlowKey, snapshot::outcome};
+use flowmon_common::FlowKey;
 use rustc_hash::FxHashSet;
 
 use super::{
@@ -24,7 +24,7 @@ use super::{
     tracker::{FlowTracker, Timeouts, Verdict},
 };
 use crate::{
-    datapath::{Datapath, FlowTable, MapRead, ReadMethod},
+    datapath::{Datapath, FlowTable},
     metrics::Metrics,
     sinks::FlowSinks,
 };
@@ -59,8 +59,6 @@ pub struct FlowMonitor {
     deleted: u64,
     capacity: u32,
     warned_full: bool,
-    /// Reads of the map so far.
-    reads: u64,
 }
 
 /// What one poll did, for logs and metrics.
@@ -119,7 +117,6 @@ impl FlowMonitor {
             deleted: recovered.deleted,
             capacity,
             warned_full: false,
-            reads: 0,
         };
         monitor.mark_exported()?;
         Ok(monitor)
@@ -146,7 +143,7 @@ impl FlowMonitor {
         let started = Instant::now();
         std::mem::swap(&mut self.table, &mut self.previous);
         let ended_before = std::mem::take(&mut self.ended_slots);
-        let gone = self.read(&ended_before)?;
+        self.datapath.flow_map()?.read_into(&mut self.table)?;
         let now = monotonic_ns();
         let mut records = Vec::new();
         let mut expired = HashMap::new();
@@ -167,7 +164,7 @@ impl FlowMonitor {
             }
         }
         let ended = self.take_and_finish(&expired, now)?;
-        let evicted = self.finish_evicted(&gone, now);
+        let evicted = self.finish_evicted(&ended_before, now);
         let stats = PollStats {
             live: self.table.len() - ended.len(),
             records: records.len() + ended.len() + evicted.len(),
@@ -188,58 +185,21 @@ impl FlowMonitor {
         Ok(PollStats { duration, ..stats })
     }
 
-    /// Reads the map into the table; returns the slots of the previous read's flows that this
-    /// one lacks and that the agent did not end itself (`ended_before`). A snapshot lacking a
-    /// flow that the map still holds was torn (see `flowmon_common::snapshot`): the map is then
-    /// read again with batch lookups.
-    fn read(&mut self, ended_before: &FxHashSet<usize>) -> Result<Vec<usize>> {
-        let flow_map = self.datapath.flow_map()?;
-        // A first read has no earlier one to check a snapshot against, and must find exactly
-        // the flows a previous run reported: batch lookups.
-        let mut read = if self.reads == 0 {
-            MapRead {
-                method: flow_map.read_by_batch(&mut self.table)?,
-                snapshot_discarded: None,
-            }
-        } else {
-            flow_map.read_into(&mut self.table)?
-        };
-        self.reads += 1;
-        let mut gone = gone_flows(&self.previous, &self.table, ended_before);
-        if read.method == ReadMethod::Snapshot {
-            let mut missed = false;
-            for &slot in &gone {
-                let (key, block) = self.previous.get(slot);
-                if flow_map.holds(&key, block.first_seen)? {
-                    missed = true;
-                    break;
-                }
-            }
-            if missed {
-                read = MapRead {
-                    method: flow_map.read_by_batch(&mut self.table)?,
-                    snapshot_discarded: Some(outcome::name(outcome::MISSED)),
-                };
-                gone = gone_flows(&self.previous, &self.table, ended_before);
-            }
-        }
-        self.metrics.flows.map_read(read);
-        if let Some(reason) = read.snapshot_discarded {
-            tracing::debug!(
-                reason,
-                "snapshot of the flow map discarded, read with batch lookups"
-            );
-        }
-        Ok(gone)
-    }
-
-    /// Final "evicted" records for the flows of the previous read in `gone`: the kernel's LRU
+    /// Final "evicted" records for the flows of the previous read that this one lacks and the
+    /// agent did not end itself (`ended_before`, slots of the previous read): the kernel's LRU
     /// dropped them. Each carries the counts last read. On a first poll, also for the flows a
     /// previous run reported that the map no longer holds.
-    fn finish_evicted(&mut self, gone: &[usize], now: u64) -> Vec<(FlowKey, FlowRecord)> {
+    fn finish_evicted(
+        &mut self,
+        ended_before: &FxHashSet<usize>,
+        now: u64,
+    ) -> Vec<(FlowKey, FlowRecord)> {
         let mut evicted = self.tracker.finish_unread_restored(&self.table, now);
         let previous = &self.previous;
-        for &slot in gone {
+        for slot in previous.missing_from(&self.table) {
+            if ended_before.contains(&slot) {
+                continue;
+            }
             let (key, block) = previous.get(slot);
             let flow = Flow::from_block(key, block, previous.clock());
             evicted.push((key, self.tracker.finish(&flow, EndReason::Evicted, now)));
@@ -358,11 +318,4 @@ impl FlowMonitor {
     fn read_flows(&self) -> Result<Vec<Flow>> {
         Ok(Flow::all(&self.datapath.flow_map()?.read_all()?))
     }
-}
-
-/// Slots of `previous`, an earlier read, whose flows `table` lacks, but for those in `ended`.
-fn gone_flows(previous: &FlowTable, table: &FlowTable, ended: &FxHashSet<usize>) -> Vec<usize> {
-    let mut gone = previous.missing_from(table);
-    gone.retain(|slot| !ended.contains(slot));
-    gone
 }

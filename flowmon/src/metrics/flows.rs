@@ -8,10 +8,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{
-    datapath::{MapRead, ReadMethod},
-    flow::record::EndReason,
-};
+use crate::flow::record::EndReason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -21,11 +18,6 @@ pub struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndReasonLabel {
     pub end_reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MethodLabel {
-    pub method: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -48,8 +40,6 @@ pub struct FlowMetrics {
     pub flows_evicted: Counter,
     pub map_utilisation: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub poll_duration_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
-    pub map_reads: Family<MethodLabel, Counter>,
-    pub snapshots_discarded: Family<ReasonLabel, Counter>,
     pub records_written: Family<SinkLabel, Counter>,
     /// The kernel counters at the previous poll.
     last_kernel: std::sync::Mutex<DatapathCounters>,
@@ -114,44 +104,15 @@ impl FlowMetrics {
             self.poll_duration_seconds.clone(),
         );
         r.register(
-            "flow_map_reads",
-            "Whole reads of the flow map, by method (snapshot, batch, iteration)",
-            self.map_reads.clone(),
-        );
-        r.register(
-            "flow_map_snapshots_discarded",
-            "Snapshots thrown away (the map then read with batch lookups), by reason",
-            self.snapshots_discarded.clone(),
-        );
-        r.register(
             "records_written",
             "Flow records written to the log or handed to the Redis store, by sink",
             self.records_written.clone(),
         );
-        // Every end reason and read method shows from the start, at zero.
+        // Every end reason shows from the start, at zero.
         for reason in EndReason::ALL {
             let _ = self.flows_finalised.get_or_create(&EndReasonLabel {
                 end_reason: reason.as_str(),
             });
-        }
-        for method in ReadMethod::ALL {
-            let _ = self.map_reads.get_or_create(&MethodLabel {
-                method: method.as_str(),
-            });
-        }
-    }
-
-    /// Counts a read of the flow map.
-    pub fn map_read(&self, read: MapRead) {
-        self.map_reads
-            .get_or_create(&MethodLabel {
-                method: read.method.as_str(),
-            })
-            .inc();
-        if let Some(reason) = read.snapshot_discarded {
-            self.snapshots_discarded
-                .get_or_create(&ReasonLabel { reason })
-                .inc();
         }
     }
 
