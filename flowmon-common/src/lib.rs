@@ -20,6 +20,8 @@ pub const XDP_PROGRAM: &str = "flowmon_xdp";
 pub const TC_PROGRAM: &str = "flowmon_tc";
 /// An XDP program that only passes packets: the baseline of the datapath benchmark.
 pub const BASELINE_PROGRAM: &str = "flowmon_baseline";
+/// A TC program that only lets packets go on: the baseline of the egress figures.
+pub const TC_BASELINE_PROGRAM: &str = "flowmon_tc_baseline";
 /// An XDP program, never attached, that writes the kernel's clocks into the frame it is run on
 /// (see [`ClockSample`]): how the agent converts the kernel's jiffies into time.
 pub const CLOCK_PROGRAM: &str = "flowmon_clock";

@@ -68,8 +68,18 @@ pub fn flowmon_tc(ctx: TcContext) -> i32 {
         if ((ctx.data_end() - ctx.data()) as u32) < wanted {
             let _ = ctx.pull_data(wanted);
         }
+        let (start, end) = (ctx.data(), ctx.data_end());
         let mut packet = Packet::new();
-        let parsed = parse(ctx.data(), ctx.data_end(), outer_vlan, &mut packet);
+        // A plain IPv4 TCP or UDP frame sent whole (no segmentation offload, no tag kept out
+        // of band): the ingress program's fast path.
+        if segments == 1 && tag_bytes == 0 && parse_common(start, end, &mut packet) {
+            let bytes = skb.len as u64;
+            counters.packets += 1;
+            counters.bytes += bytes;
+            flow::account_ipv4(counters, &packet, || skb.ifindex, bytes);
+            return TC_ACT_UNSPEC;
+        }
+        let parsed = parse(start, end, outer_vlan, &mut packet);
         let first_bytes = skb.len as u64 + tag_bytes;
         let (packets, bytes) = match parsed {
             Ok(()) if segments > 1 => (
@@ -93,6 +103,12 @@ pub fn flowmon_tc(ctx: TcContext) -> i32 {
 #[xdp]
 pub fn flowmon_baseline(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// [`flowmon_baseline`] at TC: the reference point of the egress figures.
+#[classifier]
+pub fn flowmon_tc_baseline(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
 }
 
 /// Writes the kernel's clocks at one instant over the start of the frame it is run on: the

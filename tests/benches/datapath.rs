@@ -1,5 +1,6 @@
 //! `cargo xtask bench datapath`: nanoseconds per packet of flowmon's XDP program under
-//! BPF_PROG_TEST_RUN, against an XDP program that only passes packets, measured in one run.
+//! BPF_PROG_TEST_RUN, against an XDP program that only passes packets, and of its TC egress
+//! program against a TC program that only lets packets go on, measured in one run.
 //!
 //! The kernel times `repeat` runs of the program on one frame and reports the mean, so the
 //! figures leave out the syscall and measure the program alone. Every case is measured in
@@ -8,11 +9,11 @@
 
 use std::net::Ipv4Addr;
 
-use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp};
 use flowmon::datapath::Datapath;
 use flowmon_tests::{
     frames::{ACK, Frame},
-    kernel::{empty_program, load_empty_program, pin_to_cpu, run_xdp},
+    kernel::{empty_programs, load_empty_program, pin_to_cpu, run_xdp},
 };
 
 const REPEAT: u32 = 1_000_000;
@@ -31,6 +32,25 @@ fn tcp_frame() -> Vec<u8> {
 fn existing_flow_ns(datapath: &Datapath, frame: &[u8]) -> f64 {
     run_xdp(datapath, frame, None, 1);
     run_xdp(datapath, frame, None, REPEAT).duration.as_nanos() as f64
+}
+
+/// [`existing_flow_ns`] for the TC egress program.
+fn existing_flow_tc_ns(datapath: &Datapath, frame: &[u8]) -> f64 {
+    let tc = datapath.tc_program().unwrap();
+    tc_ns(tc, frame, 1);
+    tc_ns(tc, frame, REPEAT)
+}
+
+/// Mean nanoseconds per run of `repeat` runs of the TC program `program` on `frame`.
+fn tc_ns(program: &SchedClassifier, frame: &[u8], repeat: u32) -> f64 {
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::new()
+        })
+        .expect("run a TC program");
+    result.duration.as_nanos() as f64
 }
 
 fn baseline_ns(baseline: &Xdp, frame: &[u8]) -> f64 {
@@ -104,8 +124,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn main() {
     pin_to_cpu(0);
     let datapath = Datapath::load(262_144, None).expect("load flowmon (run as root)");
-    let mut object = load_empty_program();
-    let baseline = empty_program(&mut object);
+    let object = load_empty_program();
+    let (baseline, tc_baseline) = empty_programs(&object);
 
     let tcp = tcp_frame();
     let ipv6 = Frame::tcp("2001:db8::2", 40000, "2001:db8::1", 80, ACK)
@@ -115,7 +135,7 @@ fn main() {
         .vlan(42)
         .payload(10)
         .build();
-    let mut rounds: [Vec<f64>; 5] = Default::default();
+    let mut rounds: [Vec<f64>; 8] = Default::default();
     for _ in 0..ROUNDS {
         let figures = [
             baseline_ns(baseline, &tcp),
@@ -123,12 +143,24 @@ fn main() {
             existing_flow_ns(&datapath, &ipv6),
             existing_flow_ns(&datapath, &vlan),
             two_threads_ns(&datapath),
+            tc_ns(tc_baseline, &tcp, REPEAT),
+            existing_flow_tc_ns(&datapath, &tcp),
+            existing_flow_tc_ns(&datapath, &ipv6),
         ];
         for (round, figure) in rounds.iter_mut().zip(figures) {
             round.push(figure);
         }
     }
-    let [empty, existing, ipv6, vlan, shared] = rounds.map(median);
+    let [
+        empty,
+        existing,
+        ipv6,
+        vlan,
+        shared,
+        tc_empty,
+        tc_existing,
+        tc_ipv6,
+    ] = rounds.map(median);
     let (new_flow, new_flow_empty) = new_flow_ns(&datapath, baseline);
 
     println!(
@@ -155,4 +187,16 @@ fn main() {
         "| two threads on one flow (per thread) | {shared:.1} | {existing:.1} (one thread) | {:.2}x | <= 1.3x one thread |",
         shared / existing
     );
+    println!("\nTC egress (against a TC program that only lets packets go on):\n");
+    println!("| case | flowmon ns | empty TC ns | ratio |");
+    println!("|---|---:|---:|---:|");
+    for (case, ns) in [
+        ("existing IPv4 TCP flow", tc_existing),
+        ("existing IPv6 TCP flow", tc_ipv6),
+    ] {
+        println!(
+            "| {case} | {ns:.1} | {tc_empty:.1} | {:.2}x |",
+            ns / tc_empty
+        );
+    }
 }

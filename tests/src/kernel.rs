@@ -1,11 +1,11 @@
 //! Running flowmon's programs under BPF_PROG_TEST_RUN and reading back what they counted.
 
-use aya::programs::{TestRun as _, TestRunOptions, TestRunResult, Xdp};
+use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions, TestRunResult, Xdp};
 use flowmon::{
     datapath::{Datapath, EBPF_OBJECT},
     flow::Flow,
 };
-use flowmon_common::{BASELINE_PROGRAM, DatapathCounters};
+use flowmon_common::{BASELINE_PROGRAM, DatapathCounters, TC_BASELINE_PROGRAM};
 
 /// XDP_PASS, the only verdict flowmon ever gives.
 pub const XDP_PASS: u32 = 2;
@@ -151,13 +151,17 @@ pub fn pin_to_cpu(cpu: usize) {
     }
 }
 
-/// flowmon's object loaded once more, with only its empty XDP program (which passes every
-/// packet) loaded: the baseline of the benchmarks. Get the program with [`empty_program`].
+/// flowmon's object loaded once more, with only its empty programs (which pass every packet)
+/// loaded: the baselines of the benchmarks. Get them with [`empty_programs`] (or the XDP one
+/// alone with [`empty_program`]).
 pub fn load_empty_program() -> aya::Ebpf {
     let mut object = aya::Ebpf::load(EBPF_OBJECT).expect("load the object again");
     empty_program(&mut object)
         .load()
         .expect("load the empty program");
+    empty_tc_program(&mut object)
+        .load()
+        .expect("load the empty TC program");
     object
 }
 
@@ -168,4 +172,26 @@ pub fn empty_program(object: &mut aya::Ebpf) -> &mut Xdp {
         .expect("the empty program")
         .try_into()
         .expect("an XDP program")
+}
+
+/// The empty TC program of an object from [`load_empty_program`].
+fn empty_tc_program(object: &mut aya::Ebpf) -> &mut SchedClassifier {
+    object
+        .program_mut(TC_BASELINE_PROGRAM)
+        .expect("the empty TC program")
+        .try_into()
+        .expect("a TC program")
+}
+
+/// Both empty programs of an object from [`load_empty_program`], to run side by side.
+pub fn empty_programs(object: &aya::Ebpf) -> (&Xdp, &SchedClassifier) {
+    let program = |name| object.program(name).expect("an empty program");
+    (
+        program(BASELINE_PROGRAM)
+            .try_into()
+            .expect("an XDP program"),
+        program(TC_BASELINE_PROGRAM)
+            .try_into()
+            .expect("a TC program"),
+    )
 }

@@ -411,8 +411,8 @@ fn one_side_counted_on_two_cpus_at_once_loses_nothing() {
 
 #[test]
 fn common_frames_and_the_general_parser_meet_on_one_block() {
-    // Plain IPv4 TCP takes the XDP fast path; with IP options, or through TC, the general
-    // parser. All of it must land on the same key, side by side.
+    // Plain IPv4 TCP takes the fast path, at XDP and at TC; with IP options, the general
+    // parser, at either. All of it must land on the same key, side by side.
     let h = Harness::new();
     let before = monotonic_ns();
     let client = Frame::tcp("10.0.0.2", 40000, "10.0.0.1", 80, SYN)
@@ -426,16 +426,24 @@ fn common_frames_and_the_general_parser_meet_on_one_block() {
     let client_ack = Frame::tcp("10.0.0.2", 40000, "10.0.0.1", 80, ACK)
         .payload(100)
         .build();
+    let client_options = Frame::tcp("10.0.0.2", 40000, "10.0.0.1", 80, ACK)
+        .ipv4_options(&[1, 1, 1, 1])
+        .payload(50)
+        .build();
     h.xdp(&client);
     h.xdp(&server);
     h.tc(&client_ack);
     h.xdp(&client_ack);
+    h.tc(&client_options);
     let after = monotonic_ns();
     let flow = h.only_flow();
     assert_eq!(flow.client.ip.to_string(), "10.0.0.2");
     assert_side(
         &flow,
-        (3, (client.len() + 2 * client_ack.len()) as u64),
+        (
+            4,
+            (client.len() + 2 * client_ack.len() + client_options.len()) as u64,
+        ),
         (1, server.len() as u64),
     );
     assert_eq!(
