@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashSet,
+    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -16,7 +17,7 @@ use flowmon::{
 };
 use flowmon_tests::analyzer_support::*;
 use flowmon_tests::{
-    process::{TempDir, flowmon_replay, flowmon_replay_with_env},
+    process::{TempDir, flowmon_replay_with_env},
     redis_server::RedisServer,
 };
 use redis::Commands as _;
@@ -454,11 +455,23 @@ fn logged(ip: &str, user_agent: &str, path: &str, attack: &str, time: &str) -> S
     .to_string()
 }
 
+/// Runs `flowmon replay` on `log` (lines of Tanner's event log), storing into `redis`, with `env`
+/// added to flowmon's environment; what it printed.
+fn replay_into(redis: &RedisServer, env: &[(&str, &Path)], log: &[String]) -> String {
+    let dir = TempDir::new("analyzer-replay");
+    let input = dir.path().join("tanner_report.json");
+    std::fs::write(&input, log.join("\n")).unwrap();
+    let state_dir = dir.path().to_str().unwrap();
+    flowmon_replay_with_env(
+        env,
+        &["--redis-url", &redis.url(), "--state-dir", state_dir],
+        &input,
+    )
+}
+
 #[test]
 fn flowmon_replay_analyses_and_stores_every_session() {
     let redis = RedisServer::start();
-    let dir = TempDir::new("analyzer-replay");
-    let input = dir.path().join("tanner_report.json");
     let log = [
         logged(
             "203.0.113.7",
@@ -482,12 +495,7 @@ fn flowmon_replay_analyses_and_stores_every_session() {
             "2024-05-01T12:00:20.000000",
         ),
     ];
-    std::fs::write(&input, log.join("\n")).unwrap();
-    let state_dir = dir.path().to_str().unwrap();
-    let printed = flowmon_replay(
-        &["--redis-url", &redis.url(), "--state-dir", state_dir],
-        &input,
-    );
+    let printed = replay_into(&redis, &[], &log);
     // Still printed, as without Redis.
     assert_eq!(printed.lines().count(), 2);
 
@@ -557,8 +565,6 @@ async fn the_dorks_come_from_tanners_set_in_redis() {
 #[test]
 fn flowmon_replay_stores_through_tls_with_a_password() {
     let redis = RedisServer::start_tls();
-    let dir = TempDir::new("analyzer-replay-tls");
-    let input = dir.path().join("tanner_report.json");
     let log = [
         logged(
             "203.0.113.7",
@@ -575,14 +581,7 @@ fn flowmon_replay_stores_through_tls_with_a_password() {
             "2024-05-01T12:00:20.000000",
         ),
     ];
-    std::fs::write(&input, log.join("\n")).unwrap();
-    let state_dir = dir.path().to_str().unwrap();
-    let ca = redis.ca_file();
-    flowmon_replay_with_env(
-        &[("SSL_CERT_FILE", &ca)],
-        &["--redis-url", &redis.url(), "--state-dir", state_dir],
-        &input,
-    );
+    replay_into(&redis, &[("SSL_CERT_FILE", &redis.ca_file())], &log);
     // Both sessions are in: had the certificate or the password been refused, they would be
     // waiting in the spool instead.
     assert_eq!(redis.cli(&["ZCARD", SENSOR]).trim(), "2");
