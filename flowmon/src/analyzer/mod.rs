@@ -207,26 +207,25 @@ struct Sink {
 
 impl Sink {
     fn take(&self, analysis: Analysis) {
-        // Counted once handed on: a panic on the way counts as a failure only.
-        let owners = analysis.possible_owners;
-        let Some(store) = &self.store else {
-            let json = serde_json::to_string(&analysis).expect("an analysis serialises");
-            tracing::debug!(analysis = %json, "session analysed");
-            self.metrics.analysed(&owners);
-            return;
-        };
-        match self.writes.write(&analysis) {
-            Some(write) => store.submit(write),
+        match &self.store {
             None => {
-                self.metrics.unstored();
-                tracing::warn!(
-                    sess_uuid = %analysis.sess_uuid,
-                    snare_uuid = ?analysis.snare_uuid,
-                    "session analysed but not stored: its sensor id is no uuid"
-                )
+                let json = serde_json::to_string(&analysis).expect("an analysis serialises");
+                tracing::debug!(analysis = %json, "session analysed");
             }
+            Some(store) => match self.writes.write(&analysis) {
+                Some(write) => store.submit(write),
+                None => {
+                    self.metrics.unstored();
+                    tracing::warn!(
+                        sess_uuid = %analysis.sess_uuid,
+                        snare_uuid = ?analysis.snare_uuid,
+                        "session analysed but not stored: its sensor id is no uuid"
+                    )
+                }
+            },
         }
-        self.metrics.analysed(&owners);
+        // Counted once handed on: a panic on the way counts as a failure only.
+        self.metrics.analysed(&analysis.possible_owners);
     }
 }
 

@@ -8,6 +8,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use super::counters_of;
 use crate::flow::record::EndReason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,12 +109,12 @@ impl FlowMetrics {
             "Flow records written to the log or handed to the Redis store, by sink",
             self.records_written.clone(),
         );
-        // Every end reason shows from the start, at zero.
-        for reason in EndReason::ALL {
-            let _ = self.flows_finalised.get_or_create(&EndReasonLabel {
+        counters_of(
+            &self.flows_finalised,
+            EndReason::ALL.map(|reason| EndReasonLabel {
                 end_reason: reason.as_str(),
-            });
-        }
+            }),
+        );
     }
 
     /// Carries the kernel's counters over by their increase since the last call.

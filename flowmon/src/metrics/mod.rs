@@ -6,11 +6,14 @@ mod flows;
 mod sessions;
 mod store;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{hash::Hash, net::SocketAddr, sync::Arc};
 
 use anyhow::{Context as _, Result};
 use axum::{Router, http::header, response::IntoResponse, routing::get};
-use prometheus_client::registry::Registry;
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
 
 pub use flows::{EndReasonLabel, FlowMetrics, ReasonLabel, SinkLabel};
 pub use sessions::{AnalyzerMetrics, SnareMetrics};
@@ -63,6 +66,17 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+}
+
+/// The counters of `labels` in `family`, in order: they show from the start, at zero.
+fn counters_of<L: Clone + Hash + Eq>(
+    family: &Family<L, Counter>,
+    labels: impl IntoIterator<Item = L>,
+) -> Vec<Counter> {
+    labels
+        .into_iter()
+        .map(|label| family.get_or_create(&label).clone())
+        .collect()
 }
 
 /// Serves `/metrics` on `addr` until the task is dropped.

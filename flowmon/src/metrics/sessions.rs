@@ -1,14 +1,13 @@
 //! What the SNARE service and the session analyzer report. The counters are shared handles:
 //! the service and the analyzer count into them, the registry reads them at each scrape.
 
-use std::hash::Hash;
-
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
+use super::counters_of;
 use crate::{
     analyzer::owners::PossibleOwners,
     snare::{AttackType, session::EndReason as SessionEndReason},
@@ -70,17 +69,6 @@ impl Default for SnareMetrics {
             by_end_reason,
         }
     }
-}
-
-/// The counters of `labels` in `family`, in order: they show from the start, at zero.
-fn counters_of<L: Clone + Hash + Eq>(
-    family: &Family<L, Counter>,
-    labels: impl IntoIterator<Item = L>,
-) -> Vec<Counter> {
-    labels
-        .into_iter()
-        .map(|label| family.get_or_create(&label).clone())
-        .collect()
 }
 
 impl SnareMetrics {
@@ -148,9 +136,10 @@ pub struct AnalyzerMetrics {
 
 impl AnalyzerMetrics {
     pub(super) fn register(&self, r: &mut Registry) {
-        for owner in PossibleOwners::NAMES {
-            let _ = self.analysed.get_or_create(&OwnerLabel { owner });
-        }
+        counters_of(
+            &self.analysed,
+            PossibleOwners::NAMES.map(|owner| OwnerLabel { owner }),
+        );
         r.register(
             "sessions_analysed",
             "Sessions analysed, by their likeliest owner",

@@ -51,11 +51,8 @@ impl StoreMetrics {
         );
     }
 
+    /// Reads `store` at every scrape from now on ([`StoreMetrics::refresh`]).
     pub(super) fn watch(&self, store: Store) {
-        let stats = store.stats();
-        // What a previous run left in the spool shows at once.
-        self.spool_backlog.set(stats.spool_items as i64);
-        self.spool_bytes.set(stats.spool_bytes as i64);
         *self.watched.lock().expect("store metrics lock") = Some((store, StoreStats::default()));
     }
 
