@@ -1,5 +1,5 @@
-//! The daemon: attaches the datapath, runs the flow monitor and the services, and shuts all of
-//! it down cleanly on SIGINT or SIGTERM.
+//! The daemon: attaches the datapath, runs the flow monitor and the services, and stops all of
+//! it cleanly on SIGINT or SIGTERM.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -7,77 +7,76 @@ use anyhow::{Context as _, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    analyzer::{self, FlowSource, ReadConnection, RedisFlowSource},
-    config::Settings,
+    analyzer::{self, FlowSource},
+    api::ApiServer,
+    config::{Config, FlowsConfig},
     datapath::Datapath,
-    flow::{
-        monitor::{FlowMonitor, MonitorConfig},
-        peers::PeerFlows,
-    },
+    flow::{monitor::FlowMonitor, peers::PeerFlows},
+    lifecycle::Part,
     metrics::{self, Metrics},
     sinks::{FlowSinks, json_lines::JsonLines, redis::RedisFlowSink},
     snare,
-    store::{Store, StoreConfig},
+    store::Store,
 };
 
-pub async fn run(settings: Settings) -> Result<()> {
+pub async fn run(config: Config) -> Result<()> {
     // First of all, so that a signal during start-up is not fatal but a clean shutdown.
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     raise_open_file_limit();
     let metrics = Metrics::new();
-    let store = if settings.no_redis {
-        None
-    } else {
-        Some(Store::start(StoreConfig::from_settings(&settings))?)
-    };
-    // The flows of this host's peers, for the session analyzer's join; from Redis when this
-    // host monitors no interface (the flow monitors of other sensors write them there).
-    let peers = if settings.iface.is_empty() {
-        None
-    } else {
-        Some(Arc::new(peer_flows(&settings)?))
-    };
-    let flows: Option<Arc<dyn FlowSource>> = match (&peers, &store) {
-        (Some(peers), _) => Some(peers.clone()),
-        (None, Some(_)) => Some(Arc::new(RedisFlowSource::new(
-            ReadConnection::from_settings(&settings)?,
-            settings.sensor_id(),
-        ))),
-        (None, None) => None,
-    };
-    let dorks = match store {
-        Some(_) => analyzer::load_dorks(&mut ReadConnection::from_settings(&settings)?).await,
-        None => analyzer::Dorks::new(),
-    };
-    let (ended_sessions, ended_rx) = tokio::sync::mpsc::channel(snare::HANDOFF_CAPACITY);
+    let store = config.store.map(Store::start).transpose()?;
     if let Some(store) = &store {
         metrics.watch_store(store.clone());
     }
+    // The flows of this host's peers, for the session analyzer's join (without a flow monitor
+    // here, the analyzer reads those the monitors of other sensors write to Redis).
+    let peers = config.flows.as_ref().map(|_| {
+        Arc::new(PeerFlows::new(
+            config.peer_flows_retention.as_secs_f64(),
+            config.max_peer_flows,
+        ))
+    });
+    let (ended_sessions, ended_rx) = tokio::sync::mpsc::channel(snare::HANDOFF_CAPACITY);
+    let local_flows = peers.clone().map(|peers| peers as Arc<dyn FlowSource>);
     let analyzer = analyzer::start(
-        &settings,
+        config.analyzer,
         ended_rx,
         store.clone(),
-        flows,
-        dorks,
+        local_flows,
         metrics.analyzer.clone(),
     )
     .await?;
-    let snare = snare::Service::start(&settings, ended_sessions, metrics.snare.clone()).await?;
-    let monitor = match peers {
+    let analyzer = Part::hold("session analyzer", analyzer, |analyzer| async {
+        analyzer.finish().await;
+    });
+    let api = match &config.api {
+        Some(api) => Some(ApiServer::start(api).await?),
         None => {
-            tracing::info!("no --iface given: not monitoring flows");
+            tracing::info!("--no-redis: no read API");
             None
         }
-        Some(peers) => Some(start_flow_monitor(
-            &settings,
+    };
+    let api = api.map(|api| Part::hold("read API", api, ApiServer::shutdown));
+    let snare = snare::Service::start(&config.snare, ended_sessions, metrics.snare.clone()).await?;
+    let snare = Part::hold("SNARE service", snare, |snare| async {
+        snare.shutdown().await;
+    });
+    let monitor = match (config.flows, peers) {
+        (Some(flows), Some(peers)) => Some(start_flow_monitor(
+            flows,
             store.clone(),
             peers,
             metrics.clone(),
         )?),
+        _ => {
+            tracing::info!("no --iface given: not monitoring flows");
+            None
+        }
     };
     // Last: a metrics endpoint that answers means everything is attached and serving.
-    let metrics_server = metrics::serve(settings.metrics_listen()?, metrics.clone()).await?;
+    let metrics = metrics::serve(config.metrics_listen, metrics.clone()).await?;
+    let store = store.map(|store| Part::hold("Redis store", store, Store::close));
     tracing::info!("ready");
 
     tokio::select! {
@@ -85,22 +84,20 @@ pub async fn run(settings: Settings) -> Result<()> {
         _ = terminate.recv() => {}
     }
     tracing::info!("shutting down");
-
-    // Every live SNARE session is ended, analysed and handed to the store.
-    snare.shutdown().await;
-    analyzer.finish().await;
-
-    if let Some((stop, thread)) = monitor {
-        drop(stop);
-        tokio::task::spawn_blocking(move || thread.join())
-            .await?
-            .map_err(|_| anyhow::anyhow!("the flow monitor panicked"))??;
+    // Producers first: every live SNARE session is ended and handed to the analyzer, which
+    // hands its analysis to the store; the flow monitor writes a final record of every flow;
+    // then the store writes everything to Redis or its spool.
+    let parts = [
+        Some(snare),
+        Some(analyzer),
+        monitor,
+        store,
+        api,
+        Some(metrics),
+    ];
+    for part in parts.into_iter().flatten() {
+        part.stop().await;
     }
-    // Everything handed to the store reaches Redis or its spool before flowmon exits.
-    if let Some(store) = store {
-        store.close().await;
-    }
-    metrics_server.abort();
     Ok(())
 }
 
@@ -126,53 +123,29 @@ fn raise_open_file_limit() {
     }
 }
 
-type MonitorHandle = (
-    std::sync::mpsc::Sender<()>,
-    std::thread::JoinHandle<Result<()>>,
-);
-
-/// Kept long enough for a session's join: its timeout, plus an interim interval for flows
-/// that had no record yet when the session began, plus a minute of slack.
-fn peer_flows(settings: &Settings) -> Result<PeerFlows> {
-    let retention = settings.session_timeout()?.as_secs_f64()
-        + settings.timeouts()?.interim as f64 / 1e9
-        + 60.0;
-    Ok(PeerFlows::new(retention, MAX_PEER_FLOWS))
-}
-
-/// Flows held for the join at most (a record's worth of memory each).
-const MAX_PEER_FLOWS: usize = 1_000_000;
-
 fn start_flow_monitor(
-    settings: &Settings,
+    FlowsConfig {
+        datapath: datapath_config,
+        monitor: config,
+    }: FlowsConfig,
     store: Option<Store>,
     peers: Arc<PeerFlows>,
     metrics: Arc<Metrics>,
-) -> Result<MonitorHandle> {
-    let config = MonitorConfig {
-        timeouts: settings.timeouts()?,
-        sensor_id: settings.sensor_id(),
-        state_dir: settings.state_dir(),
-        poll_interval: settings.poll_interval()?,
-        keep_attached: settings.keep_attached,
-    };
-    let log = settings
+) -> Result<Part> {
+    let log = config
+        .sinks
         .flow_log
         .as_deref()
         .map(JsonLines::open)
         .transpose()?;
     let redis = store
-        .map(|store| RedisFlowSink::new(store, settings))
-        .transpose()?;
+        .zip(config.sinks.redis)
+        .map(|(store, writes)| RedisFlowSink::new(store, writes));
     let sinks = FlowSinks::new(log, redis, Some(peers), metrics.clone());
-    // Before anything is loaded or pinned: a typo in an interface name leaves nothing behind.
-    for iface in &settings.iface {
-        crate::datapath::ifindex(iface)?;
-    }
-    let mut datapath = Datapath::load(settings.max_flows(), Some(&settings.pin_dir()))?;
+    let mut datapath = Datapath::load(datapath_config.max_flows, Some(&datapath_config.pin_dir))?;
     let mut ifaces = HashMap::new();
-    for iface in &settings.iface {
-        let attachment = match datapath.attach(iface, settings.xdp_mode()) {
+    for iface in &datapath_config.ifaces {
+        let attachment = match datapath.attach(iface, datapath_config.xdp_mode) {
             Ok(attachment) => attachment,
             Err(err) => {
                 datapath.abandon();
@@ -186,11 +159,11 @@ fn start_flow_monitor(
         );
         ifaces.insert(attachment.ifindex, attachment.iface.clone());
     }
-    let monitor = FlowMonitor::new(datapath, ifaces, config, sinks, metrics)?;
-    let (stop, stopped) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("flow-monitor".into())
-        .spawn(move || monitor.run(stopped))
-        .context("cannot start the flow monitor thread")?;
-    Ok((stop, thread))
+    let monitor = FlowMonitor::new(datapath, ifaces, config, sinks, metrics)
+        .context("cannot start the flow monitor")?;
+    Ok(Part::spawn_blocking("flow monitor", move |token| {
+        if let Err(err) = monitor.run(token) {
+            tracing::error!("the flow monitor failed: {err:#}");
+        }
+    }))
 }

@@ -1,21 +1,51 @@
 //! Settings: every flag is also a key of the config file (`--config`, TOML, the flag's name
-//! without the dashes, e.g. `tcp-timeout = 300`). A flag given on the command line wins over the
-//! file; what neither sets takes the default named in its help. Documented in
-//! `docs/configuration.md`.
+//! without the dashes, e.g. `tcp-timeout = 300`). A flag given on the command line wins over
+//! the file; what neither sets takes its default, a named constant of the module it configures
+//! that the help text shows too. Flags may come before or after a subcommand.
+//!
+//! [`Settings::validate`] checks every setting once, at start, before anything else happens,
+//! and makes the typed configuration of each part ([`Config`]); no other module sees
+//! [`Settings`]. Documented in `docs/configuration.md`.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use anyhow::{Context as _, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use anyhow::{Context as _, Result};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
-use crate::datapath::XdpModeChoice;
+use crate::{
+    analyzer::{AnalyzerConfig, GeoIp},
+    api::{self, ApiConfig},
+    datapath::{self, DatapathConfig, XdpModeChoice},
+    flow::{
+        monitor::{self, MonitorConfig},
+        tracker::{DEFAULT_TIMEOUTS, Timeouts},
+    },
+    metrics,
+    sinks::{
+        SinksConfig,
+        redis::{self as redis_sink, FlowWrites},
+    },
+    snare::{self, SessionLimits, SnareConfig, session},
+    store::{self, RedisTarget, StoreConfig},
+};
 
 #[derive(Debug, Parser)]
-#[command(name = "flowmon", version, about)]
+#[command(
+    name = "flowmon",
+    version,
+    about,
+    after_help = "Every setting may also be given in the --config file, and before or after \
+                  a subcommand (`flowmon replay FILE --redis-url URL`)."
+)]
 pub struct Cli {
     /// TOML file with any of the settings below; flags override it.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub settings: Settings,
@@ -33,282 +63,478 @@ pub enum Command {
     },
 }
 
-/// Every setting, optional so that the file and the flags can be merged; the accessors apply
-/// the defaults.
+impl Cli {
+    /// The command line of this process; exits with clap's message when it does not parse.
+    pub fn from_command_line() -> Self {
+        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|err| err.exit())
+    }
+
+    /// Parses `args`: once as the help shows them, which checks them, and once without the
+    /// defaults, so that only what the command line gave overrides the config file.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        Self::command().try_get_matches_from(&args)?;
+        let given = Self::command()
+            .mut_args(|arg| {
+                if arg.get_action().takes_values() {
+                    arg.default_value(None)
+                } else {
+                    arg
+                }
+            })
+            .try_get_matches_from(&args)?;
+        Self::from_arg_matches(&given)
+    }
+
+    /// The settings of the command line laid over those of `--config`, validated.
+    pub fn config(&self) -> Result<Config> {
+        self.settings
+            .clone()
+            .merged_with_file(self.config.as_deref())?
+            .validate()
+            .map_err(Into::into)
+    }
+}
+
+/// Every setting, optional so that the file and the flags can be merged; [`Settings::validate`]
+/// applies the defaults.
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Settings {
     /// Interface to monitor (XDP on ingress, TC on egress); repeat for several. Without one,
     /// flowmon only serves SNARE sensors.
-    #[arg(long = "iface", value_name = "IF")]
+    #[arg(long = "iface", value_name = "IF", global = true)]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub iface: Vec<String>,
-    /// XDP attach mode: auto (native, else generic), native or generic. [default: auto]
-    #[arg(long, value_enum)]
+    /// XDP attach mode: auto (native, else generic), native or generic.
+    #[arg(long, value_enum, global = true, default_value = shown_choice(XdpModeChoice::default()))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub xdp_mode: Option<XdpModeChoice>,
-    /// Capacity of the kernel flow map. [default: 262144]
-    #[arg(long)]
+    /// Capacity of the kernel flow map.
+    #[arg(long, global = true, default_value = shown(flowmon_common::DEFAULT_MAX_FLOWS))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_flows: Option<u32>,
     /// JSON-lines file that receives every flow record.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow_log: Option<PathBuf>,
     /// Name of this sensor in records. [default: the host name]
-    #[arg(long)]
+    #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sensor_id: Option<String>,
-    /// Seconds between two reads of the flow map. [default: 1]
-    #[arg(long, value_name = "SECONDS")]
+    /// Seconds between two reads of the flow map.
+    #[arg(long, value_name = "SECONDS", global = true,
+          default_value = shown(monitor::DEFAULT_POLL_INTERVAL.as_secs_f64()))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub poll_interval: Option<f64>,
-    /// Idle timeout of an established TCP flow, seconds. [default: 300]
-    #[arg(long, value_name = "SECONDS")]
+    /// Idle timeout of an established TCP flow, seconds.
+    #[arg(long, value_name = "SECONDS", global = true,
+          default_value = shown(DEFAULT_TIMEOUTS.tcp.as_secs_f64()))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_timeout: Option<f64>,
-    /// Seconds a TCP flow is kept after FIN from both sides or an RST. [default: 5]
-    #[arg(long, value_name = "SECONDS")]
+    /// Seconds a TCP flow is kept after FIN from both sides or an RST.
+    #[arg(long, value_name = "SECONDS", global = true,
+          default_value = shown(DEFAULT_TIMEOUTS.tcp_close.as_secs_f64()))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_close_timeout: Option<f64>,
-    /// Idle timeout of a UDP flow, seconds. [default: 60]
-    #[arg(long, value_name = "SECONDS")]
+    /// Idle timeout of a UDP flow, seconds.
+    #[arg(long, value_name = "SECONDS", global = true,
+          default_value = shown(DEFAULT_TIMEOUTS.udp.as_secs_f64()))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub udp_timeout: Option<f64>,
-    /// Idle timeout of an ICMP/ICMPv6 flow, seconds. [default: 30]
-    #[arg(long, value_name = "SECONDS")]
+    /// Idle timeout of an ICMP/ICMPv6 flow, seconds.
+    #[arg(long, value_name = "SECONDS", global = true,
+          default_value = shown(DEFAULT_TIMEOUTS.icmp.as_secs_f64()))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub icmp_timeout: Option<f64>,
-    /// Idle timeout of any other protocol's flow, seconds. [default: 60]
-    #[arg(long, value_name = "SECONDS")]
+    /// Idle timeout of any other protocol's flow, seconds.
+    #[arg(long, value_name = "SECONDS", global = true,
+          default_value = shown(DEFAULT_TIMEOUTS.other.as_secs_f64()))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_timeout: Option<f64>,
-    /// Seconds between interim records of a flow that is still alive. [default: 60]
-    #[arg(long, value_name = "SECONDS")]
+    /// Seconds between interim records of a flow that is still alive.
+    #[arg(long, value_name = "SECONDS", global = true,
+          default_value = shown(DEFAULT_TIMEOUTS.interim.as_secs_f64()))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interim_interval: Option<f64>,
-    /// Directory for pinned-state bookkeeping and the Redis spool. [default: /var/lib/flowmon]
-    #[arg(long, value_name = "DIR")]
+    /// Directory for the agent's bookkeeping and the Redis spool.
+    #[arg(long, value_name = "DIR", global = true, default_value = DEFAULT_STATE_DIR)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
-    /// bpffs directory where the flow map and programs are pinned. [default: /sys/fs/bpf/flowmon]
-    #[arg(long, value_name = "DIR")]
+    /// bpffs directory where the flow map and programs are pinned.
+    #[arg(long, value_name = "DIR", global = true, default_value = datapath::DEFAULT_PIN_DIR)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pin_dir: Option<PathBuf>,
     /// Leave the programs attached (and pinned) at shutdown, for a restart without a gap.
-    #[arg(long)]
+    #[arg(long, global = true)]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_attached: bool,
-    /// Redis (or Redis Cluster) URL; `rediss://` and passwords accepted. [default:
-    /// redis://127.0.0.1:6379]
-    #[arg(long, value_name = "URL")]
+    /// Redis (or Redis Cluster) URL; `rediss://` and passwords accepted.
+    #[arg(long, value_name = "URL", global = true, default_value = store::DEFAULT_REDIS_URL)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
     /// Treat --redis-url as a Redis Cluster seed node.
-    #[arg(long)]
+    #[arg(long, global = true)]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub redis_cluster: bool,
     /// Do not write to Redis at all.
-    #[arg(long)]
+    #[arg(long, global = true)]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_redis: bool,
-    /// Approximate MAXLEN of the `flowmon:flows` stream. [default: 1000000]
-    #[arg(long, value_name = "N")]
+    /// Approximate MAXLEN of the `flowmon:flows` stream.
+    #[arg(long, value_name = "N", global = true,
+          default_value = shown(redis_sink::DEFAULT_FLOW_STREAM_MAXLEN))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow_stream_maxlen: Option<u64>,
-    /// Seconds a peer's `flowmon:peer:<ip>` index lives after its last flow. [default: 86400]
-    #[arg(long, value_name = "SECONDS")]
+    /// Seconds a peer's `flowmon:peer:<ip>` index lives after its last flow.
+    #[arg(long, value_name = "SECONDS", global = true,
+          default_value = shown(redis_sink::DEFAULT_PEER_INDEX_RETENTION.as_secs_f64()))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_index_retention: Option<f64>,
-    /// Largest on-disk spool for Redis writes while Redis is away, bytes. [default: 1 GiB]
-    #[arg(long, value_name = "BYTES")]
+    /// Largest on-disk spool for Redis writes while Redis is away, bytes.
+    #[arg(long, value_name = "BYTES", global = true,
+          default_value = shown(store::DEFAULT_SPOOL_MAX_BYTES))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spool_max_bytes: Option<u64>,
-    /// Prometheus metrics endpoint. [default: 127.0.0.1:9108]
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Prometheus metrics endpoint.
+    #[arg(long, value_name = "ADDR:PORT", global = true, default_value = metrics::DEFAULT_LISTEN)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
-    /// Where SNARE sensors send their events (Tanner's protocol). [default: 0.0.0.0:8090]
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Where SNARE sensors send their events (Tanner's protocol).
+    #[arg(long, value_name = "ADDR:PORT", global = true, default_value = snare::DEFAULT_LISTEN)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snare_listen: Option<String>,
     /// Most SNARE connections served at once; more wait in the listen backlog until one
-    /// closes. [default: 1024]
-    #[arg(long, value_name = "N")]
+    /// closes.
+    #[arg(long, value_name = "N", global = true,
+          default_value = shown(snare::DEFAULT_MAX_CONNECTIONS))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snare_max_connections: Option<usize>,
-    /// Largest accepted event body, bytes; larger ones get 413. [default: 1048576]
-    #[arg(long, value_name = "BYTES")]
+    /// Largest accepted event body, bytes; larger ones get 413.
+    #[arg(long, value_name = "BYTES", global = true,
+          default_value = shown(snare::DEFAULT_MAX_EVENT_BYTES))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_event_bytes: Option<usize>,
-    /// Seconds after its last request that a session ends. [default: 75]
-    #[arg(long, value_name = "SECONDS")]
+    /// Seconds after its last request that a session ends.
+    #[arg(long, value_name = "SECONDS", global = true,
+          default_value = shown(session::DEFAULT_TIMEOUT.as_secs_f64()))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_timeout: Option<f64>,
-    /// Most sessions kept live; beyond it the least recently active ends early. [default: 100000]
-    #[arg(long, value_name = "N")]
+    /// Most sessions kept live; beyond it the least recently active ends early.
+    #[arg(long, value_name = "N", global = true, default_value = shown(session::DEFAULT_MAX_SESSIONS))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_sessions: Option<usize>,
     /// JSON-lines file that receives every SNARE event (Tanner's event log format).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_log: Option<PathBuf>,
-    /// Tanner's read API. [default: 127.0.0.1:8092]
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Tanner's read API.
+    #[arg(long, value_name = "ADDR:PORT", global = true, default_value = api::DEFAULT_LISTEN)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_listen: Option<String>,
     /// Bearer token the read API requires; none when unset.
-    #[arg(long, value_name = "TOKEN")]
+    #[arg(long, value_name = "TOKEN", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_token: Option<String>,
     /// MaxMind-format city database for session locations.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub geoip_db: Option<PathBuf>,
     /// Seconds an analysed session is kept in Redis; forever when unset.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_retention: Option<f64>,
 }
 
+/// A default as the help text shows it.
+fn shown(default: impl std::fmt::Display) -> String {
+    default.to_string()
+}
+
+/// A choice's default as the help text shows it.
+fn shown_choice(default: impl ValueEnum) -> String {
+    default
+        .to_possible_value()
+        .map(|value| value.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+/// Where the agent keeps its bookkeeping and the Redis spool.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/flowmon";
+
+/// Flows held in memory for the session analyzer's join at most (a record's worth each).
+const MAX_PEER_FLOWS: usize = 1_000_000;
+
+/// A setting that cannot be used, named as in the config file (the flag without its dashes).
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("invalid setting {name}: {reason}")]
+pub struct InvalidSetting {
+    pub name: &'static str,
+    pub reason: String,
+}
+
+fn invalid(name: &'static str, reason: impl Into<String>) -> InvalidSetting {
+    InvalidSetting {
+        name,
+        reason: reason.into(),
+    }
+}
+
+/// Flow monitoring: the kernel half and the monitor that reads it.
+#[derive(Clone, Debug)]
+pub struct FlowsConfig {
+    pub datapath: DatapathConfig,
+    pub monitor: MonitorConfig,
+}
+
+/// The configuration of every part, checked.
+#[derive(Debug)]
+pub struct Config {
+    pub sensor_id: String,
+    /// `None` without `--iface`.
+    pub flows: Option<FlowsConfig>,
+    /// `None` with `--no-redis`.
+    pub store: Option<StoreConfig>,
+    pub snare: SnareConfig,
+    pub analyzer: AnalyzerConfig,
+    /// `None` with `--no-redis`: the API reads Redis.
+    pub api: Option<ApiConfig>,
+    pub metrics_listen: SocketAddr,
+    /// How long this host keeps each peer's flows for the analyzer's join.
+    pub peer_flows_retention: Duration,
+    pub max_peer_flows: usize,
+}
+
 impl Settings {
     /// Reads `path` (if any) and lays `self` (the flags) over it.
-    pub fn merged_with_file(self, path: Option<&std::path::Path>) -> Result<Settings> {
+    pub fn merged_with_file(self, path: Option<&Path>) -> Result<Settings> {
         let Some(path) = path else {
             return Ok(self);
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let file: toml::Value = toml::from_str(&text)
+        let mut merged: toml::Table = toml::from_str(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
-        let mut merged = serde_json::to_value(file)?;
-        let flags = serde_json::to_value(&self)?;
-        if let (Some(merged), serde_json::Value::Object(flags)) = (merged.as_object_mut(), flags) {
-            merged.extend(flags);
-        }
-        serde_json::from_value(merged)
+        // As TOML, which keeps what JSON could not (NaN, infinities), for validation to see.
+        merged.extend(toml::Table::try_from(&self)?);
+        Settings::deserialize(merged)
             .with_context(|| format!("invalid setting in config file {}", path.display()))
     }
 
-    pub fn xdp_mode(&self) -> XdpModeChoice {
-        self.xdp_mode.unwrap_or_default()
-    }
-
-    pub fn max_flows(&self) -> u32 {
-        self.max_flows.unwrap_or(flowmon_common::DEFAULT_MAX_FLOWS)
-    }
-
-    pub fn sensor_id(&self) -> String {
-        self.sensor_id.clone().unwrap_or_else(host_name)
-    }
-
-    pub fn state_dir(&self) -> PathBuf {
-        self.state_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/var/lib/flowmon"))
-    }
-
-    pub fn pin_dir(&self) -> PathBuf {
-        self.pin_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/flowmon"))
-    }
-
-    pub fn metrics_listen(&self) -> Result<SocketAddr> {
-        let addr = self.metrics_listen.as_deref().unwrap_or("127.0.0.1:9108");
-        socket_addr("metrics-listen", addr)
-    }
-
-    pub fn poll_interval(&self) -> Result<Duration> {
-        seconds("poll-interval", self.poll_interval, 1.0)
-    }
-
-    pub fn snare_listen(&self) -> Result<SocketAddr> {
-        socket_addr(
-            "snare-listen",
-            self.snare_listen.as_deref().unwrap_or("0.0.0.0:8090"),
-        )
-    }
-
-    pub fn snare_max_connections(&self) -> Result<usize> {
-        match self.snare_max_connections.unwrap_or(1024) {
-            0 => bail!("--snare-max-connections must be at least 1"),
-            connections => Ok(connections),
-        }
-    }
-
-    pub fn max_event_bytes(&self) -> Result<usize> {
-        match self.max_event_bytes.unwrap_or(1 << 20) {
-            0 => bail!("--max-event-bytes must be at least 1"),
-            bytes => Ok(bytes),
-        }
-    }
-
-    pub fn session_timeout(&self) -> Result<Duration> {
-        seconds("session-timeout", self.session_timeout, 75.0)
-    }
-
-    pub fn max_sessions(&self) -> Result<usize> {
-        match self.max_sessions.unwrap_or(100_000) {
-            0 => bail!("--max-sessions must be at least 1"),
-            sessions => Ok(sessions),
-        }
-    }
-
-    pub fn api_listen(&self) -> Result<SocketAddr> {
-        socket_addr(
-            "api-listen",
-            self.api_listen.as_deref().unwrap_or("127.0.0.1:8092"),
-        )
-    }
-
-    /// `None`: analysed sessions are kept forever.
-    pub fn session_retention(&self) -> Result<Option<Duration>> {
-        self.session_retention
-            .map(|secs| seconds("session-retention", Some(secs), secs))
-            .transpose()
-    }
-
-    pub fn timeouts(&self) -> Result<crate::flow::tracker::Timeouts> {
-        let ns = |name, value, default| -> Result<u64> {
-            Ok(seconds(name, value, default)?.as_nanos() as u64)
+    /// Checks every setting and makes the configuration of each part; nothing is opened,
+    /// connected, bound or pinned yet, except that the GeoIP database is read.
+    pub fn validate(self) -> Result<Config, InvalidSetting> {
+        let sensor_id = match self.sensor_id {
+            Some(id) if id.trim().is_empty() => return Err(invalid("sensor-id", "is empty")),
+            Some(id) => id,
+            None => host_name(),
         };
-        Ok(crate::flow::tracker::Timeouts {
-            tcp: ns("tcp-timeout", self.tcp_timeout, 300.0)?,
-            tcp_close: ns("tcp-close-timeout", self.tcp_close_timeout, 5.0)?,
-            udp: ns("udp-timeout", self.udp_timeout, 60.0)?,
-            icmp: ns("icmp-timeout", self.icmp_timeout, 30.0)?,
-            other: ns("other-timeout", self.other_timeout, 60.0)?,
-            interim: ns("interim-interval", self.interim_interval, 60.0)?,
+        let state_dir = self
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let timeouts = Timeouts {
+            tcp: seconds("tcp-timeout", self.tcp_timeout, DEFAULT_TIMEOUTS.tcp)?,
+            tcp_close: seconds(
+                "tcp-close-timeout",
+                self.tcp_close_timeout,
+                DEFAULT_TIMEOUTS.tcp_close,
+            )?,
+            udp: seconds("udp-timeout", self.udp_timeout, DEFAULT_TIMEOUTS.udp)?,
+            icmp: seconds("icmp-timeout", self.icmp_timeout, DEFAULT_TIMEOUTS.icmp)?,
+            other: seconds("other-timeout", self.other_timeout, DEFAULT_TIMEOUTS.other)?,
+            interim: seconds(
+                "interim-interval",
+                self.interim_interval,
+                DEFAULT_TIMEOUTS.interim,
+            )?,
+        };
+        let poll_interval = seconds(
+            "poll-interval",
+            self.poll_interval,
+            monitor::DEFAULT_POLL_INTERVAL,
+        )?;
+        let max_flows = at_least_one(
+            "max-flows",
+            self.max_flows.unwrap_or(flowmon_common::DEFAULT_MAX_FLOWS),
+        )?;
+        let pin_dir = self
+            .pin_dir
+            .unwrap_or_else(|| PathBuf::from(datapath::DEFAULT_PIN_DIR));
+        let redis = if self.no_redis {
+            None
+        } else {
+            let url = self
+                .redis_url
+                .unwrap_or_else(|| store::DEFAULT_REDIS_URL.to_owned());
+            Some(
+                RedisTarget::new(url, self.redis_cluster)
+                    .map_err(|err| invalid("redis-url", err.to_string()))?,
+            )
+        };
+        let flow_writes = FlowWrites {
+            maxlen: at_least_one(
+                "flow-stream-maxlen",
+                self.flow_stream_maxlen
+                    .unwrap_or(redis_sink::DEFAULT_FLOW_STREAM_MAXLEN),
+            )?,
+            retention: seconds(
+                "peer-index-retention",
+                self.peer_index_retention,
+                redis_sink::DEFAULT_PEER_INDEX_RETENTION,
+            )?,
+        };
+        let flows = if self.iface.is_empty() {
+            None
+        } else {
+            for iface in &self.iface {
+                datapath::ifindex(iface).map_err(|err| invalid("iface", err.to_string()))?;
+            }
+            Some(FlowsConfig {
+                datapath: DatapathConfig {
+                    ifaces: self.iface,
+                    xdp_mode: self.xdp_mode.unwrap_or_default(),
+                    max_flows,
+                    pin_dir,
+                },
+                monitor: MonitorConfig {
+                    timeouts,
+                    sensor_id: sensor_id.clone(),
+                    state_dir: state_dir.clone(),
+                    poll_interval,
+                    keep_attached: self.keep_attached,
+                    sinks: SinksConfig {
+                        flow_log: self.flow_log,
+                        redis: redis.is_some().then_some(flow_writes),
+                    },
+                },
+            })
+        };
+        let store = redis.clone().map(|redis| StoreConfig {
+            redis,
+            spool_dir: state_dir.join("spool"),
+            spool_max_bytes: self
+                .spool_max_bytes
+                .unwrap_or(store::DEFAULT_SPOOL_MAX_BYTES),
+        });
+        let session_timeout = seconds(
+            "session-timeout",
+            self.session_timeout,
+            session::DEFAULT_TIMEOUT,
+        )?;
+        let snare = SnareConfig {
+            listen: socket_addr(
+                "snare-listen",
+                self.snare_listen.as_deref(),
+                snare::DEFAULT_LISTEN,
+            )?,
+            max_connections: at_least_one(
+                "snare-max-connections",
+                self.snare_max_connections
+                    .unwrap_or(snare::DEFAULT_MAX_CONNECTIONS),
+            )?,
+            max_event_bytes: at_least_one(
+                "max-event-bytes",
+                self.max_event_bytes
+                    .unwrap_or(snare::DEFAULT_MAX_EVENT_BYTES),
+            )?,
+            limits: SessionLimits::new(
+                session_timeout,
+                at_least_one(
+                    "max-sessions",
+                    self.max_sessions.unwrap_or(session::DEFAULT_MAX_SESSIONS),
+                )?,
+            ),
+            event_log: self.event_log,
+        };
+        let session_retention = self
+            .session_retention
+            .map(|retention| seconds("session-retention", Some(retention), Duration::ZERO))
+            .transpose()?;
+        let geoip = GeoIp::open(self.geoip_db.as_deref())
+            .map_err(|err| invalid("geoip-db", format!("{err:#}")))?;
+        let analyzer = AnalyzerConfig {
+            session_timeout,
+            geoip,
+            session_retention,
+            redis: redis.clone(),
+            sensor_id: sensor_id.clone(),
+        };
+        let api = redis
+            .map(|redis| -> Result<ApiConfig, InvalidSetting> {
+                Ok(ApiConfig {
+                    listen: socket_addr(
+                        "api-listen",
+                        self.api_listen.as_deref(),
+                        api::DEFAULT_LISTEN,
+                    )?,
+                    token: self.api_token.filter(|token| !token.is_empty()),
+                    redis,
+                })
+            })
+            .transpose()?;
+        let metrics_listen = socket_addr(
+            "metrics-listen",
+            self.metrics_listen.as_deref(),
+            metrics::DEFAULT_LISTEN,
+        )?;
+        // A session's join reaches back a session timeout before its first request, and
+        // flows that had no record yet when it began get one within an interim interval.
+        let peer_flows_retention = session_timeout + timeouts.interim + Duration::from_secs(60);
+        Ok(Config {
+            sensor_id,
+            flows,
+            store,
+            snare,
+            analyzer,
+            api,
+            metrics_listen,
+            peer_flows_retention,
+            max_peer_flows: MAX_PEER_FLOWS,
         })
-    }
-
-    pub fn redis_url(&self) -> &str {
-        self.redis_url
-            .as_deref()
-            .unwrap_or("redis://127.0.0.1:6379")
-    }
-
-    pub fn flow_stream_maxlen(&self) -> u64 {
-        self.flow_stream_maxlen.unwrap_or(1_000_000)
-    }
-
-    pub fn peer_index_retention(&self) -> Result<Duration> {
-        seconds("peer-index-retention", self.peer_index_retention, 86_400.0)
-    }
-
-    pub fn spool_max_bytes(&self) -> u64 {
-        self.spool_max_bytes.unwrap_or(1 << 30)
     }
 }
 
 /// A positive number of seconds, fractions allowed.
-fn seconds(name: &str, value: Option<f64>, default: f64) -> Result<Duration> {
-    let value = value.unwrap_or(default);
+fn seconds(
+    name: &'static str,
+    value: Option<f64>,
+    default: Duration,
+) -> Result<Duration, InvalidSetting> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
     if !(value.is_finite() && value > 0.0) {
-        bail!("--{name} must be a positive number of seconds, not {value}");
+        return Err(invalid(
+            name,
+            format!("must be a positive number of seconds, not {value}"),
+        ));
     }
-    Ok(Duration::from_secs_f64(value))
+    Duration::try_from_secs_f64(value).map_err(|_| invalid(name, "is too long a time"))
+}
+
+fn at_least_one<T: PartialOrd + From<u8>>(
+    name: &'static str,
+    value: T,
+) -> Result<T, InvalidSetting> {
+    if value < T::from(1) {
+        return Err(invalid(name, "must be at least 1"));
+    }
+    Ok(value)
+}
+
+fn socket_addr(
+    name: &'static str,
+    value: Option<&str>,
+    default: &str,
+) -> Result<SocketAddr, InvalidSetting> {
+    let value = value.unwrap_or(default);
+    value
+        .parse()
+        .map_err(|_| invalid(name, format!("{value:?} is not an address:port")))
 }
 
 pub fn host_name() -> String {
@@ -321,16 +547,21 @@ pub fn host_name() -> String {
     String::from_utf8_lossy(&buf[..len]).into_owned()
 }
 
-/// Parses a listen address flag.
-pub fn socket_addr(name: &str, value: &str) -> Result<SocketAddr> {
-    value
-        .parse()
-        .with_context(|| format!("--{name}: {value:?} is not an address:port"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_args(std::iter::once("flowmon").chain(args.iter().copied())).unwrap()
+    }
+
+    /// The error of `args`, which must fail validation.
+    fn refused(args: &[&str]) -> InvalidSetting {
+        match parse(args).settings.validate() {
+            Ok(_) => panic!("{args:?} accepted"),
+            Err(err) => err,
+        }
+    }
 
     #[test]
     fn flags_override_the_file_and_defaults_fill_the_rest() {
@@ -339,24 +570,97 @@ mod tests {
         let path = dir.join("flowmon.toml");
         std::fs::write(
             &path,
-            "iface = [\"eth1\"]\ntcp-timeout = 120\nudp-timeout = 0.5\n",
+            "iface = [\"lo\"]\ntcp-timeout = 120\nudp-timeout = 0.5\nsnare-listen = \"127.0.0.1:1\"\n",
         )
         .unwrap();
-        let cli = Cli::try_parse_from(["flowmon", "--udp-timeout", "7"]).unwrap();
-        let settings = cli.settings.merged_with_file(Some(&path)).unwrap();
-        assert_eq!(settings.iface, ["eth1"]);
-        let timeouts = settings.timeouts().unwrap();
-        assert_eq!(timeouts.tcp, 120_000_000_000);
-        assert_eq!(timeouts.udp, 7_000_000_000);
-        assert_eq!(timeouts.icmp, 30_000_000_000);
+        let cli = parse(&["--udp-timeout", "7", "--config", path.to_str().unwrap()]);
+        let config = cli.config().unwrap();
+        let flows = config.flows.unwrap();
+        assert_eq!(flows.datapath.ifaces, ["lo"]);
+        let monitor = flows.monitor;
+        assert_eq!(monitor.timeouts.tcp, Duration::from_secs(120));
+        assert_eq!(monitor.timeouts.udp, Duration::from_secs(7));
+        assert_eq!(monitor.timeouts.icmp, DEFAULT_TIMEOUTS.icmp);
+        // A default of the command line does not override the file.
+        assert_eq!(config.snare.listen, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(
+            config.api.unwrap().listen,
+            api::DEFAULT_LISTEN.parse().unwrap()
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
-    fn bad_settings_are_refused_with_their_name() {
-        let cli = Cli::try_parse_from(["flowmon", "--tcp-timeout", "0"]).unwrap();
-        let err = cli.settings.timeouts().unwrap_err().to_string();
-        assert!(err.contains("--tcp-timeout"), "{err}");
+    fn settings_may_follow_the_subcommand() {
+        let cli = parse(&[
+            "replay",
+            "log.json",
+            "--redis-url",
+            "redis://h:6380",
+            "--no-redis",
+        ]);
+        assert!(matches!(cli.command, Some(Command::Replay { .. })));
+        assert_eq!(cli.settings.redis_url.as_deref(), Some("redis://h:6380"));
+        assert!(cli.settings.no_redis);
+        let cli = parse(&["--session-timeout", "5", "replay", "log.json"]);
+        assert_eq!(cli.settings.session_timeout, Some(5.0));
+    }
+
+    #[test]
+    fn the_help_shows_the_defaults_the_code_uses() {
+        let help = Cli::command().render_long_help().to_string();
+        for default in [
+            "[default: 75]",
+            "[default: 0.0.0.0:8090]",
+            "[default: redis://127.0.0.1:6379]",
+            "[default: /var/lib/flowmon]",
+        ] {
+            assert!(help.contains(default), "{default} missing from:\n{help}");
+        }
+        let config = Settings::default().validate().unwrap();
+        assert_eq!(config.snare.limits.timeout, Duration::from_secs(75));
+        assert_eq!(config.snare.listen, "0.0.0.0:8090".parse().unwrap());
+    }
+
+    #[test]
+    fn every_bad_setting_is_refused_with_its_name() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--iface", "no-such-if0"], "iface"),
+            (&["--iface", "lo", "--max-flows", "0"], "max-flows"),
+            (&["--sensor-id", " "], "sensor-id"),
+            (&["--poll-interval", "0"], "poll-interval"),
+            (&["--tcp-timeout=-1"], "tcp-timeout"),
+            (&["--tcp-close-timeout", "NaN"], "tcp-close-timeout"),
+            (&["--udp-timeout", "inf"], "udp-timeout"),
+            (&["--icmp-timeout", "0"], "icmp-timeout"),
+            (&["--other-timeout", "0"], "other-timeout"),
+            (&["--interim-interval", "1e300"], "interim-interval"),
+            (&["--redis-url", "http://x"], "redis-url"),
+            (&["--flow-stream-maxlen", "0"], "flow-stream-maxlen"),
+            (&["--peer-index-retention", "0"], "peer-index-retention"),
+            (&["--metrics-listen", "localhost"], "metrics-listen"),
+            (&["--snare-listen", "8090"], "snare-listen"),
+            (&["--snare-max-connections", "0"], "snare-max-connections"),
+            (&["--max-event-bytes", "0"], "max-event-bytes"),
+            (&["--session-timeout", "0"], "session-timeout"),
+            (&["--max-sessions", "0"], "max-sessions"),
+            (&["--api-listen", "x:y"], "api-listen"),
+            (&["--geoip-db", "/nonexistent/city.mmdb"], "geoip-db"),
+            (&["--session-retention", "0"], "session-retention"),
+        ];
+        for (args, name) in cases {
+            let err = refused(args);
+            assert_eq!(err.name, *name, "{args:?}: {err}");
+            let line = err.to_string();
+            assert!(
+                line.starts_with(&format!("invalid setting {name}: ")) && !line.contains('\n'),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_setting_in_the_file_is_named_too() {
         let dir = std::env::temp_dir().join(format!("flowmon-config-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("flowmon.toml");
@@ -365,6 +669,26 @@ mod tests {
             .merged_with_file(Some(&path))
             .unwrap_err();
         assert!(format!("{err:#}").contains("tcp-timout"), "{err:#}");
+        std::fs::write(&path, "udp-timeout = 5\n").unwrap();
+        let err = parse(&["--tcp-timeout", "NaN", "--config", path.to_str().unwrap()])
+            .config()
+            .unwrap_err();
+        assert!(err.to_string().contains("tcp-timeout"), "{err}");
+        std::fs::write(&path, "tcp-timeout = 0\n").unwrap();
+        let err = parse(&["--config", path.to_str().unwrap()])
+            .config()
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("invalid setting tcp-timeout"),
+            "{err}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_redis_password_stays_out_of_the_error() {
+        let err = refused(&["--redis-url", "redis://:hunter2@host:notaport"]);
+        assert_eq!(err.name, "redis-url");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 }

@@ -1,4 +1,3 @@
-use clap::Parser as _;
 use flowmon::config::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
@@ -10,20 +9,17 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
-    let result = tokio::runtime::Runtime::new()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| {
-            runtime.block_on(async {
-                let settings = cli.settings.merged_with_file(cli.config.as_deref())?;
-                match cli.command {
-                    None => flowmon::agent::run(settings).await,
-                    Some(Command::Replay { file }) => {
-                        flowmon::snare::replay::run(&settings, &file).await
-                    }
-                }
-            })
-        });
+    let cli = Cli::from_command_line();
+    // Every setting is checked before anything is opened, bound, connected or pinned.
+    let result = cli.config().and_then(|config| {
+        let runtime = tokio::runtime::Runtime::new()?;
+        runtime.block_on(async {
+            match cli.command {
+                None => flowmon::agent::run(config).await,
+                Some(Command::Replay { file }) => flowmon::replay::run(config, &file).await,
+            }
+        })
+    });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

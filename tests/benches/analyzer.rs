@@ -13,11 +13,11 @@ use std::{
 };
 
 use flowmon::{
-    analyzer::{Analyzer, GeoIp, ReadConnection, RedisFlowSource, ReverseDns, SessionWrites},
-    config::Settings,
+    analyzer::{Analyzer, GeoIp, RedisFlowSource, ReverseDns, SessionWrites},
     metrics::{AnalyzerMetrics, SnareMetrics},
     sinks::redis::FlowWrites,
     snare::{HANDOFF_CAPACITY, Service, Session, SessionLimits, SnareConfig},
+    store::{Connection, Patience, RedisTarget},
 };
 use flowmon_tests::{
     analyzer_support::{analyse_into, store},
@@ -52,7 +52,11 @@ fn peer(i: u32) -> String {
 
 fn analyzer(redis: &RedisServer, session_timeout: f64) -> Analyzer {
     let flows = RedisFlowSource::new(
-        ReadConnection::open(&redis.url(), false).expect("Redis URL"),
+        Connection::open(
+            &RedisTarget::new(redis.url(), false).expect("Redis URL"),
+            Patience::READ,
+        )
+        .expect("Redis URL"),
         "sensor".into(),
     );
     Analyzer::new(
@@ -90,11 +94,7 @@ fn session(i: u32) -> Session {
 
 /// One flow record of each peer, written as the flow monitor writes them.
 fn seed_flows(runtime: &tokio::runtime::Runtime, redis: &RedisServer, state: &TempDir) {
-    let writes = FlowWrites::from_settings(&Settings {
-        peer_index_retention: Some(86_400.0),
-        ..Settings::default()
-    })
-    .expect("flow writes");
+    let writes = FlowWrites::default();
     runtime.block_on(async {
         let store = store(&redis.url(), state.path());
         for i in 0..SESSIONS {
@@ -173,7 +173,7 @@ fn latencies(runtime: &tokio::runtime::Runtime) -> Vec<f64> {
     let state = TempDir::new("bench-analyzer-latency");
     let store = store(&redis.url(), state.path());
     let config = SnareConfig {
-        limits: SessionLimits::new(LATENCY_TIMEOUT, 100_000),
+        limits: SessionLimits::new(Duration::from_secs_f64(LATENCY_TIMEOUT), 100_000),
         ..snare_service::config()
     };
     let (service, consumer) = runtime.block_on(async {

@@ -10,7 +10,7 @@ use flowmon::{
     flow::monitor::{FlowMonitor, MonitorConfig},
     flow::tracker::Timeouts,
     metrics::Metrics,
-    sinks::FlowSinks,
+    sinks::{FlowSinks, SinksConfig},
 };
 use flowmon_tests::{
     frames::{ACK, Frame},
@@ -83,7 +83,7 @@ fn main() {
         // One poll of the monitor itself: long timeouts, so every flow is kept.
         let state = TempDir::new("drain");
         let metrics = Metrics::new();
-        let minute = 60_000_000_000;
+        let minute = std::time::Duration::from_secs(60);
         let config = MonitorConfig {
             timeouts: Timeouts {
                 tcp: minute,
@@ -97,6 +97,7 @@ fn main() {
             state_dir: state.path().to_owned(),
             poll_interval: std::time::Duration::from_secs(1),
             keep_attached: true,
+            sinks: SinksConfig::default(),
         };
         let sinks = FlowSinks::new(None, None, None, Arc::clone(&metrics));
         let mut monitor =

@@ -17,7 +17,7 @@ use flowmon::{
     flow::record::FlowRecord,
     metrics::AnalyzerMetrics,
     snare::{HANDOFF_CAPACITY, Session},
-    store::{Store, StoreConfig},
+    store::{RedisTarget, Store, StoreConfig},
 };
 use maxminddb_writer::{Database, metadata::IpVersion, paths::IpAddrWithMask};
 use serde_json::{Value, json};
@@ -92,8 +92,7 @@ pub fn hex_id(session: &Session) -> String {
 /// A store on `redis_url` spooling under `state_dir`.
 pub fn store(redis_url: &str, state_dir: &Path) -> Store {
     Store::start(StoreConfig {
-        redis_url: redis_url.to_owned(),
-        cluster: false,
+        redis: RedisTarget::new(redis_url, false).expect("a Redis URL"),
         spool_dir: state_dir.join("spool"),
         spool_max_bytes: 1 << 30,
     })

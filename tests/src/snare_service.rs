@@ -8,19 +8,18 @@ use std::{
 };
 
 use flowmon::{
+    config::Settings,
     metrics::SnareMetrics,
-    snare::{HANDOFF_CAPACITY, Service, Session, SessionLimits, SnareConfig, Stats},
+    snare::{HANDOFF_CAPACITY, Service, Session, SnareConfig, Stats},
 };
 use serde_json::Value;
 
-/// The defaults of the flags, without an event log.
+/// The defaults of the settings, without an event log.
 pub fn config() -> SnareConfig {
-    SnareConfig {
-        max_connections: 1024,
-        max_event_bytes: 1 << 20,
-        limits: SessionLimits::new(75.0, 100_000),
-        event_log: None,
-    }
+    Settings::default()
+        .validate()
+        .expect("the defaults are valid")
+        .snare
 }
 
 pub struct TestService {

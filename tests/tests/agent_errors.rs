@@ -1,10 +1,10 @@
 //! The agent's start-up errors: one clear line on stderr, a failure exit, nothing left behind.
 
-use std::process::Command;
+use std::{net::TcpListener, process::Command};
 
 use flowmon_tests::{
     netns::Netns,
-    process::{PinDir, TempDir, flowmon_binary},
+    process::{PinDir, TempDir, flowmon_binary, free_port},
 };
 
 /// Runs flowmon with `args` (in `netns` if given, as `user` if given) and returns its stderr;
@@ -44,7 +44,53 @@ fn failing_start(netns: Option<&Netns>, user: Option<&str>, args: &[&str]) -> St
 #[test]
 fn a_missing_interface_is_named() {
     let line = failing_start(None, None, &["--iface", "nosuchif0"]);
-    assert_eq!(line, "flowmon: interface nosuchif0 does not exist");
+    assert_eq!(
+        line,
+        "flowmon: invalid setting iface: interface nosuchif0 does not exist"
+    );
+}
+
+/// A bad setting, on the command line or in the config file, fails the start before anything
+/// happens: no Redis connection, no spool, no listener, nothing pinned.
+#[test]
+fn a_bad_setting_fails_before_any_side_effect() {
+    let redis = TcpListener::bind("127.0.0.1:0").unwrap();
+    redis.set_nonblocking(true).unwrap();
+    let redis_url = format!("redis://{}", redis.local_addr().unwrap());
+    let snare_port = free_port();
+    let state = TempDir::new("bad-setting");
+    let file = state.path().join("flowmon.toml");
+    std::fs::write(&file, "max-sessions = 0\n").unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--session-timeout", "0"], "session-timeout"),
+        (&["--api-listen", "nowhere"], "api-listen"),
+        (&["--config", file.to_str().unwrap()], "max-sessions"),
+    ];
+    for (args, name) in cases {
+        let pins = PinDir::new("bad-setting");
+        let output = Command::new(flowmon_binary())
+            .args(["--iface", "lo", "--redis-url", &redis_url])
+            .args(["--snare-listen", &format!("127.0.0.1:{snare_port}")])
+            .arg("--state-dir")
+            .arg(state.path())
+            .arg("--pin-dir")
+            .arg(pins.path())
+            .args(*args)
+            .output()
+            .expect("run flowmon");
+        assert!(!output.status.success(), "{args:?} should fail");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("flowmon: invalid setting {name}: ")),
+            "{stderr}"
+        );
+        let redis_contacted = redis.accept();
+        assert!(redis_contacted.is_err(), "{args:?} connected to Redis");
+        assert!(!pins.path().exists() || std::fs::read_dir(pins.path()).unwrap().count() == 0);
+        assert!(!state.path().join("spool").exists(), "{args:?} opened the spool");
+        TcpListener::bind(("127.0.0.1", snare_port)).expect("the SNARE port is free");
+    }
 }
 
 #[test]

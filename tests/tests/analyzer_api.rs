@@ -5,9 +5,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use flowmon::{
-    analyzer::{ApiServer, GeoIp, ReadConnection, SessionWrites},
-    config::Settings,
+    analyzer::{GeoIp, SessionWrites},
+    api::ApiServer,
     sinks::redis::FlowWrites,
+    store::{Connection, Patience, RedisTarget},
 };
 use flowmon_tests::analyzer_support::*;
 use flowmon_tests::{
@@ -97,11 +98,7 @@ impl Fixture {
         let mut sessions = vec![s1, s2, s3, s4];
         sessions.extend(others);
 
-        let flow_writes = FlowWrites::from_settings(&Settings {
-            peer_index_retention: Some(86_400.0),
-            ..Settings::default()
-        })
-        .unwrap();
+        let flow_writes = FlowWrites::default();
         runtime.block_on(async {
             let store = store(&redis.url(), state.path());
             for (flow, first_seen) in [("a", T - 5.0), ("b", T + 20.0)] {
@@ -140,7 +137,8 @@ impl Fixture {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             ApiServer::serve(
                 listener,
-                ReadConnection::open(redis_url, false).unwrap(),
+                Connection::open(&RedisTarget::new(redis_url, false).unwrap(), Patience::READ)
+                    .unwrap(),
                 token.map(str::to_owned),
             )
         })

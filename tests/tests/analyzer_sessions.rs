@@ -10,10 +10,10 @@ use std::{
 };
 
 use flowmon::{
-    analyzer::{GeoIp, ReadConnection, RedisFlowSource, SessionWrites},
-    config::Settings,
+    analyzer::{GeoIp, RedisFlowSource, SessionWrites},
     sinks::redis::FlowWrites,
     snare::Session,
+    store::{Connection, Patience, RedisTarget},
 };
 use flowmon_tests::analyzer_support::*;
 use flowmon_tests::{
@@ -239,11 +239,7 @@ async fn sessions_carry_their_peers_flows_from_redis() {
     let redis = RedisServer::start();
     let state = TempDir::new("analyzer-join");
     // The flow monitor's writes, as it makes them.
-    let settings = Settings {
-        peer_index_retention: Some(86_400.0),
-        ..Settings::default()
-    };
-    let flow_writes = FlowWrites::from_settings(&settings).unwrap();
+    let flow_writes = FlowWrites::default();
     let records = [
         // The HTTP connection: an interim record, then the final one.
         flow_record(
@@ -288,10 +284,7 @@ async fn sessions_carry_their_peers_flows_from_redis() {
         &[("/", T + 100.0, "index"), ("/about", T + 110.0, "index")],
     );
     let id = hex_id(&session);
-    let flows = RedisFlowSource::new(
-        ReadConnection::open(&redis.url(), false).unwrap(),
-        "sensor".into(),
-    );
+    let flows = RedisFlowSource::new(read_connection(&redis.url()), "sensor".into());
     // The flows are in Redis before the session ends, as its timeout guarantees.
     store.close().await;
     let analyzer = analyzer(Some(Arc::new(flows)), GeoIp::default());
@@ -540,7 +533,7 @@ fn flowmon_replay_analyses_and_stores_every_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dorks_come_from_tanners_set_in_redis() {
     let redis = RedisServer::start();
-    let mut connection = ReadConnection::open(&redis.url(), false).unwrap();
+    let mut connection = read_connection(&redis.url());
     assert!(
         flowmon::analyzer::load_dorks(&mut connection)
             .await
@@ -585,4 +578,8 @@ fn flowmon_replay_stores_through_tls_with_a_password() {
     // Both sessions are in: had the certificate or the password been refused, they would be
     // waiting in the spool instead.
     assert_eq!(redis.cli(&["ZCARD", SENSOR]).trim(), "2");
+}
+
+fn read_connection(url: &str) -> Connection {
+    Connection::open(&RedisTarget::new(url, false).unwrap(), Patience::READ).unwrap()
 }

@@ -2,7 +2,7 @@
 //! truncation point, both directions on one key, orientation, TCP state, echo pairing and
 //! fragments. Each test loads its own copy of the program, so the counts are its own.
 
-use flowmon::flow::{Flow, clock::monotonic_ns};
+use flowmon::flow::{Flow, wall_clock::monotonic_ns};
 use flowmon_common::TcpState;
 use flowmon_tests::{
     frames::{ACK, CLIENT_MAC, FIN, Frame, Ipv6Ext, PSH, RST, SERVER_MAC, SYN},

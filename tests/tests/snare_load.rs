@@ -11,7 +11,7 @@ use flowmon_tests::{
 #[test]
 fn the_event_load_mixes_every_kind_of_request_and_sessions_expire_meanwhile() {
     let service = TestService::start(SnareConfig {
-        limits: SessionLimits::new(0.2, 100_000),
+        limits: SessionLimits::new(Duration::from_secs_f64(0.2), 100_000),
         ..config()
     });
     let report = run_event_load(service.addr(), Duration::from_millis(2500), 16).unwrap();

@@ -178,7 +178,10 @@ fn an_ended_session_holds_exactly_the_spec_attributes() {
 
 #[test]
 fn sessions_expire_after_a_short_timeout() {
-    let service = TestService::start(with_limits(SessionLimits::new(0.5, 1000)));
+    let service = TestService::start(with_limits(SessionLimits::new(
+        Duration::from_secs_f64(0.5),
+        1000,
+    )));
     let started = Instant::now();
     let a = sess_uuid(
         &service,
@@ -222,7 +225,10 @@ fn sessions_expire_after_a_short_timeout() {
 
 #[test]
 fn beyond_max_sessions_the_least_recently_active_ends_early() {
-    let service = TestService::start(with_limits(SessionLimits::new(75.0, 3)));
+    let service = TestService::start(with_limits(SessionLimits::new(
+        Duration::from_secs_f64(75.0),
+        3,
+    )));
     let ip = |n: u8| format!("192.0.2.{n}");
     let mut ids = Vec::new();
     for n in 1..=3 {

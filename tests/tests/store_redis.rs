@@ -8,10 +8,11 @@ use std::{
 };
 
 use flowmon::{
-    config::Settings,
     flow::record::FlowRecord,
-    sinks::redis::{FLOW_STREAM, FlowWrites, RedisFlowSink, peer_index},
-    store::{Store, StoreConfig, StoreStats, spool::Spool},
+    sinks::redis::{
+        DEFAULT_FLOW_STREAM_MAXLEN, FLOW_STREAM, FlowWrites, RedisFlowSink, peer_index,
+    },
+    store::{RedisTarget, Store, StoreConfig, StoreStats, spool::Spool},
 };
 use flowmon_tests::{
     process::{ChildGuard, TempDir, free_port, wait_for_port},
@@ -58,20 +59,23 @@ fn record_ids(records: &[FlowRecord]) -> Vec<String> {
     records.iter().map(|r| r.record_id.clone()).collect()
 }
 
-fn settings(url: &str, state_dir: &Path, spool_max_bytes: u64) -> Settings {
-    Settings {
-        redis_url: Some(url.to_owned()),
-        state_dir: Some(state_dir.to_owned()),
-        spool_max_bytes: Some(spool_max_bytes),
-        peer_index_retention: Some(RETENTION_SECS as f64),
-        ..Settings::default()
+fn config(url: &str, state_dir: &Path, spool_max_bytes: u64) -> StoreConfig {
+    StoreConfig {
+        redis: RedisTarget::new(url, false).expect("a Redis URL"),
+        spool_dir: state_dir.join("spool"),
+        spool_max_bytes,
     }
 }
 
-/// A store on `settings` and the flow sink in front of it.
-fn start(settings: &Settings) -> (Store, RedisFlowSink) {
-    let store = Store::start(StoreConfig::from_settings(settings)).expect("start the store");
-    let sink = RedisFlowSink::new(store.clone(), settings).expect("flow sink");
+const WRITES: FlowWrites = FlowWrites {
+    maxlen: DEFAULT_FLOW_STREAM_MAXLEN,
+    retention: Duration::from_secs(RETENTION_SECS as u64),
+};
+
+/// A store on `config` and the flow sink in front of it.
+fn start(config: StoreConfig) -> (Store, RedisFlowSink) {
+    let store = Store::start(config).expect("start the store");
+    let sink = RedisFlowSink::new(store.clone(), WRITES);
     (store, sink)
 }
 
@@ -117,7 +121,7 @@ fn spool_dir(state_dir: &TempDir) -> PathBuf {
 async fn records_reach_the_stream_once_in_order_and_their_peer_indexes() {
     let server = RedisServer::start();
     let state = TempDir::new("store");
-    let (store, sink) = start(&settings(&server.url(), state.path(), 1 << 30));
+    let (store, sink) = start(config(&server.url(), state.path(), 1 << 30));
     let sent = records(0..1200);
     sink.write_all(&sent);
     wait_for(&store, "all written", |s| s.written == 1200).await;
@@ -167,7 +171,7 @@ async fn records_reach_the_stream_once_in_order_and_their_peer_indexes() {
 async fn records_sent_while_redis_is_down_are_spooled_then_replayed_once_in_order() {
     let mut server = RedisServer::start();
     let state = TempDir::new("store-outage");
-    let (store, sink) = start(&settings(&server.url(), state.path(), 1 << 30));
+    let (store, sink) = start(config(&server.url(), state.path(), 1 << 30));
     let sent = records(0..700);
     sink.write_all(&sent[..300]);
     wait_for(&store, "first records written", |s| s.written == 300).await;
@@ -197,7 +201,7 @@ async fn records_sent_while_redis_is_down_are_spooled_then_replayed_once_in_orde
 async fn records_redis_refuses_are_spooled_until_it_takes_them() {
     let server = RedisServer::start();
     let state = TempDir::new("store-refused");
-    let (store, sink) = start(&settings(&server.url(), state.path(), 1 << 30));
+    let (store, sink) = start(config(&server.url(), state.path(), 1 << 30));
     let sent = records(0..200);
     server.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
     server.cli(&["CONFIG", "SET", "maxmemory", "1"]);
@@ -218,8 +222,7 @@ async fn records_redis_refuses_are_spooled_until_it_takes_them() {
 async fn a_close_leaves_what_a_hung_redis_did_not_take_to_the_next_start() {
     let server = RedisServer::start();
     let state = TempDir::new("store-close");
-    let settings = settings(&server.url(), state.path(), 1 << 30);
-    let (store, sink) = start(&settings);
+    let (store, sink) = start(config(&server.url(), state.path(), 1 << 30));
     let sent = records(0..300);
     sink.write_all(&sent[..1]);
     wait_for(&store, "connected", |s| s.written == 1).await;
@@ -238,7 +241,7 @@ async fn a_close_leaves_what_a_hung_redis_did_not_take_to_the_next_start() {
     // The batch in flight at close went to the spool too (Redis dropped it with the
     // connection; had it been applied, its replay would be deduplicated).
     server.cli(&["CLIENT", "UNPAUSE"]);
-    let (store, _sink) = start(&settings);
+    let (store, _sink) = start(config(&server.url(), state.path(), 1 << 30));
     wait_for(&store, "the spool replayed", |s| {
         s.written == 299 && s.spool_items == 0
     })
@@ -251,7 +254,7 @@ async fn a_close_leaves_what_a_hung_redis_did_not_take_to_the_next_start() {
 async fn a_write_applied_twice_is_one_stream_entry() {
     let server = RedisServer::start();
     let state = TempDir::new("store-twice");
-    let (store, sink) = start(&settings(&server.url(), state.path(), 1 << 30));
+    let (store, sink) = start(config(&server.url(), state.path(), 1 << 30));
     let sent = records(0..2);
     sink.write_all(&sent[..1]);
     wait_for(&store, "first write", |s| s.written == 1).await;
@@ -273,7 +276,7 @@ async fn a_write_applied_twice_is_one_stream_entry() {
 async fn a_slow_redis_sends_the_backlog_to_the_spool() {
     let server = RedisServer::start();
     let state = TempDir::new("store-slow");
-    let (store, sink) = start(&settings(&server.url(), state.path(), 1 << 30));
+    let (store, sink) = start(config(&server.url(), state.path(), 1 << 30));
     let sent = records(0..12_000);
     sink.write_all(&sent[..1]);
     wait_for(&store, "connected", |s| s.written == 1).await;
@@ -295,8 +298,7 @@ async fn a_slow_redis_sends_the_backlog_to_the_spool() {
 async fn a_spool_left_by_a_crashed_run_is_replayed_at_start() {
     let server = RedisServer::start();
     let state = TempDir::new("store-crash");
-    let settings = settings(&server.url(), state.path(), 1 << 30);
-    let writes = FlowWrites::from_settings(&settings).unwrap();
+    let writes = WRITES;
     let sent = records(0..50);
     {
         let mut spool = Spool::open(&spool_dir(&state), 1 << 30).unwrap();
@@ -318,7 +320,7 @@ async fn a_spool_left_by_a_crashed_run_is_replayed_at_start() {
     torn.extend_from_slice(br#"{"id":"flow00016:2","ops":[{"op":"#);
     std::fs::write(&segment, torn).unwrap();
 
-    let (store, _sink) = start(&settings);
+    let (store, _sink) = start(config(&server.url(), state.path(), 1 << 30));
     wait_for(&store, "the spool replayed", |s| {
         s.written == 30 && s.spool_items == 0
     })
@@ -336,7 +338,7 @@ async fn a_full_spool_drops_what_it_cannot_take_without_blocking_the_producer() 
     let mut server = RedisServer::start();
     server.stop();
     let state = TempDir::new("store-full");
-    let (store, sink) = start(&settings(&server.url(), state.path(), SPOOL_MAX));
+    let (store, sink) = start(config(&server.url(), state.path(), SPOOL_MAX));
     let sent = records(0..2000);
     let started = Instant::now();
     sink.write_all(&sent);
@@ -441,11 +443,11 @@ impl RedisCluster {
 async fn a_redis_cluster_gets_every_record() {
     let cluster = RedisCluster::start();
     let state = TempDir::new("store-cluster");
-    let settings = Settings {
-        redis_cluster: true,
-        ..settings(&cluster.url(), state.path(), 1 << 30)
+    let config = StoreConfig {
+        redis: RedisTarget::new(cluster.url(), true).expect("a Redis URL"),
+        ..config(&cluster.url(), state.path(), 1 << 30)
     };
-    let (store, sink) = start(&settings);
+    let (store, sink) = start(config);
     let sent = records(0..900);
     sink.write_all(&sent);
     wait_for(&store, "all written", |s| s.written == 900).await;
@@ -467,20 +469,14 @@ async fn a_redis_cluster_gets_every_record() {
 #[tokio::test]
 async fn a_bad_url_fails_the_start_and_a_tls_one_is_tried() {
     let state = TempDir::new("store-urls");
-    let mut config = StoreConfig::from_settings(&settings("redis://:secret@[", state.path(), 1));
-    let err = format!("{:#}", Store::start(config.clone()).unwrap_err());
-    assert!(
-        err.contains("invalid Redis URL") && !err.contains("secret"),
-        "{err}"
-    );
+    let err = RedisTarget::new("redis://:secret@[", false).unwrap_err();
+    assert!(!format!("{err:#}").contains("secret"), "{err:#}");
 
     // A plain server fails the TLS handshake: the write is spooled, nothing panics.
     let server = RedisServer::start();
-    config.redis_url = format!("rediss://127.0.0.1:{}", server.port);
-    config.spool_max_bytes = 1 << 20;
-    let store = Store::start(config).expect("start with rediss://");
-    let writes = FlowWrites::from_settings(&Settings::default()).unwrap();
-    store.submit(writes.write(&record(0)));
+    let tls = format!("rediss://127.0.0.1:{}", server.port);
+    let store = Store::start(config(&tls, state.path(), 1 << 20)).expect("start with rediss://");
+    store.submit(FlowWrites::default().write(&record(0)));
     store.clone().close().await;
     let stats = store.stats();
     assert_eq!((stats.spool_items, stats.redis_errors), (1, 1), "{stats:?}");

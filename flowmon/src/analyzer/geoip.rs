@@ -40,6 +40,17 @@ pub struct GeoIp {
     reader: Option<Reader<Vec<u8>>>,
 }
 
+impl std::fmt::Debug for GeoIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeoIp")
+            .field(
+                "database",
+                &self.reader.as_ref().map(|r| &r.metadata().database_type),
+            )
+            .finish()
+    }
+}
+
 impl GeoIp {
     pub fn open(path: Option<&Path>) -> Result<Self> {
         let reader = path

@@ -5,19 +5,16 @@
 //! - [`analysis`]: the analysis JSON; [`owners`]: `possible_owners`; [`crawlers`]: crawler
 //!   user agents; [`rdns`]: reverse DNS; [`geoip`]: locations.
 //! - [`network`]: the join with flows, through a [`FlowSource`].
-//! - [`storage`]: the Redis writes; [`api`]: the read API.
-//!
-//! Sessions are analysed concurrently, off the SNARE request path: the service only hands
-//! them to a channel, which this drains at once into up to [`IN_FLIGHT`] analyses.
+//! - [`storage`]: the Redis writes; [`runner`]: the task that analyses ended sessions as
+//!   they come.
 
 pub mod analysis;
-pub mod api;
-pub mod connection;
 pub mod crawlers;
 pub mod geoip;
 pub mod network;
 pub mod owners;
 pub mod rdns;
+mod runner;
 pub mod storage;
 
 use std::{
@@ -26,29 +23,31 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
-use tokio::{
-    sync::mpsc,
-    task::{JoinHandle, JoinSet},
-};
-
 pub use analysis::{Analysis, Dorks};
-pub use api::ApiServer;
-pub use connection::ReadConnection;
 pub use geoip::GeoIp;
 pub use network::{FlowSource, FlowsFuture, Network, RedisFlowSource};
 pub use rdns::ReverseDns;
+pub use runner::{DORKS_KEY, IN_FLIGHT, Running, for_replay, load_dorks, start};
 pub use storage::SessionWrites;
 
-use crate::{
-    config::Settings,
-    metrics::AnalyzerMetrics,
-    snare::{HANDOFF_CAPACITY, Session},
-    store::{Store, StoreConfig},
-};
+use crate::{snare::Session, store::RedisTarget};
 
-/// Analyses running at once; beyond, ended sessions wait in the channel.
-pub const IN_FLIGHT: usize = 256;
+/// How the analyzer works.
+#[derive(Debug)]
+pub struct AnalyzerConfig {
+    /// Flows from this long before a session's first request are its own.
+    pub session_timeout: Duration,
+    /// Where sessions are located (`--geoip-db`).
+    pub geoip: GeoIp,
+    /// How long an analysed session is kept in Redis; forever when `None`.
+    pub session_retention: Option<Duration>,
+    /// Where the dorks are read, and the flows when this host monitors none; `None` with
+    /// `--no-redis`.
+    pub redis: Option<RedisTarget>,
+    /// The flow monitor's `--sensor-id`: the flow records in Redis that are this sensor's.
+    pub sensor_id: String,
+}
+
 const RDNS_TIMEOUT: Duration = Duration::from_secs(2);
 /// A flow source slower than this leaves the session's `network` null...
 const FLOWS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,6 +66,21 @@ pub struct Analyzer {
 }
 
 impl Analyzer {
+    /// An analyzer with the system's resolver, from `config`.
+    pub fn from_config(
+        config: AnalyzerConfig,
+        flows: Option<Arc<dyn FlowSource>>,
+        dorks: Dorks,
+    ) -> Self {
+        Self::new(
+            config.session_timeout,
+            config.geoip,
+            ReverseDns::system(RDNS_TIMEOUT),
+            flows,
+            dorks,
+        )
+    }
+
     pub fn new(
         session_timeout: Duration,
         geoip: GeoIp,
@@ -82,21 +96,6 @@ impl Analyzer {
             flows_health: FlowsHealth::default(),
             dorks,
         }
-    }
-
-    /// With `--session-timeout`, `--geoip-db` and the system's resolver.
-    pub fn from_settings(
-        settings: &Settings,
-        flows: Option<Arc<dyn FlowSource>>,
-        dorks: Dorks,
-    ) -> Result<Self> {
-        Ok(Self::new(
-            settings.session_timeout()?,
-            GeoIp::open(settings.geoip_db.as_deref())?,
-            ReverseDns::system(RDNS_TIMEOUT),
-            flows,
-            dorks,
-        ))
     }
 
     pub async fn analyse(&self, session: Session) -> Analysis {
@@ -154,24 +153,6 @@ impl Analyzer {
         }
         None
     }
-
-    /// Analyses the sessions from `ended` until it closes, storing each through `store` (with
-    /// none, each is logged at debug level) and counting into `metrics`. Ends with the number
-    /// analysed, once every one of them is submitted.
-    pub fn spawn(
-        self,
-        ended: mpsc::Receiver<Session>,
-        store: Option<Store>,
-        writes: SessionWrites,
-        metrics: AnalyzerMetrics,
-    ) -> JoinHandle<u64> {
-        let sink = Arc::new(Sink {
-            store,
-            writes,
-            metrics,
-        });
-        tokio::spawn(consume(Arc::new(self), ended, sink))
-    }
 }
 
 /// Until when the flow source rests after a failure, if it failed last.
@@ -196,168 +177,6 @@ impl FlowsHealth {
     fn lock(&self) -> MutexGuard<'_, Option<Instant>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// Where analyses go.
-struct Sink {
-    store: Option<Store>,
-    writes: SessionWrites,
-    metrics: AnalyzerMetrics,
-}
-
-impl Sink {
-    fn take(&self, analysis: Analysis) {
-        match &self.store {
-            None => {
-                let json = serde_json::to_string(&analysis).expect("an analysis serialises");
-                tracing::debug!(analysis = %json, "session analysed");
-            }
-            Some(store) => match self.writes.write(&analysis) {
-                Some(write) => store.submit(write),
-                None => {
-                    self.metrics.unstored();
-                    tracing::warn!(
-                        sess_uuid = %analysis.sess_uuid,
-                        snare_uuid = ?analysis.snare_uuid,
-                        "session analysed but not stored: its sensor id is no uuid"
-                    )
-                }
-            },
-        }
-        // Counted once handed on: a panic on the way counts as a failure only.
-        self.metrics.analysed(&analysis.possible_owners);
-    }
-}
-
-async fn consume(
-    analyzer: Arc<Analyzer>,
-    mut ended: mpsc::Receiver<Session>,
-    sink: Arc<Sink>,
-) -> u64 {
-    let mut analysing = JoinSet::new();
-    let mut analysed = 0;
-    let metrics = sink.metrics.clone();
-    let mut count = |joined: Result<(), tokio::task::JoinError>| match joined {
-        Ok(()) => analysed += 1,
-        Err(err) => {
-            metrics.failed();
-            tracing::error!(%err, "a session's analysis failed")
-        }
-    };
-    loop {
-        tokio::select! {
-            session = ended.recv(), if analysing.len() < IN_FLIGHT => {
-                let Some(session) = session else { break };
-                let (analyzer, sink) = (analyzer.clone(), sink.clone());
-                analysing.spawn(async move { sink.take(analyzer.analyse(session).await) });
-            }
-            Some(joined) = analysing.join_next() => count(joined),
-        }
-    }
-    while let Some(joined) = analysing.join_next().await {
-        count(joined);
-    }
-    tracing::info!(sessions = analysed, "SNARE sessions analysed");
-    analysed
-}
-
-/// The running analyzer, and its API.
-pub struct Running {
-    consumer: JoinHandle<u64>,
-    api: Option<ApiServer>,
-    /// A store the analyzer opened itself, closed when it finishes.
-    own_store: Option<Store>,
-}
-
-impl Running {
-    /// Waits until the channel of ended sessions has closed and every session is analysed and
-    /// submitted, then stops the API. Returns the number of sessions analysed.
-    pub async fn finish(self) -> u64 {
-        let analysed = self.consumer.await.unwrap_or_else(|err| {
-            tracing::error!(%err, "the session analyzer failed");
-            0
-        });
-        if let Some(api) = self.api {
-            api.shutdown().await;
-        }
-        if let Some(store) = self.own_store {
-            store.close().await;
-        }
-        analysed
-    }
-}
-
-/// The analyzer of the agent: takes the sessions `ended` by the SNARE service, stores them
-/// through `store`, counts into `metrics` and, unless `--no-redis`, serves the read API on
-/// `--api-listen`.
-pub async fn start(
-    settings: &Settings,
-    ended: mpsc::Receiver<Session>,
-    store: Option<Store>,
-    flows: Option<Arc<dyn FlowSource>>,
-    dorks: Dorks,
-    metrics: AnalyzerMetrics,
-) -> Result<Running> {
-    let analyzer = Analyzer::from_settings(settings, flows, dorks)?;
-    let writes = SessionWrites::from_settings(settings)?;
-    let api = if settings.no_redis {
-        tracing::info!("--no-redis: no read API");
-        None
-    } else {
-        Some(ApiServer::start(settings).await?)
-    };
-    Ok(Running {
-        consumer: analyzer.spawn(ended, store, writes, metrics),
-        api,
-        own_store: None,
-    })
-}
-
-/// Tanner's dorks SET: the hidden-link paths planted in the sensors' pages.
-pub const DORKS_KEY: &str = "9445102ddf663ed0a20382c219a952ba";
-
-/// The dorks in Redis (Tanner's, when flowmon takes over its Redis), for `hidden_links`;
-/// none when Redis cannot be read.
-pub async fn load_dorks(connection: &mut ReadConnection) -> Dorks {
-    let members = redis::cmd("SMEMBERS")
-        .arg(DORKS_KEY)
-        .query_async::<Vec<String>>(connection)
-        .await;
-    match members {
-        Ok(dorks) => dorks.into_iter().collect(),
-        Err(err) => {
-            tracing::info!(%err, "no dorks read from Redis: hidden_links counts none");
-            Dorks::new()
-        }
-    }
-}
-
-/// The analyzer of `flowmon replay`, with a store and a Redis flow source of its own and no
-/// API: the sender takes the replayed sessions. `None` with `--no-redis`, where there is
-/// nowhere to store them.
-pub async fn for_replay(settings: &Settings) -> Result<Option<(mpsc::Sender<Session>, Running)>> {
-    if settings.no_redis {
-        return Ok(None);
-    }
-    let writes = SessionWrites::from_settings(settings)?;
-    let mut connection = ReadConnection::from_settings(settings)?;
-    let dorks = load_dorks(&mut connection).await;
-    let flows = RedisFlowSource::new(connection, settings.sensor_id());
-    let analyzer = Analyzer::from_settings(settings, Some(Arc::new(flows)), dorks)?;
-    let store = Store::start(StoreConfig::from_settings(settings))?;
-    let (sessions, ended) = mpsc::channel(HANDOFF_CAPACITY);
-    let running = Running {
-        // A replay serves no metrics: its report says what it did.
-        consumer: analyzer.spawn(
-            ended,
-            Some(store.clone()),
-            writes,
-            AnalyzerMetrics::default(),
-        ),
-        api: None,
-        own_store: Some(store),
-    };
-    Ok(Some((sessions, running)))
 }
 
 #[cfg(test)]

@@ -8,8 +8,7 @@ use flowmon_common::tcp_flags::{ACK, SYN};
 use redis::AsyncCommands as _;
 use serde::Serialize;
 
-use super::connection::ReadConnection;
-use crate::{flow::record::FlowRecord, sinks::redis::peer_index};
+use crate::{flow::record::FlowRecord, sinks::redis::peer_index, store::Connection};
 
 pub type FlowsFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<FlowRecord>>> + Send + 'a>>;
 
@@ -27,13 +26,13 @@ const MAX_RECORDS: isize = 10_000;
 /// The flow records in Redis: the `flowmon:peer:<ip>` sorted sets the flow monitors write,
 /// those of this sensor only (Redis may be shared by many).
 pub struct RedisFlowSource {
-    connection: ReadConnection,
+    connection: Connection,
     sensor_id: String,
 }
 
 impl RedisFlowSource {
     /// `sensor_id`: the flow monitor's `--sensor-id`.
-    pub fn new(connection: ReadConnection, sensor_id: String) -> Self {
+    pub fn new(connection: Connection, sensor_id: String) -> Self {
         Self {
             connection,
             sensor_id,

@@ -5,14 +5,10 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
 use uuid::Uuid;
 
 use super::analysis::Analysis;
-use crate::{
-    config::Settings,
-    store::{Op, Write},
-};
+use crate::store::{Op, Write};
 
 /// The set of every sensor uuid with stored sessions.
 pub const SNARE_IDS: &str = "snare_ids";
@@ -32,11 +28,6 @@ pub struct SessionWrites {
 }
 
 impl SessionWrites {
-    /// With `--session-retention`.
-    pub fn from_settings(settings: &Settings) -> Result<Self> {
-        Ok(Self::new(settings.session_retention()?))
-    }
-
     pub fn new(retention: Option<Duration>) -> Self {
         Self { retention }
     }

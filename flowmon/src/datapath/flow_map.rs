@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, Map};
 use flowmon_common::{FlowBlock, FlowKey};
 
-use super::clock::KernelClock;
+use super::jiffies::KernelClock;
 
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;

@@ -2,8 +2,8 @@
 //! maps.
 
 mod attach;
-mod clock;
 mod flow_map;
+mod jiffies;
 mod pinning;
 
 use std::path::{Path, PathBuf};
@@ -20,8 +20,22 @@ use flowmon_common::{
 };
 
 pub use attach::{Attachment, XdpModeChoice, ifindex};
-pub use clock::KernelClock;
 pub use flow_map::{FlowMap, FlowTable};
+pub use jiffies::KernelClock;
+
+/// Where the maps and the links are pinned on bpffs.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/flowmon";
+
+/// What is loaded, and where it is attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatapathConfig {
+    /// Interfaces to attach to; each exists.
+    pub ifaces: Vec<String>,
+    pub xdp_mode: XdpModeChoice,
+    /// Capacity of the flow map, at least 1.
+    pub max_flows: u32,
+    pub pin_dir: PathBuf,
+}
 
 /// The kernel object built by `build.rs` from `flowmon-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowmon"));

@@ -1,12 +1,12 @@
 //! Flows in userspace: a flow as read from its kernel control block, oriented client to server,
 //! and the records made of it.
 
-pub mod clock;
 pub mod journal;
 pub mod monitor;
 pub mod peers;
 pub mod record;
 pub mod tracker;
+pub mod wall_clock;
 
 use std::net::{IpAddr, Ipv6Addr};
 

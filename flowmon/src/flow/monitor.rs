@@ -5,41 +5,45 @@
 use std::{
     collections::HashMap,
     path::PathBuf,
-    sync::{
-        Arc,
-        mpsc::{Receiver, RecvTimeoutError},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::Result;
 use flowmon_common::FlowKey;
 use rustc_hash::FxHashSet;
+use tokio_util::sync::CancellationToken;
 
 use super::{
     Flow,
-    clock::{WallClock, monotonic_ns},
     journal::Journal,
     record::{EndReason, FlowRecord},
     tracker::{FlowTracker, Timeouts, Verdict},
+    wall_clock::{WallClock, monotonic_ns},
 };
 use crate::{
     datapath::{Datapath, FlowTable},
     metrics::Metrics,
-    sinks::FlowSinks,
+    sinks::{FlowSinks, SinksConfig},
 };
 
 /// Map utilisation above which flowmon warns that flows are about to be evicted.
 const UTILISATION_WARNING: f64 = 0.8;
 
+/// How often the flow map is read.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How the monitor runs.
+#[derive(Clone, Debug)]
 pub struct MonitorConfig {
     pub timeouts: Timeouts,
     pub sensor_id: String,
+    /// Where the journal is kept.
     pub state_dir: PathBuf,
     pub poll_interval: Duration,
     /// Leave the programs attached and pinned at shutdown.
     pub keep_attached: bool,
+    pub sinks: SinksConfig,
 }
 
 pub struct FlowMonitor {
@@ -122,15 +126,17 @@ impl FlowMonitor {
         Ok(monitor)
     }
 
-    /// Polls until `shutdown` says so (or its sender is gone), then ends every live flow.
-    pub fn run(mut self, shutdown: Receiver<()>) -> Result<()> {
+    /// Polls until `stop` is cancelled, then ends every live flow. Runs on a thread of its
+    /// own inside the tokio runtime (`spawn_blocking`), whose clock times the pauses.
+    pub fn run(mut self, stop: CancellationToken) -> Result<()> {
+        let runtime = tokio::runtime::Handle::current();
         loop {
             let stats = self.poll()?;
             tracing::debug!(?stats, "poll");
             let pause = self.config.poll_interval.saturating_sub(stats.duration);
-            match shutdown.recv_timeout(pause) {
-                Err(RecvTimeoutError::Timeout) => continue,
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            let stopped = runtime.block_on(tokio::time::timeout(pause, stop.cancelled()));
+            if stopped.is_ok() {
+                break;
             }
         }
         self.shutdown()

@@ -2,7 +2,7 @@
 //! the records that say so. Pure logic over snapshots of the kernel map, so it is tested without
 //! a kernel.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use uuid::Uuid;
@@ -11,33 +11,53 @@ use flowmon_common::{FlowBlock, FlowKey, TcpState, ip_proto};
 
 use super::{
     Flow,
-    clock::WallClock,
     journal::LastRecord,
     record::{Deltas, EndReason, FlowRecord, Origin, RecordType},
+    wall_clock::WallClock,
 };
 use crate::datapath::{FlowTable, KernelClock};
 
-/// Idle timeouts per protocol and the interim interval, in nanoseconds.
+/// Idle timeouts per protocol and the interim interval.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
-    pub tcp: u64,
-    pub tcp_close: u64,
-    pub udp: u64,
-    pub icmp: u64,
-    pub other: u64,
-    pub interim: u64,
+    /// An established TCP flow.
+    pub tcp: Duration,
+    /// A TCP flow after FIN from both sides or an RST.
+    pub tcp_close: Duration,
+    pub udp: Duration,
+    /// ICMP and ICMPv6.
+    pub icmp: Duration,
+    pub other: Duration,
+    /// Between two interim records of a live flow.
+    pub interim: Duration,
 }
 
+/// Zeek's idle timeouts and close delay, and Snort's interim interval.
+pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
+    tcp: Duration::from_secs(300),
+    tcp_close: Duration::from_secs(5),
+    udp: Duration::from_secs(60),
+    icmp: Duration::from_secs(30),
+    other: Duration::from_secs(60),
+    interim: Duration::from_secs(60),
+};
+
 impl Timeouts {
-    fn idle(&self, protocol: u8, closing: bool) -> u64 {
-        match protocol {
+    /// The idle timeout of a flow, in nanoseconds.
+    fn idle_ns(&self, protocol: u8, closing: bool) -> u64 {
+        let timeout = match protocol {
             ip_proto::TCP if closing => self.tcp_close,
             ip_proto::TCP => self.tcp,
             ip_proto::UDP => self.udp,
             ip_proto::ICMP | ip_proto::ICMPV6 => self.icmp,
             _ => self.other,
-        }
+        };
+        nanos(timeout)
     }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// What the agent keeps of a flow that has had a record: what the next one continues.
@@ -119,7 +139,7 @@ impl<N: IfaceNames> FlowTracker<N> {
         // Closing (both FINs, or an RST) does not depend on which side is the client.
         let closing = key.protocol == ip_proto::TCP
             && TcpState::from_flags(block.lo.tcp_flags(), block.hi.tcp_flags()).is_closing();
-        if now_ns.saturating_sub(last_seen) >= self.timeouts.idle(key.protocol, closing) {
+        if now_ns.saturating_sub(last_seen) >= self.timeouts.idle_ns(key.protocol, closing) {
             return Verdict::Expire(if closing {
                 EndReason::End
             } else {
@@ -128,7 +148,7 @@ impl<N: IfaceNames> FlowTracker<N> {
         }
         // Interim records at every multiple of the interval after the first packet.
         let first_seen = clock.monotonic_ns(block.first_seen);
-        let interval = self.timeouts.interim.max(1);
+        let interval = nanos(self.timeouts.interim).max(1);
         let intervals = |at: u64| at.saturating_sub(first_seen) / interval;
         if intervals(now_ns) > intervals(self.last_poll_ns) {
             Verdict::Interim
@@ -275,14 +295,14 @@ mod tests {
     }
 
     fn tracker() -> FlowTracker<HashMap<u32, String>> {
-        let minute = 60 * SECOND;
+        let minute = Duration::from_secs(60);
         let timeouts = Timeouts {
             tcp: minute,
-            tcp_close: 5 * SECOND,
-            udp: 30 * SECOND,
+            tcp_close: Duration::from_secs(5),
+            udp: Duration::from_secs(30),
             icmp: minute,
             other: minute,
-            interim: 20 * SECOND,
+            interim: Duration::from_secs(20),
         };
         FlowTracker::new(timeouts, WallClock::new(), "test".into(), HashMap::new())
     }

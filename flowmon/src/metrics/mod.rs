@@ -18,8 +18,11 @@ use prometheus_client::{
 pub use flows::{EndReasonLabel, FlowMetrics, ReasonLabel, SinkLabel};
 pub use sessions::{AnalyzerMetrics, SnareMetrics};
 
-use crate::store::Store;
+use crate::{lifecycle::Part, store::Store};
 use store::StoreMetrics;
+
+/// Where Prometheus scrapes flowmon.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9108";
 
 /// Every metric flowmon exposes.
 pub struct Metrics {
@@ -79,8 +82,8 @@ fn counters_of<L: Clone + Hash + Eq>(
         .collect()
 }
 
-/// Serves `/metrics` on `addr` until the task is dropped.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<tokio::task::JoinHandle<()>> {
+/// Serves `/metrics` on `addr` until stopped.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<Part> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for metrics"))?;
@@ -100,8 +103,9 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<tokio::tas
             }
         }),
     );
-    Ok(tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app).await {
+    Ok(Part::spawn("metrics endpoint", |stop| async move {
+        let serving = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(err) = serving.await {
             tracing::error!("metrics endpoint failed: {err}");
         }
     }))

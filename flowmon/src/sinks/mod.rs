@@ -3,7 +3,7 @@
 pub mod json_lines;
 pub mod redis;
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Result;
 
@@ -11,6 +11,15 @@ use crate::{
     flow::{peers::PeerFlows, record::FlowRecord},
     metrics::{Metrics, SinkLabel},
 };
+
+/// Where the flow monitor's records go besides this host's own index of peers.
+#[derive(Clone, Debug, Default)]
+pub struct SinksConfig {
+    /// The JSON-lines file (`--flow-log`).
+    pub flow_log: Option<PathBuf>,
+    /// How records are written to Redis; `None` with `--no-redis`.
+    pub redis: Option<redis::FlowWrites>,
+}
 
 /// Every sink of flow records.
 pub struct FlowSinks {

@@ -11,13 +11,15 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
-
 use crate::{
-    config::Settings,
     flow::record::FlowRecord,
     store::{Op, Store, Write},
 };
+
+/// About as many records as the stream keeps.
+pub const DEFAULT_FLOW_STREAM_MAXLEN: u64 = 1_000_000;
+/// How long a peer's index lives after its last record.
+pub const DEFAULT_PEER_INDEX_RETENTION: Duration = Duration::from_secs(86_400);
 
 /// The stream of every flow record.
 pub const FLOW_STREAM: &str = "flowmon:flows";
@@ -34,11 +36,8 @@ pub struct RedisFlowSink {
 }
 
 impl RedisFlowSink {
-    pub fn new(store: Store, settings: &Settings) -> Result<Self> {
-        Ok(Self {
-            store,
-            writes: FlowWrites::from_settings(settings)?,
-        })
+    pub fn new(store: Store, writes: FlowWrites) -> Self {
+        Self { store, writes }
     }
 
     /// Submits `records`; never blocks.
@@ -50,20 +49,24 @@ impl RedisFlowSink {
 }
 
 /// Makes the [`Write`] of a flow record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowWrites {
-    maxlen: u64,
-    retention: Duration,
+    /// The stream's approximate MAXLEN (`--flow-stream-maxlen`).
+    pub maxlen: u64,
+    /// How long a peer index keeps records (`--peer-index-retention`).
+    pub retention: Duration,
+}
+
+impl Default for FlowWrites {
+    fn default() -> Self {
+        Self {
+            maxlen: DEFAULT_FLOW_STREAM_MAXLEN,
+            retention: DEFAULT_PEER_INDEX_RETENTION,
+        }
+    }
 }
 
 impl FlowWrites {
-    /// With `--flow-stream-maxlen` and `--peer-index-retention`.
-    pub fn from_settings(settings: &Settings) -> Result<Self> {
-        Ok(Self {
-            maxlen: settings.flow_stream_maxlen(),
-            retention: settings.peer_index_retention()?,
-        })
-    }
-
     pub fn write(&self, record: &FlowRecord) -> Write {
         let json = serde_json::to_string(record).expect("a flow record serialises");
         let retention_secs = self.retention.as_secs_f64().ceil() as u64;

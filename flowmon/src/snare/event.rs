@@ -16,7 +16,7 @@ use serde::{
 };
 use serde_json::Number;
 
-use super::clock;
+use super::tanner_time;
 
 /// Method, sensor uuid, peer ip, and the names in headers, cookies and POST fields.
 const MAX_SHORT: usize = 256;
@@ -197,7 +197,7 @@ impl Scalar {
     fn seconds(self) -> Option<f64> {
         match self {
             Scalar::Number(number) => number.as_f64(),
-            Scalar::Text(text) => clock::parse(&text),
+            Scalar::Text(text) => tanner_time::parse(&text),
             Scalar::Bool(_) | Scalar::Nothing => None,
         }
         .filter(|seconds| seconds.is_finite())

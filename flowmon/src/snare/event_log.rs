@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use serde::{Serialize, Serializer};
 use tokio::sync::mpsc;
 
-use super::{clock, event::Event, wire::Answer};
+use super::{event::Event, tanner_time, wire::Answer};
 use crate::sinks::json_lines::JsonLines;
 
 /// Records waiting for the writer.
@@ -28,7 +28,7 @@ struct Record {
 }
 
 fn tanner_time<S: Serializer>(seconds: &f64, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&clock::format(*seconds))
+    serializer.serialize_str(&tanner_time::format(*seconds))
 }
 
 /// Where events are logged; the log is complete once every handle is dropped and

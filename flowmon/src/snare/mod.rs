@@ -9,7 +9,6 @@
 //! Ended sessions are handed on whole, as [`Session`]s, through a `tokio::sync::mpsc` channel
 //! that the caller owns: for the session analyzer.
 
-mod clock;
 pub mod detection;
 pub mod event;
 mod event_log;
@@ -17,11 +16,10 @@ mod pipeline;
 pub mod replay;
 mod service;
 pub mod session;
+mod tanner_time;
 mod wire;
 
-use std::path::PathBuf;
-
-use anyhow::Result;
+use std::{net::SocketAddr, path::PathBuf};
 
 pub use detection::AttackType;
 pub use pipeline::Stats;
@@ -29,14 +27,21 @@ pub use service::Service;
 pub use session::{PathEntry, Session, SessionLimits};
 pub use wire::TANNER_VERSION;
 
-use crate::config::Settings;
-
 /// A good capacity for the channel of ended sessions.
 pub const HANDOFF_CAPACITY: usize = 1024;
+
+/// Every address, on the port SNARE hard-codes for Tanner.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8090";
+/// As many as systemd's default soft limit of open files, before flowmon raises it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Far beyond any event SNARE sends (a request's headers, cookies and form fields).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
 
 /// The settings of the SNARE service and of replay.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SnareConfig {
+    /// Where the service listens (the service only).
+    pub listen: SocketAddr,
     /// Connections served at once (the service only); more wait in the listen backlog.
     pub max_connections: usize,
     /// Larger event bodies get 413; longer replayed lines are skipped.
@@ -44,18 +49,4 @@ pub struct SnareConfig {
     pub limits: SessionLimits,
     /// The JSON-lines event log, if any.
     pub event_log: Option<PathBuf>,
-}
-
-impl SnareConfig {
-    pub fn from_settings(settings: &Settings) -> Result<Self> {
-        Ok(Self {
-            max_connections: settings.snare_max_connections()?,
-            max_event_bytes: settings.max_event_bytes()?,
-            limits: SessionLimits::new(
-                settings.session_timeout()?.as_secs_f64(),
-                settings.max_sessions()?,
-            ),
-            event_log: settings.event_log.clone(),
-        })
-    }
 }

@@ -5,18 +5,16 @@
 //! A line that is no event, or whose `timestamp` is missing or unreadable, is skipped and
 //! counted; so is a line longer than `--max-event-bytes`.
 //!
-//! Every ended session is printed, then analysed and stored in Redis (not with `--no-redis`).
+//! The command that prints, analyses and stores what a replay ends is `crate::replay`.
 
-use std::{io::Write as _, path::Path};
-
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use tokio::{
-    io::{AsyncBufRead, AsyncBufReadExt as _, BufReader},
+    io::{AsyncBufRead, AsyncBufReadExt as _},
     sync::mpsc,
 };
 
-use super::{HANDOFF_CAPACITY, SnareConfig, event::Event, pipeline::Pipeline, session::Session};
-use crate::{config::Settings, metrics::SnareMetrics};
+use super::{SnareConfig, event::Event, pipeline::Pipeline, session::Session};
+use crate::metrics::SnareMetrics;
 
 /// What a replay did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -24,42 +22,6 @@ pub struct ReplayReport {
     pub events: u64,
     pub skipped: u64,
     pub sessions: u64,
-}
-
-/// Replays `file`, writing every ended session to stdout as a JSON line, and analysing and
-/// storing it.
-pub async fn run(settings: &Settings, file: &Path) -> Result<()> {
-    let config = SnareConfig::from_settings(settings)?;
-    let input = tokio::fs::File::open(file)
-        .await
-        .with_context(|| format!("cannot open {}", file.display()))?;
-    let (analyse, analyzer) = crate::analyzer::for_replay(settings).await?.unzip();
-    let (ended, mut sessions) = mpsc::channel::<Session>(HANDOFF_CAPACITY);
-    let printer = tokio::task::spawn_blocking(move || {
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        while let Some(session) = sessions.blocking_recv() {
-            serde_json::to_writer(&mut out, &session)?;
-            out.write_all(b"\n")?;
-            if let Some(analyse) = &analyse {
-                analyse.blocking_send(session)?;
-            }
-        }
-        out.flush()?;
-        anyhow::Ok(())
-    });
-    let report = replay(BufReader::new(input), &config, ended).await?;
-    printer.await??;
-    if let Some(analyzer) = analyzer {
-        analyzer.finish().await;
-    }
-    tracing::info!(
-        events = report.events,
-        skipped = report.skipped,
-        sessions = report.sessions,
-        "replayed {}",
-        file.display()
-    );
-    Ok(())
 }
 
 /// Replays the event log `input`; ended sessions go to `ended`.
@@ -131,6 +93,8 @@ async fn read_line(
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::BufReader;
+
     use super::*;
 
     #[tokio::test]

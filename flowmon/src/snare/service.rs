@@ -27,14 +27,14 @@ use tokio::{
 use tower_http::limit::RequestBodyLimitLayer;
 
 use super::{
-    SnareConfig, clock,
+    SnareConfig,
     event::Event,
     event_log::EventLogWriter,
     pipeline::{Pipeline, Stats},
     session::Session,
-    wire,
+    tanner_time, wire,
 };
-use crate::{config::Settings, metrics::SnareMetrics};
+use crate::metrics::SnareMetrics;
 
 /// How often expired sessions are looked for (Tanner: every 300 s).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -52,22 +52,16 @@ pub struct Service {
 }
 
 impl Service {
-    /// Serves on `--snare-listen`; ended sessions go to `ended`, counts to `metrics`.
+    /// Serves on `config.listen`; ended sessions go to `ended`, counts to `metrics`.
     pub async fn start(
-        settings: &Settings,
+        config: &SnareConfig,
         ended: mpsc::Sender<Session>,
         metrics: SnareMetrics,
     ) -> Result<Self> {
-        let addr = settings.snare_listen()?;
-        let listener = TcpListener::bind(addr)
+        let listener = TcpListener::bind(config.listen)
             .await
-            .with_context(|| format!("cannot listen for SNARE sensors on {addr}"))?;
-        Self::serve(
-            listener,
-            &SnareConfig::from_settings(settings)?,
-            ended,
-            metrics,
-        )
+            .with_context(|| format!("cannot listen for SNARE sensors on {}", config.listen))?;
+        Self::serve(listener, config, ended, metrics)
     }
 
     /// Serves on a listener already bound.
@@ -187,7 +181,7 @@ fn router(pipeline: Arc<Pipeline>, max_event_bytes: usize) -> Router {
 
 async fn event(State(pipeline): State<Arc<Pipeline>>, body: Bytes) -> Response {
     json(match Event::parse(&body) {
-        Ok(event) => wire::to_python_json(&pipeline.handle(event, clock::now()).await),
+        Ok(event) => wire::to_python_json(&pipeline.handle(event, tanner_time::now()).await),
         Err(rejection) => {
             pipeline.reject();
             wire::error(rejection.name())
@@ -204,7 +198,7 @@ async fn sweep_periodically(pipeline: Arc<Pipeline>, mut stopped: watch::Receive
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticks.tick() => pipeline.sweep(clock::now()).await,
+            _ = ticks.tick() => pipeline.sweep(tanner_time::now()).await,
             _ = stopped.changed() => return,
         }
     }

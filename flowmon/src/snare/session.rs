@@ -10,7 +10,10 @@
 //! recently active ends, *evicted*), and at most `max_paths` requests in one session (the next
 //! request ends it, *full*, and starts the client's next session).
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -87,10 +90,15 @@ impl EndReason {
     }
 }
 
+/// Tanner's `KEEP_ALIVE_TIME`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(75);
+/// Live sessions at most, by default.
+pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SessionLimits {
-    /// Seconds after its latest request that a session ends.
-    pub timeout: f64,
+    /// How long after its latest request a session ends.
+    pub timeout: Duration,
     pub max_sessions: usize,
     /// Requests kept in one session.
     pub max_paths: usize,
@@ -100,7 +108,7 @@ pub struct SessionLimits {
 
 impl SessionLimits {
     /// With the defaults for what has no setting.
-    pub fn new(timeout: f64, max_sessions: usize) -> Self {
+    pub fn new(timeout: Duration, max_sessions: usize) -> Self {
         Self {
             timeout,
             max_sessions,
@@ -234,7 +242,7 @@ impl SessionTable {
     pub fn sweep(&mut self, now: f64) -> Vec<Session> {
         let mut expired = Vec::new();
         while let Some((activity, &id)) = self.by_activity.first_key_value() {
-            if now - activity.seconds() <= self.limits.timeout {
+            if now - activity.seconds() <= self.limits.timeout.as_secs_f64() {
                 break;
             }
             expired.push(self.remove(id));
@@ -388,7 +396,7 @@ mod tests {
     }
 
     fn limits() -> SessionLimits {
-        SessionLimits::new(75.0, 100)
+        SessionLimits::new(DEFAULT_TIMEOUT, 100)
     }
 
     #[test]
@@ -477,7 +485,7 @@ mod tests {
 
     #[test]
     fn sessions_expire_after_the_timeout_since_their_latest_request() {
-        let mut table = SessionTable::new(SessionLimits::new(10.0, 100));
+        let mut table = SessionTable::new(SessionLimits::new(Duration::from_secs(10), 100));
         let index = AttackType::Index;
         let a = table
             .record(&request("10.0.0.1", "ua", "/", None), index, 100.0)
@@ -532,7 +540,7 @@ mod tests {
     fn limits_end_sessions_early() {
         let mut table = SessionTable::new(SessionLimits {
             max_paths: 3,
-            ..SessionLimits::new(75.0, 2)
+            ..SessionLimits::new(DEFAULT_TIMEOUT, 2)
         });
         let index = AttackType::Index;
         let a = table

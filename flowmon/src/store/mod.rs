@@ -3,6 +3,7 @@
 //! keeps it in an on-disk spool while Redis is away and replays it, in order, once it is back.
 //! The Redis layout and the spool's behaviour are documented in `docs/redis-schema.md`.
 
+pub mod connection;
 pub mod ops;
 pub mod spool;
 mod writer;
@@ -18,32 +19,20 @@ use std::{
 use anyhow::{Context as _, Result};
 use tokio::sync::{mpsc, oneshot};
 
+pub use connection::{Connection, DEFAULT_REDIS_URL, Patience, RedisTarget};
 pub use ops::{Op, Write};
 use spool::Spool;
 use writer::{Msg, Writer};
 
-use crate::config::Settings;
+/// The largest spool: past it, writes are dropped (and counted) while Redis is away.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
 
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
-    /// `redis://` or `rediss://`, with credentials if any.
-    pub redis_url: String,
-    /// `redis_url` is a seed node of a Redis Cluster.
-    pub cluster: bool,
+    pub redis: RedisTarget,
+    /// Where writes wait while Redis is away (`<state dir>/spool`).
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
-}
-
-impl StoreConfig {
-    /// `--redis-url`, `--redis-cluster`, `--spool-max-bytes`, and `<--state-dir>/spool`.
-    pub fn from_settings(settings: &Settings) -> Self {
-        Self {
-            redis_url: settings.redis_url().to_owned(),
-            cluster: settings.redis_cluster,
-            spool_dir: settings.state_dir().join("spool"),
-            spool_max_bytes: settings.spool_max_bytes(),
-        }
-    }
 }
 
 /// The store's counters since it started (the spool's from the start of the first run that
@@ -93,7 +82,7 @@ fn set_up_writer(
         .context("cannot build the Redis writer's runtime")?;
     let writer = {
         let _entered = runtime.enter();
-        Writer::new(&config.redis_url, config.cluster, spool, rx, counters)
+        Writer::new(&config.redis, spool, rx, counters)
             // Not the URL itself: it may hold a password.
             .context("invalid Redis URL")?
     };

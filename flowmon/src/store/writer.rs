@@ -17,12 +17,7 @@ use std::{
 };
 
 use anyhow::anyhow;
-use redis::{
-    ErrorKind, Pipeline, RedisResult, ServerErrorKind,
-    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
-    cluster::{ClusterClient, ClusterConfig},
-    cluster_async::ClusterConnection,
-};
+use redis::{ErrorKind, Pipeline, RedisResult, ServerErrorKind, aio::ConnectionLike};
 use tokio::{
     sync::{mpsc::UnboundedReceiver, oneshot},
     task::JoinSet,
@@ -31,6 +26,7 @@ use tokio::{
 
 use super::{
     Counters,
+    connection::{Connection, Patience, RedisTarget},
     ops::{ScriptCall, Write},
     spool::{self, Pushed, Spool},
 };
@@ -41,7 +37,10 @@ const BATCH: usize = 500;
 const MAX_PENDING: usize = 10_000;
 /// Longest a batch may take before it counts as failed.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const PATIENCE: Patience = Patience {
+    connect: Duration::from_secs(2),
+    response: BATCH_TIMEOUT,
+};
 /// Pause after a first failure, doubled after each further one up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(10);
@@ -53,33 +52,10 @@ pub(super) enum Msg {
     Close(oneshot::Sender<()>),
 }
 
-enum Backend {
-    Node(ConnectionManager),
-    Cluster(ClusterConnection),
-}
+/// The writer's side of the connection: how it applies a batch.
+struct Backend(Connection);
 
 impl Backend {
-    /// Connects lazily, at the first batch: Redis may well be down when flowmon starts. Must
-    /// run inside the writer's runtime.
-    fn new(url: &str, cluster: bool) -> RedisResult<Self> {
-        Ok(if cluster {
-            let config = ClusterConfig::new()
-                .set_connection_timeout(CONNECT_TIMEOUT)
-                .set_response_timeout(BATCH_TIMEOUT);
-            // The seed's credentials and TLS mode apply to every node.
-            let client = ClusterClient::builder([url]).retries(2).build()?;
-            Self::Cluster(client.get_pending_async_connection_with_config(config))
-        } else {
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_response_timeout(Some(BATCH_TIMEOUT))
-                // The writer retries itself, from the spool.
-                .set_number_of_retries(1);
-            let client = redis::Client::open(url)?;
-            Self::Node(ConnectionManager::new_lazy_with_config(client, config)?)
-        })
-    }
-
     async fn apply(&mut self, writes: &[Write]) -> RedisResult<()> {
         match self.apply_with(writes, ScriptCall::Sha).await {
             Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
@@ -92,15 +68,15 @@ impl Backend {
 
     async fn apply_with(&mut self, writes: &[Write], script: ScriptCall) -> RedisResult<()> {
         let ops = writes.iter().flat_map(|write| &write.ops);
-        match self {
-            Self::Node(connection) => {
+        match &mut self.0 {
+            Connection::Node(connection) => {
                 let mut pipe = redis::pipe();
                 for op in ops {
                     pipe.add_command(op.command(script));
                 }
                 run(&pipe, connection).await
             }
-            Self::Cluster(connection) => {
+            Connection::Cluster(connection) => {
                 // A cluster pipeline stays within one slot: one per slot, each in write order
                 // (which is what order means: per key), all sent at once.
                 let mut pipes: HashMap<_, Pipeline> = HashMap::new();
@@ -173,14 +149,13 @@ struct Queue {
 impl Writer {
     /// Must run inside the writer's runtime.
     pub(super) fn new(
-        url: &str,
-        cluster: bool,
+        target: &RedisTarget,
         spool: Spool,
         rx: UnboundedReceiver<Msg>,
         counters: Arc<Counters>,
     ) -> RedisResult<Self> {
         Ok(Self {
-            backend: Backend::new(url, cluster)?,
+            backend: Backend(Connection::open(target, PATIENCE)?),
             queue: Queue {
                 rx,
                 pending: VecDeque::new(),

@@ -1,5 +1,6 @@
-//! The kernel stamps flows with CLOCK_MONOTONIC nanoseconds; records carry wall-clock epoch
-//! seconds. One offset, taken once, converts between them, so every record of a run agrees.
+//! Wall time for records: the agent keeps flow times in CLOCK_MONOTONIC nanoseconds (the
+//! kernel's jiffies converted, `datapath::KernelClock`), records carry epoch seconds. One
+//! offset, taken once, converts between them, so every record of a run agrees.
 
 /// Nanoseconds of `clock` now.
 fn now_ns(clock: libc::clockid_t) -> u64 {
@@ -12,7 +13,7 @@ fn now_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// CLOCK_MONOTONIC now, the kernel's `bpf_ktime_get_ns`.
+/// CLOCK_MONOTONIC now.
 pub fn monotonic_ns() -> u64 {
     now_ns(libc::CLOCK_MONOTONIC)
 }
