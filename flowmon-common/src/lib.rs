@@ -333,13 +333,19 @@ impl TcpState {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are repr(C) structs of integers and byte arrays with no padding the
-    // kernel could leave uninitialised (explicit `_pad` fields fill every gap).
+    // Each of these is a repr(C) struct of integers and byte arrays with no padding the kernel
+    // could leave uninitialised (explicit `_pad` fields fill every gap): any bytes are a value.
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowBlock {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowSide {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::DatapathCounters {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FragmentKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FragmentPorts {}
 }
 

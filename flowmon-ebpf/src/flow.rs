@@ -126,6 +126,7 @@ fn count(
                     counters.create_failures += 1;
                     let slot = ((-err) as u32).min(CREATE_ERROR_SLOTS - 1);
                     if let Some(errors) = CREATE_ERRORS.get_ptr_mut(slot) {
+                        // SAFETY: this CPU's slot of a per-CPU array, one program run at a time.
                         unsafe { *errors += 1 };
                     }
                     return;

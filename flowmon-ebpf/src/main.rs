@@ -54,6 +54,8 @@ pub fn flowmon_xdp(ctx: XdpContext) -> u32 {
 /// becomes on the wire.
 #[classifier]
 pub fn flowmon_tc(ctx: TcContext) -> i32 {
+    // SAFETY: the kernel's socket buffer of this program run, valid for all of it; the
+    // verifier checks each field read against the context's layout.
     let skb = unsafe { &*ctx.skb.skb };
     let segments = (skb.gso_segs as u64).max(1);
     // A VLAN tag kept out of band still crosses the wire, 4 bytes per frame.

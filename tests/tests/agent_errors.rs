@@ -88,7 +88,10 @@ fn a_bad_setting_fails_before_any_side_effect() {
         let redis_contacted = redis.accept();
         assert!(redis_contacted.is_err(), "{args:?} connected to Redis");
         assert!(!pins.path().exists() || std::fs::read_dir(pins.path()).unwrap().count() == 0);
-        assert!(!state.path().join("spool").exists(), "{args:?} opened the spool");
+        assert!(
+            !state.path().join("spool").exists(),
+            "{args:?} opened the spool"
+        );
         TcpListener::bind(("127.0.0.1", snare_port)).expect("the SNARE port is free");
     }
 }

@@ -107,8 +107,8 @@ fn getnameinfo(ip: IpAddr) -> Option<String> {
             libc::NI_NAMEREQD,
         )
     };
-    // SAFETY: on success `host` holds a NUL-terminated string.
     (status == 0).then(|| {
+        // SAFETY: on success `host` holds a NUL-terminated string.
         unsafe { CStr::from_ptr(host.as_ptr()) }
             .to_string_lossy()
             .into_owned()
