@@ -208,12 +208,18 @@ pub struct Settings {
     #[arg(long, value_name = "ADDR:PORT", global = true, default_value = snare::DEFAULT_LISTEN)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snare_listen: Option<String>,
-    /// Most SNARE connections served at once; more wait in the listen backlog until one
-    /// closes.
+    /// Most SNARE connections open at once; beyond, the least recently active one is closed
+    /// to make room for a new one.
     #[arg(long, value_name = "N", global = true,
           default_value = shown(snare::DEFAULT_MAX_CONNECTIONS))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snare_max_connections: Option<usize>,
+    /// Seconds a SNARE request may take from its first byte to its answer; a slower one's
+    /// connection is closed.
+    #[arg(long, value_name = "SECONDS", global = true,
+          default_value = shown(snare::DEFAULT_REQUEST_TIMEOUT.as_secs_f64()))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snare_request_timeout: Option<f64>,
     /// Largest accepted event body, bytes; larger ones get 413.
     #[arg(long, value_name = "BYTES", global = true,
           default_value = shown(snare::DEFAULT_MAX_EVENT_BYTES))]
@@ -436,6 +442,11 @@ impl Settings {
                 self.snare_max_connections
                     .unwrap_or(snare::DEFAULT_MAX_CONNECTIONS),
             )?,
+            request_timeout: seconds(
+                "snare-request-timeout",
+                self.snare_request_timeout,
+                snare::DEFAULT_REQUEST_TIMEOUT,
+            )?,
             max_event_bytes: at_least_one(
                 "max-event-bytes",
                 self.max_event_bytes
@@ -642,6 +653,7 @@ mod tests {
             (&["--snare-listen", "8090"], "snare-listen"),
             (&["--snare-max-connections", "0"], "snare-max-connections"),
             (&["--max-event-bytes", "0"], "max-event-bytes"),
+            (&["--snare-request-timeout", "0"], "snare-request-timeout"),
             (&["--session-timeout", "0"], "session-timeout"),
             (&["--max-sessions", "0"], "max-sessions"),
             (&["--api-listen", "x:y"], "api-listen"),

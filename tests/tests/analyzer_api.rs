@@ -343,6 +343,76 @@ fn every_route_answers_as_tanner_without_its_faults() {
     fixture.runtime.block_on(api.shutdown());
 }
 
+/// Numbers in a query are finite or the request is refused with 400, naming the parameter:
+/// a NaN or an infinity never reaches Redis (which refused it, and the API blamed Redis).
+#[test]
+fn numbers_that_are_not_finite_are_a_400_naming_the_parameter() {
+    let fixture = Fixture::start();
+    let api = fixture.serve(&fixture.redis.url(), None);
+    let get = |path: &str| fixture.get(api.local_addr(), path, None);
+    for (query, name) in [
+        ("from=nan", "from"),
+        ("from=NaN", "from"),
+        ("to=-NaN", "to"),
+        ("to=inf", "to"),
+        ("from=-inf", "from"),
+        ("from=1&to=1e400", "to"),
+    ] {
+        assert_eq!(
+            get(&format!("/flows?peer=203.0.113.7&{query}")),
+            (400, envelope(json!(format!("Invalid {name}")))),
+            "{query}"
+        );
+    }
+    for filter in ["start_time:nan", "end_time:inf", "start_time:-Infinity"] {
+        assert_eq!(
+            get(&format!("/{SENSOR}/sessions?filters={filter}")),
+            (400, envelope(json!("Invalid filter definition"))),
+            "{filter}"
+        );
+    }
+    fixture.runtime.block_on(api.shutdown());
+}
+
+/// An error Redis answers to a well-formed request is a 502; Redis out of reach is a 503.
+#[test]
+fn redis_errors_are_502_and_an_unreachable_redis_503() {
+    let fixture = Fixture::start();
+    let api = fixture.serve(&fixture.redis.url(), None);
+    // `snare_ids` made a string: SMEMBERS answers WRONGTYPE.
+    fixture.redis.cli(&["DEL", "snare_ids"]);
+    fixture.redis.cli(&["SET", "snare_ids", "not a set"]);
+    assert_eq!(
+        fixture.get(api.local_addr(), "/snares", None),
+        (502, envelope(json!("Redis error")))
+    );
+    fixture.runtime.block_on(api.shutdown());
+}
+
+/// After Redis was away and came back, the first request is answered.
+#[test]
+fn the_first_request_after_redis_is_back_is_answered() {
+    let mut fixture = Fixture::start();
+    let api = fixture.serve(&fixture.redis.url(), None);
+    let snares = (200, envelope(json!([EMPTY_SENSOR, SENSOR, OTHER_SENSOR])));
+    assert_eq!(fixture.get(api.local_addr(), "/snares", None), snares);
+    fixture.redis.stop();
+    assert_eq!(
+        fixture.get(api.local_addr(), "/snares", None),
+        (503, envelope(json!("Redis unavailable")))
+    );
+    fixture.redis.restart();
+    // The data went with the server, which keeps none.
+    fixture.redis.cli(&["SADD", "snare_ids", SENSOR]);
+    let snares = (200, envelope(json!([SENSOR])));
+    assert_eq!(fixture.get(api.local_addr(), "/snares", None), snares);
+    // Restarted while nobody asked: the connection the API holds is broken.
+    fixture.redis.restart();
+    fixture.redis.cli(&["SADD", "snare_ids", SENSOR]);
+    assert_eq!(fixture.get(api.local_addr(), "/snares", None), snares);
+    fixture.runtime.block_on(api.shutdown());
+}
+
 #[test]
 fn a_token_guards_every_route() {
     let fixture = Fixture::start();

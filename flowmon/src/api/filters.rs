@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::reads::attack_types;
+use super::{finite, reads::attack_types};
 use crate::analyzer::storage::sensor_key;
 
 /// One of Tanner's session filters, `name:value`; several are separated by spaces.
@@ -36,11 +36,7 @@ impl Filter {
         let (name, value) = filter
             .split_once(':')
             .ok_or_else(|| "Invalid filter definition".to_owned())?;
-        let time = || {
-            value
-                .parse::<f64>()
-                .map_err(|_| "Invalid filter definition".to_owned())
-        };
+        let time = || finite(value).ok_or_else(|| "Invalid filter definition".to_owned());
         let value = value.to_owned();
         Ok(match name {
             "user_agent" => Self::UserAgent(value),
@@ -100,10 +96,13 @@ mod tests {
             Filter::parse_all("user_agent"),
             Err("Invalid filter definition".into())
         );
-        assert_eq!(
-            Filter::parse_all("end_time:soon"),
-            Err("Invalid filter definition".into())
-        );
+        for bad in ["end_time:soon", "start_time:nan", "end_time:inf"] {
+            assert_eq!(
+                Filter::parse_all(bad),
+                Err("Invalid filter definition".into()),
+                "{bad}"
+            );
+        }
         assert_eq!(
             Filter::parse_all("colour:red"),
             Err("Invalid filter : colour".into())

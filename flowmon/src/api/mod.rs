@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
-use crate::store::{Connection, Patience, RedisTarget};
+use crate::store::{self, Connection, Patience, RedisTarget};
 use filters::Filter;
 use reads::{ReadError, SensorStats};
 
@@ -182,9 +182,13 @@ impl IntoResponse for Failure {
             Self::UnknownSensor => message(StatusCode::NOT_FOUND, "Invalid SNARE UUID"),
             Self::UnknownSession => message(StatusCode::NOT_FOUND, Value::Null),
             Self::BadRequest(why) => message(StatusCode::BAD_REQUEST, why),
-            Self::Redis(err) => {
-                tracing::warn!(%err, "read API: Redis failed");
+            Self::Redis(err) if store::unreachable(&err) => {
+                tracing::warn!(%err, "read API: Redis unavailable");
                 message(StatusCode::SERVICE_UNAVAILABLE, "Redis unavailable")
+            }
+            Self::Redis(err) => {
+                tracing::warn!(%err, "read API: Redis answered with an error");
+                message(StatusCode::BAD_GATEWAY, "Redis error")
             }
         }
     }
@@ -274,9 +278,7 @@ async fn flows(State(mut redis): State<Connection>, RawQuery(query): RawQuery) -
         .ok_or_else(|| Failure::BadRequest("Invalid peer".into()))?;
     let bound = |name: &str, default: f64| match param(name) {
         None => Ok(default),
-        Some(value) => value
-            .parse::<f64>()
-            .map_err(|_| Failure::BadRequest(format!("Invalid {name}"))),
+        Some(value) => finite(value).ok_or_else(|| Failure::BadRequest(format!("Invalid {name}"))),
     };
     let (from, to) = (
         bound("from", f64::NEG_INFINITY)?,
@@ -284,6 +286,11 @@ async fn flows(State(mut redis): State<Connection>, RawQuery(query): RawQuery) -
     );
     let records = reads::peer_flows(&mut redis, peer, from, to).await?;
     Ok(message(StatusCode::OK, records))
+}
+
+/// A finite number: `nan` or `inf` would reach Redis as a bound it refuses.
+pub fn finite(text: &str) -> Option<f64> {
+    text.parse::<f64>().ok().filter(|number| number.is_finite())
 }
 
 #[cfg(test)]
@@ -295,5 +302,16 @@ mod tests {
         assert!(same(b"secret", b"secret"));
         assert!(!same(b"secret", b"secreT"));
         assert!(!same(b"secret", b"secret2"));
+    }
+
+    #[test]
+    fn only_finite_numbers_are_bounds() {
+        assert_eq!(finite("1.5"), Some(1.5));
+        assert_eq!(finite("-3e2"), Some(-300.0));
+        for bad in [
+            "nan", "NaN", "-NaN", "inf", "-inf", "infinity", "1e400", "", "x",
+        ] {
+            assert_eq!(finite(bad), None, "{bad}");
+        }
     }
 }

@@ -16,7 +16,7 @@ use prometheus_client::{
 };
 
 pub use flows::{EndReasonLabel, FlowMetrics, ReasonLabel, SinkLabel};
-pub use sessions::{AnalyzerMetrics, SnareMetrics};
+pub use sessions::{AnalyzerMetrics, ConnectionCut, SnareMetrics};
 
 use crate::{lifecycle::Part, store::Store};
 use store::StoreMetrics;

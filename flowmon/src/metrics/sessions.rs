@@ -24,6 +24,31 @@ struct SessionEndLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CutLabel {
+    reason: &'static str,
+}
+
+/// Why the SNARE service closed a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionCut {
+    /// A request took longer than `--snare-request-timeout`.
+    RequestTimeout,
+    /// The least recently active, closed at the cap for a new connection.
+    Evicted,
+}
+
+impl ConnectionCut {
+    pub const ALL: [ConnectionCut; 2] = [ConnectionCut::RequestTimeout, ConnectionCut::Evicted];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConnectionCut::RequestTimeout => "request_timeout",
+            ConnectionCut::Evicted => "evicted",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OwnerLabel {
     owner: &'static str,
 }
@@ -41,6 +66,9 @@ pub struct SnareMetrics {
     sessions_ended: Family<SessionEndLabel, Counter>,
     /// `sessions_ended`' counters by reason, in [`SessionEndReason::ALL`]'s order.
     by_end_reason: Vec<Counter>,
+    connections_cut: Family<CutLabel, Counter>,
+    /// `connections_cut`' counters in [`ConnectionCut::ALL`]'s order.
+    by_cut: Vec<Counter>,
 }
 
 impl Default for SnareMetrics {
@@ -59,6 +87,13 @@ impl Default for SnareMetrics {
                 reason: reason.as_str(),
             }),
         );
+        let connections_cut = Family::default();
+        let by_cut = counters_of(
+            &connections_cut,
+            ConnectionCut::ALL.map(|cut| CutLabel {
+                reason: cut.as_str(),
+            }),
+        );
         Self {
             events: Counter::default(),
             detections,
@@ -67,6 +102,8 @@ impl Default for SnareMetrics {
             live_sessions: Gauge::default(),
             sessions_ended,
             by_end_reason,
+            connections_cut,
+            by_cut,
         }
     }
 }
@@ -94,6 +131,12 @@ impl SnareMetrics {
             "SNARE sessions ended, by reason",
             self.sessions_ended.clone(),
         );
+        r.register(
+            "snare_connections_cut",
+            "SNARE connections closed by flowmon: a request over the request timeout, or the \
+             least recently active at the connection cap",
+            self.connections_cut.clone(),
+        );
     }
 
     pub fn event(&self, attack: AttackType) {
@@ -103,6 +146,10 @@ impl SnareMetrics {
 
     pub fn rejected(&self) {
         self.rejected.inc();
+    }
+
+    pub fn connection_cut(&self, cut: ConnectionCut) {
+        self.by_cut[cut as usize].inc();
     }
 
     pub fn live_sessions(&self, live: usize) {

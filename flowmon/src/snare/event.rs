@@ -4,8 +4,9 @@
 //! that numbers and booleans where text belongs read as their JSON text and numeric text where a
 //! number belongs reads as the number. Unknown keys are read through and dropped. Every text is
 //! cut to a size that fits its use, and maps keep at most [`MAX_ENTRIES`] entries, so a body
-//! costs memory in proportion to what flowmon keeps, not to what was sent. Nesting deeper than
-//! serde_json's 128 levels anywhere in the body is refused like any other malformed JSON.
+//! costs memory in proportion to what flowmon keeps, not to what was sent. What Python reads
+//! beyond strict JSON (`NaN`, `1e400`, lone surrogate escapes, deep nesting) is read as
+//! [`python_json`] says; nesting deeper than Python reads is refused like malformed JSON.
 
 use std::{fmt, marker::PhantomData};
 
@@ -16,7 +17,7 @@ use serde::{
 };
 use serde_json::Number;
 
-use super::tanner_time;
+use super::{python_json, tanner_time};
 
 /// Method, sensor uuid, peer ip, and the names in headers, cookies and POST fields.
 const MAX_SHORT: usize = 256;
@@ -78,9 +79,19 @@ impl Rejection {
 }
 
 impl Event {
+    /// The event in `body`: any text Python's `json.loads` reads (strict JSON first, else
+    /// what [`python_json::to_strict`] makes of it).
     pub fn parse(body: &[u8]) -> Result<Event, Rejection> {
         let text = std::str::from_utf8(body).map_err(|_| Rejection::NotUtf8)?;
-        let Object::<Draft>(draft) = serde_json::from_str(text).map_err(|_| Rejection::NotJson)?;
+        let draft = match serde_json::from_str::<Object<Draft>>(text) {
+            Ok(Object(draft)) => draft,
+            Err(_) => {
+                let strict = python_json::to_strict(text).ok_or(Rejection::NotJson)?;
+                let Object(draft) = serde_json::from_str::<Object<Draft>>(&strict)
+                    .map_err(|_| Rejection::NotJson)?;
+                draft
+            }
+        };
         Ok(draft.unwrap_or_default().validate())
     }
 
@@ -515,12 +526,35 @@ mod tests {
         }
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(Event::parse(deep.as_bytes()), Err(Rejection::NotJson));
-        let deep_inside = format!(r#"{{"extra": {}{}}}"#, "[".repeat(200), "]".repeat(200));
-        assert_eq!(
-            Event::parse(deep_inside.as_bytes()),
-            Err(Rejection::NotJson)
+        let deep_inside = format!(
+            r#"{{"path": "/", "extra": {}{}}}"#,
+            "[".repeat(900),
+            "]".repeat(900)
         );
-        let shallow = format!(r#"{{"extra": {}{}}}"#, "[".repeat(100), "]".repeat(100));
-        assert!(Event::parse(shallow.as_bytes()).is_ok());
+        assert_eq!(
+            Event::parse(deep_inside.as_bytes())
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/")
+        );
+    }
+
+    #[test]
+    fn what_python_reads_beyond_json_is_an_event() {
+        let event = Event::parse(
+            br#"{"path": "/\ud800", "headers": {"User-Agent": "bad\udcffagent", "X": NaN},
+                "peer": {"ip": "1.2.3.4", "port": 1e400}, "status": -Infinity,
+                "cookies": {"c": 99999999999999999999999, "d": Infinity}, "timestamp": NaN}"#,
+        )
+        .unwrap();
+        assert_eq!(event.path.as_deref(), Some("/\u{fffd}"));
+        assert_eq!(event.user_agent(), Some("bad\u{fffd}agent"));
+        assert_eq!(event.header("x"), Some("NaN"));
+        assert_eq!(event.peer.port, None);
+        assert_eq!(event.status, 200);
+        assert_eq!(event.cookies["c"].as_deref(), Some("1e+23"));
+        assert_eq!(event.cookies["d"].as_deref(), Some("Infinity"));
+        assert_eq!(event.timestamp, None);
     }
 }

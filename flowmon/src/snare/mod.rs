@@ -9,17 +9,19 @@
 //! Ended sessions are handed on whole, as [`Session`]s, through a `tokio::sync::mpsc` channel
 //! that the caller owns: for the session analyzer.
 
+mod connections;
 pub mod detection;
 pub mod event;
 mod event_log;
 mod pipeline;
+pub mod python_json;
 pub mod replay;
 mod service;
 pub mod session;
 mod tanner_time;
 mod wire;
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 pub use detection::AttackType;
 pub use pipeline::Stats;
@@ -36,14 +38,19 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8090";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Far beyond any event SNARE sends (a request's headers, cookies and form fields).
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+/// How long SNARE itself waits for an answer.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The settings of the SNARE service and of replay.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SnareConfig {
     /// Where the service listens (the service only).
     pub listen: SocketAddr,
-    /// Connections served at once (the service only); more wait in the listen backlog.
+    /// Connections open at once (the service only); beyond, the least recently active one
+    /// is closed for a new one.
     pub max_connections: usize,
+    /// Longest a request may take, from its first byte to its answer (the service only).
+    pub request_timeout: Duration,
     /// Larger event bodies get 413; longer replayed lines are skipped.
     pub max_event_bytes: usize,
     pub limits: SessionLimits,

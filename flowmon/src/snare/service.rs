@@ -1,33 +1,33 @@
 //! The HTTP service SNARE sensors call (spec section 1), and its lifecycle: a sweep of expired
 //! sessions every second while it runs, every live session ended and handed on when it stops.
+//!
+//! Bodies are read frame by frame into one buffer sized by what arrived, up to
+//! `--max-event-bytes` (beyond, 413 and the connection closed). Whatever the service answers
+//! without using a body (404, 405, the liveness page) it reads and discards first, so the
+//! connection stays usable for the client's next request.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use axum::{
     Router,
-    body::Bytes,
-    extract::{DefaultBodyLimit, State},
-    http::header::CONTENT_TYPE,
+    body::Body,
+    extract::{Request, State},
+    http::{
+        HeaderValue, StatusCode,
+        header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE},
+    },
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{any, get, post},
 };
-use hyper::server::conn::http1;
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
-    service::TowerToHyperService,
-};
-use tokio::{
-    net::TcpListener,
-    sync::{mpsc, watch},
-    task::{JoinHandle, JoinSet},
-    time::MissedTickBehavior,
-};
-use tower_http::limit::RequestBodyLimitLayer;
+use http_body_util::BodyExt as _;
+use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
 
 use super::{
     SnareConfig,
+    connections::{self, ConnectionLimits},
     event::Event,
     event_log::EventLogWriter,
     pipeline::{Pipeline, Stats},
@@ -38,14 +38,12 @@ use crate::metrics::SnareMetrics;
 
 /// How often expired sessions are looked for (Tanner: every 300 s).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-/// How long requests in flight may take to finish at shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The running service.
 pub struct Service {
     local_addr: SocketAddr,
     pipeline: Arc<Pipeline>,
-    stop: watch::Sender<()>,
+    stop: CancellationToken,
     server: JoinHandle<()>,
     sweeper: JoinHandle<()>,
     event_log: Option<EventLogWriter>,
@@ -72,17 +70,22 @@ impl Service {
         metrics: SnareMetrics,
     ) -> Result<Self> {
         let local_addr = listener.local_addr()?;
-        let (pipeline, event_log) = Pipeline::open(config, ended, metrics)?;
+        let (pipeline, event_log) = Pipeline::open(config, ended, metrics.clone())?;
         let pipeline = Arc::new(pipeline);
-        let (stop, stopped) = watch::channel(());
+        let stop = CancellationToken::new();
         let app = router(pipeline.clone(), config.max_event_bytes);
-        let server = tokio::spawn(accept(
+        let limits = ConnectionLimits {
+            max: config.max_connections,
+            request_timeout: config.request_timeout,
+        };
+        let server = tokio::spawn(connections::serve(
             listener,
             app,
-            config.max_connections,
-            stopped.clone(),
+            limits,
+            metrics,
+            stop.clone(),
         ));
-        let sweeper = tokio::spawn(sweep_periodically(pipeline.clone(), stopped));
+        let sweeper = tokio::spawn(sweep_periodically(pipeline.clone(), stop.clone()));
         tracing::info!(%local_addr, "serving SNARE sensors");
         Ok(Self {
             local_addr,
@@ -105,7 +108,7 @@ impl Service {
     /// Stops accepting events, lets those in flight finish (for at most five seconds), ends
     /// and hands on every live session and completes the event log.
     pub async fn shutdown(self) -> Stats {
-        drop(self.stop);
+        self.stop.cancel();
         let _ = self.server.await;
         let _ = self.sweeper.await;
         self.pipeline.end_all().await;
@@ -120,66 +123,35 @@ impl Service {
     }
 }
 
-/// Serves connections, at most `max_connections` at once, until stopped; then lets the requests
-/// in flight finish for [`SHUTDOWN_GRACE`] and cuts off what remains, so that nothing of the
-/// service outlives it.
-async fn accept(
-    listener: TcpListener,
-    app: Router,
-    max_connections: usize,
-    mut stopped: watch::Receiver<()>,
-) {
-    let mut http = http1::Builder::new();
-    // With a timer hyper cuts off a client that takes more than 30 s to send a request head.
-    http.timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
-    let mut connections = JoinSet::new();
-    loop {
-        // At the cap, new connections wait in the kernel's backlog: a flood of them cannot take
-        // the descriptors and memory that the sensors' connections need.
-        let room = connections.len() < max_connections;
-        tokio::select! {
-            accepted = listener.accept(), if room => match accepted {
-                Ok((tcp, _)) => {
-                    // Answers are one small write each: never hold them back.
-                    let _ = tcp.set_nodelay(true);
-                    let service = TowerToHyperService::new(app.clone());
-                    let connection = http.serve_connection(TokioIo::new(tcp), service);
-                    connections.spawn(graceful.watch(connection));
-                }
-                // Out of file descriptors, typically: give connections time to close.
-                Err(err) => {
-                    tracing::warn!("cannot accept a SNARE connection: {err}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next() => {}
-            _ = stopped.changed() => break,
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("SNARE requests still in flight after {SHUTDOWN_GRACE:?}: cut off");
-    }
-    connections.shutdown().await;
-}
-
 fn router(pipeline: Arc<Pipeline>, max_event_bytes: usize) -> Router {
+    let shared = Arc::new(Shared {
+        pipeline,
+        max_event_bytes,
+    });
     Router::new()
         .route("/", any(|| async { "Tanner server" }))
         .route("/version", get(|| async { json(wire::version()) }))
         .route("/dorks", get(|| async { json(wire::dorks()) }))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), discard_body))
         .route("/event", post(event))
-        // Larger bodies get 413, before they are read when the head gives their length.
-        .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(max_event_bytes))
-        .with_state(pipeline)
+        .fallback(|state, request| discarding(state, request, StatusCode::NOT_FOUND))
+        .method_not_allowed_fallback(|state, request| {
+            discarding(state, request, StatusCode::METHOD_NOT_ALLOWED)
+        })
+        .with_state(shared)
 }
 
-async fn event(State(pipeline): State<Arc<Pipeline>>, body: Bytes) -> Response {
+struct Shared {
+    pipeline: Arc<Pipeline>,
+    max_event_bytes: usize,
+}
+
+async fn event(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let body = match read_body(request, shared.max_event_bytes).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
+    };
+    let pipeline = &shared.pipeline;
     json(match Event::parse(&body) {
         Ok(event) => wire::to_python_json(&pipeline.handle(event, tanner_time::now()).await),
         Err(rejection) => {
@@ -189,17 +161,75 @@ async fn event(State(pipeline): State<Arc<Pipeline>>, body: Bytes) -> Response {
     })
 }
 
+/// Reads and discards the body of a request answered without it, so that the connection can
+/// carry the next one.
+async fn discard_body(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let request = Request::from_parts(parts.clone(), body);
+    if let Err(refusal) = read_body(request, shared.max_event_bytes).await {
+        return refusal;
+    }
+    next.run(Request::from_parts(parts, Body::empty())).await
+}
+
+/// `status`, once the body is read and discarded.
+async fn discarding(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    status: StatusCode,
+) -> Response {
+    match read_body(request, shared.max_event_bytes).await {
+        Ok(_) => status.into_response(),
+        Err(refusal) => refusal,
+    }
+}
+
+/// The body of `request`, at most `max` bytes, in one buffer grown as frames arrive (each
+/// frame is dropped once copied, so the connection's read buffer is reused): a body that
+/// trickles in byte by byte costs its length, not a buffer a byte. A larger body is refused
+/// with 413 before it is read, when its length is announced, or as soon as it passes `max`;
+/// the answer closes the connection, whose unread rest would otherwise be the next request.
+async fn read_body(request: Request, max: usize) -> Result<Vec<u8>, Response> {
+    let announced = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > max as u64) {
+        return Err(closing(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+    let mut body = request.into_body();
+    let mut buffer = Vec::with_capacity(announced.map_or(0, |length| length as usize));
+    while let Some(frame) = body.frame().await {
+        // A client that broke off mid-body gets no answer it could read.
+        let Ok(frame) = frame else {
+            return Err(closing(StatusCode::BAD_REQUEST));
+        };
+        if let Some(data) = frame.data_ref() {
+            if buffer.len() + data.len() > max {
+                return Err(closing(StatusCode::PAYLOAD_TOO_LARGE));
+            }
+            buffer.extend_from_slice(data);
+        }
+    }
+    Ok(buffer)
+}
+
+/// An answer with no body after which the connection is closed.
+fn closing(status: StatusCode) -> Response {
+    (status, [(CONNECTION, HeaderValue::from_static("close"))]).into_response()
+}
+
 fn json(body: Vec<u8>) -> Response {
     ([(CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response()
 }
 
-async fn sweep_periodically(pipeline: Arc<Pipeline>, mut stopped: watch::Receiver<()>) {
+async fn sweep_periodically(pipeline: Arc<Pipeline>, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticks.tick() => pipeline.sweep(tanner_time::now()).await,
-            _ = stopped.changed() => return,
+            () = stop.cancelled() => return,
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::{fmt, time::Duration};
 
 use redis::{
-    Cmd, IntoConnectionInfo as _, Pipeline, RedisFuture, RedisResult, Value,
+    Cmd, ErrorKind, IntoConnectionInfo as _, Pipeline, RedisError, RedisFuture, RedisResult, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::{ClusterClient, ClusterConfig},
     cluster_async::ClusterConnection,
@@ -46,12 +46,15 @@ impl fmt::Debug for RedisTarget {
     }
 }
 
-/// How long a connection waits.
+/// How long a connection waits, and whether it tries again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Patience {
     pub connect: Duration,
     /// A command (or pipeline) slower than this fails.
     pub response: Duration,
+    /// A command whose connection turns out broken (Redis restarted since the last one) is
+    /// sent once more, on a new connection: the first request after Redis is back succeeds.
+    pub resend: bool,
 }
 
 impl Patience {
@@ -59,6 +62,7 @@ impl Patience {
     pub const READ: Patience = Patience {
         connect: Duration::from_secs(2),
         response: Duration::from_secs(5),
+        resend: true,
     };
 }
 
@@ -67,7 +71,14 @@ impl Patience {
 const RETRIES: usize = 1;
 
 #[derive(Clone)]
-pub enum Connection {
+pub struct Connection {
+    pub link: Link,
+    resend: bool,
+}
+
+/// The connection itself.
+#[derive(Clone)]
+pub enum Link {
     Node(ConnectionManager),
     Cluster(ClusterConnection),
 }
@@ -76,28 +87,74 @@ impl Connection {
     /// A connection to `target`, made at its first command. Must run inside a tokio runtime,
     /// which the connection then lives in.
     pub fn open(target: &RedisTarget, patience: Patience) -> RedisResult<Self> {
-        Ok(if target.cluster {
+        let link = if target.cluster {
             let config = ClusterConfig::new()
                 .set_connection_timeout(patience.connect)
                 .set_response_timeout(patience.response);
             let client = ClusterClient::builder([target.url.as_str()])
                 .retries(RETRIES as u32)
                 .build()?;
-            Self::Cluster(client.get_pending_async_connection_with_config(config))
+            Link::Cluster(client.get_pending_async_connection_with_config(config))
         } else {
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(patience.connect))
                 .set_response_timeout(Some(patience.response))
                 .set_number_of_retries(RETRIES);
-            Self::Node(ConnectionManager::new_lazy_with_config(
+            Link::Node(ConnectionManager::new_lazy_with_config(
                 redis::Client::open(target.url.as_str())?,
                 config,
             )?)
+        };
+        Ok(Self {
+            link,
+            resend: patience.resend,
         })
     }
 }
 
+/// Whether an error means that Redis could not be reached (or the connection broke), rather
+/// than that Redis answered with an error.
+pub fn unreachable(err: &RedisError) -> bool {
+    err.is_io_error()
+        || err.is_unrecoverable_error()
+        || err.kind() == ErrorKind::ClusterConnectionNotFound
+}
+
 impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            match self.link.req_packed_command(cmd).await {
+                // The link reconnects after such an error; the command waits for it.
+                Err(err) if self.resend && err.is_unrecoverable_error() => {
+                    self.link.req_packed_command(cmd).await
+                }
+                answered => answered,
+            }
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            match self.link.req_packed_commands(pipeline, offset, count).await {
+                Err(err) if self.resend && err.is_unrecoverable_error() => {
+                    self.link.req_packed_commands(pipeline, offset, count).await
+                }
+                answered => answered,
+            }
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.link.get_db()
+    }
+}
+
+impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Node(connection) => connection.req_packed_command(cmd),

@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use tokio::sync::{mpsc, oneshot};
 
-pub use connection::{Connection, DEFAULT_REDIS_URL, Patience, RedisTarget};
+pub use connection::{Connection, DEFAULT_REDIS_URL, Patience, RedisTarget, unreachable};
 pub use ops::{Op, Write};
 use spool::Spool;
 use writer::{Msg, Writer};

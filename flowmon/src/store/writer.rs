@@ -26,7 +26,7 @@ use tokio::{
 
 use super::{
     Counters,
-    connection::{Connection, Patience, RedisTarget},
+    connection::{Connection, Link, Patience, RedisTarget},
     ops::{ScriptCall, Write},
     spool::{self, Pushed, Spool},
 };
@@ -40,6 +40,8 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 const PATIENCE: Patience = Patience {
     connect: Duration::from_secs(2),
     response: BATCH_TIMEOUT,
+    // The writer applies a failed batch again itself, from the spool.
+    resend: false,
 };
 /// Pause after a first failure, doubled after each further one up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(250);
@@ -68,15 +70,15 @@ impl Backend {
 
     async fn apply_with(&mut self, writes: &[Write], script: ScriptCall) -> RedisResult<()> {
         let ops = writes.iter().flat_map(|write| &write.ops);
-        match &mut self.0 {
-            Connection::Node(connection) => {
+        match &mut self.0.link {
+            Link::Node(connection) => {
                 let mut pipe = redis::pipe();
                 for op in ops {
                     pipe.add_command(op.command(script));
                 }
                 run(&pipe, connection).await
             }
-            Connection::Cluster(connection) => {
+            Link::Cluster(connection) => {
                 // A cluster pipeline stays within one slot: one per slot, each in write order
                 // (which is what order means: per key), all sent at once.
                 let mut pipes: HashMap<_, Pipeline> = HashMap::new();
