@@ -13,7 +13,9 @@ use std::{
 };
 
 use flowmon::{
-    analyzer::{Analyzer, Dorks, FlowSource, FlowsFuture, GeoIp, ReverseDns, SessionWrites},
+    analyzer::{
+        Analyzer, Dorks, FlowOrigin, FlowSource, FlowsFuture, GeoIp, ReverseDns, SessionWrites,
+    },
     flow::record::FlowRecord,
     metrics::AnalyzerMetrics,
     snare::{HANDOFF_CAPACITY, Session},
@@ -207,6 +209,10 @@ pub fn flow_record(overrides: Value) -> FlowRecord {
 pub struct RecordedFlows(pub Vec<FlowRecord>);
 
 impl FlowSource for RecordedFlows {
+    fn origin(&self) -> FlowOrigin {
+        FlowOrigin::Local
+    }
+
     fn flows_of(&self, peer: IpAddr, _from: f64, _to: f64) -> FlowsFuture<'_> {
         let peer = peer.to_string();
         let records = self
@@ -215,7 +221,7 @@ impl FlowSource for RecordedFlows {
             .filter(|r| r.client_ip == peer || r.server_ip == peer)
             .cloned()
             .collect();
-        Box::pin(async move { Ok(records) })
+        Box::pin(async move { Ok(Some(records)) })
     }
 }
 

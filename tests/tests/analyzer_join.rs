@@ -140,6 +140,7 @@ fn a_session_carries_the_exact_numbers_of_its_peers_flows() {
     assert_eq!(stored["peer_ip"], VethPair::CLIENT_IP);
     assert_eq!(stored["accepted_paths"], REQUESTS as u64);
     let network = &stored["network"];
+    assert_eq!(network["source"], "local", "{network}");
     assert_eq!(network["flows"], REQUESTS as u64 + 1, "{network}");
     assert_eq!(
         (

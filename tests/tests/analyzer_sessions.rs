@@ -301,7 +301,7 @@ async fn sessions_carry_their_peers_flows_from_redis() {
     assert_eq!(
         stored["network"],
         json!({
-            "flows": 2,
+            "source": "redis", "flows": 2,
             "packets_from_peer": 11, "bytes_from_peer": 1074,
             "packets_to_peer": 9, "bytes_to_peer": 6060,
             "server_ports": [22, 80], "server_port_count": 2,
@@ -310,6 +310,26 @@ async fn sessions_carry_their_peers_flows_from_redis() {
             "first_ttl": 49,
         })
     );
+}
+
+/// A Redis to which no flow monitor has written a record counts no flows: the session's
+/// `network` is null, never zeros that would say the peer sent nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_flow_records_in_redis_network_is_null() {
+    let redis = RedisServer::start();
+    let state = TempDir::new("analyzer-no-flows");
+    let session = session(SENSOR, "203.0.113.51", Some(BROWSER), &[("/", T, "index")]);
+    let flows = RedisFlowSource::new(read_connection(&redis.url()), "sensor".into());
+    let analyzer = analyzer(Some(Arc::new(flows)), GeoIp::default());
+    analyse_and_store(analyzer, &redis.url(), state.path(), vec![session]).await;
+    let mut connection = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let [(stored, _)] = &stored_sessions(&mut connection, SENSOR)[..] else {
+        panic!("one session stored");
+    };
+    assert_eq!(stored["network"], Value::Null);
 }
 
 #[tokio::test]

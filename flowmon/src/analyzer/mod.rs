@@ -25,7 +25,7 @@ use std::{
 
 pub use analysis::{Analysis, Dorks};
 pub use geoip::GeoIp;
-pub use network::{FlowSource, FlowsFuture, Network, RedisFlowSource};
+pub use network::{FlowOrigin, FlowSource, FlowsFuture, Network, RedisFlowSource};
 pub use rdns::ReverseDns;
 pub use runner::{DORKS_KEY, IN_FLIGHT, Running, for_replay, load_dorks, start};
 pub use storage::SessionWrites;
@@ -141,7 +141,8 @@ impl Analyzer {
                     if self.flows_health.recovered() {
                         tracing::info!("the flow source answers again");
                     }
-                    return Some(Network::of(peer, &records, from, to));
+                    return records
+                        .map(|records| Network::of(flows.origin(), peer, &records, from, to));
                 }
                 Ok(Err(err)) => format!("{err:#}"),
                 Err(_) => format!("no answer within {FLOWS_TIMEOUT:?}"),
@@ -190,6 +191,10 @@ mod tests {
     struct Away(AtomicUsize);
 
     impl FlowSource for Away {
+        fn origin(&self) -> FlowOrigin {
+            FlowOrigin::Redis
+        }
+
         fn flows_of(&self, _: IpAddr, _: f64, _: f64) -> FlowsFuture<'_> {
             self.0.fetch_add(1, SeqCst);
             Box::pin(async { Err(anyhow::anyhow!("connection refused")) })

@@ -1,22 +1,46 @@
 //! The join of a session with the kernel's flows: what its peer did on the network while the
 //! session lasted, from the records of the flows between the peer and this sensor.
 
-use std::{collections::HashMap, net::IpAddr, pin::Pin};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    pin::Pin,
+    sync::atomic::{AtomicBool, Ordering::Relaxed},
+};
 
 use anyhow::Result;
 use flowmon_common::tcp_flags::{ACK, SYN};
 use redis::AsyncCommands as _;
 use serde::Serialize;
 
-use crate::{flow::record::FlowRecord, sinks::redis::peer_index, store::Connection};
+use crate::{
+    flow::record::FlowRecord,
+    sinks::redis::{FLOW_STREAM, peer_index},
+    store::Connection,
+};
 
-pub type FlowsFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<FlowRecord>>> + Send + 'a>>;
+/// Records of a peer's flows, or `None` when nobody counts flows there.
+pub type FlowsFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Vec<FlowRecord>>>> + Send + 'a>>;
+
+/// Where a session's `network` comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowOrigin {
+    /// This host's flow monitor.
+    Local,
+    /// The records the flow monitors of the sensors write to Redis.
+    Redis,
+}
 
 /// Where the analyzer finds flow records.
 pub trait FlowSource: Send + Sync {
+    fn origin(&self) -> FlowOrigin;
+
     /// Records of the flows `peer` took part in (client or server side) last seen at or after
     /// `from`, epoch seconds. Any number per flow; flows first seen after `to` may be among
-    /// them: [`Network::of`] keeps the latest record of each flow active in the range.
+    /// them: [`Network::of`] keeps the latest record of each flow active in the range. `None`
+    /// when no flow monitor reports to the source: then nothing says the peer sent nothing.
     fn flows_of(&self, peer: IpAddr, from: f64, to: f64) -> FlowsFuture<'_>;
 }
 
@@ -24,10 +48,13 @@ pub trait FlowSource: Send + Sync {
 const MAX_RECORDS: isize = 10_000;
 
 /// The flow records in Redis: the `flowmon:peer:<ip>` sorted sets the flow monitors write,
-/// those of this sensor only (Redis may be shared by many).
+/// those of this sensor only (Redis may be shared by many). A Redis where no flow monitor has
+/// ever written a record (no `flowmon:flows` stream) is no source of flows.
 pub struct RedisFlowSource {
     connection: Connection,
     sensor_id: String,
+    /// A flow record was seen written: no need to ask again.
+    flows_written: AtomicBool,
 }
 
 impl RedisFlowSource {
@@ -36,14 +63,25 @@ impl RedisFlowSource {
         Self {
             connection,
             sensor_id,
+            flows_written: AtomicBool::new(false),
         }
     }
 }
 
 impl FlowSource for RedisFlowSource {
+    fn origin(&self) -> FlowOrigin {
+        FlowOrigin::Redis
+    }
+
     fn flows_of(&self, peer: IpAddr, from: f64, _to: f64) -> FlowsFuture<'_> {
         let mut connection = self.connection.clone();
         Box::pin(async move {
+            if !self.flows_written.load(Relaxed) {
+                if !connection.exists::<_, bool>(FLOW_STREAM).await? {
+                    return Ok(None);
+                }
+                self.flows_written.store(true, Relaxed);
+            }
             let members: Vec<String> = connection
                 .zrangebyscore_limit(peer_index(&peer.to_string()), from, "+inf", 0, MAX_RECORDS)
                 .await?;
@@ -57,7 +95,8 @@ impl FlowSource for RedisFlowSource {
                     }
                 })
                 .filter(|record| record.sensor_id == self.sensor_id)
-                .collect())
+                .collect::<Vec<_>>()
+                .into())
         })
     }
 }
@@ -67,8 +106,9 @@ const MAX_LISTED: usize = 64;
 
 /// A session's `network`: the flows between its peer and this sensor that were active from
 /// its first request minus the session timeout to its last request.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Network {
+    pub source: FlowOrigin,
     pub flows: u64,
     pub packets_from_peer: u64,
     pub bytes_from_peer: u64,
@@ -88,8 +128,15 @@ pub struct Network {
 }
 
 impl Network {
-    /// Sums up the latest record of each of `peer`'s flows active between `from` and `to`.
-    pub fn of(peer: IpAddr, records: &[FlowRecord], from: f64, to: f64) -> Self {
+    /// Sums up the latest record of each of `peer`'s flows active between `from` and `to`,
+    /// records from `source`.
+    pub fn of(
+        source: FlowOrigin,
+        peer: IpAddr,
+        records: &[FlowRecord],
+        from: f64,
+        to: f64,
+    ) -> Self {
         let mut latest: HashMap<&str, &FlowRecord> = HashMap::new();
         for record in records {
             if record.last_seen < from || record.first_seen > to {
@@ -110,7 +157,7 @@ impl Network {
             .collect();
         flows.sort_by(|(a, _), (b, _)| a.first_seen.total_cmp(&b.first_seen));
 
-        let mut network = Self::default();
+        let mut network = Self::none_from(source);
         let mut ports = Vec::new();
         for &(record, peer_is_client) in &flows {
             let (from_peer, to_peer) = if peer_is_client {
@@ -154,6 +201,25 @@ impl Network {
         ports.truncate(MAX_LISTED);
         network.server_ports = ports;
         network
+    }
+}
+
+impl Network {
+    /// No flow at all, from `source`.
+    pub(crate) fn none_from(source: FlowOrigin) -> Self {
+        Self {
+            source,
+            flows: 0,
+            packets_from_peer: 0,
+            bytes_from_peer: 0,
+            packets_to_peer: 0,
+            bytes_to_peer: 0,
+            server_ports: Vec::new(),
+            server_port_count: 0,
+            half_open: 0,
+            community_ids: Vec::new(),
+            first_ttl: None,
+        }
     }
 }
 
@@ -234,10 +300,11 @@ pub(crate) mod tests {
                 (100.0, 101.0),
             ),
         ];
-        let network = Network::of(peer, &records, 50.0, 250.0);
+        let network = Network::of(FlowOrigin::Local, peer, &records, 50.0, 250.0);
         assert_eq!(
             network,
             Network {
+                source: FlowOrigin::Local,
                 flows: 5,
                 // a's latest record (20, 2000) + b, c, d (10, 1000 each) + e's server side.
                 packets_from_peer: 20 + 10 + 10 + 10 + 8,
@@ -261,12 +328,12 @@ pub(crate) mod tests {
 
     #[test]
     fn no_flows_is_an_empty_summary() {
-        let network = Network::of(PEER.parse().unwrap(), &[], 0.0, 1.0);
-        assert_eq!(network, Network::default());
+        let network = Network::of(FlowOrigin::Redis, PEER.parse().unwrap(), &[], 0.0, 1.0);
+        assert_eq!(network, Network::none_from(FlowOrigin::Redis));
         assert_eq!(
             serde_json::to_value(network).unwrap(),
             json!({
-                "flows": 0, "packets_from_peer": 0, "bytes_from_peer": 0, "packets_to_peer": 0,
+                "source": "redis", "flows": 0, "packets_from_peer": 0, "bytes_from_peer": 0, "packets_to_peer": 0,
                 "bytes_to_peer": 0, "server_ports": [], "server_port_count": 0, "half_open": 0,
                 "community_ids": [], "first_ttl": null,
             })
@@ -289,7 +356,7 @@ pub(crate) mod tests {
                 scan
             })
             .collect();
-        let network = Network::of(peer, &records, 0.0, 1000.0);
+        let network = Network::of(FlowOrigin::Local, peer, &records, 0.0, 1000.0);
         assert_eq!(network.flows, 200);
         assert_eq!(network.half_open, 200);
         assert_eq!(network.server_port_count, 200);
@@ -305,6 +372,9 @@ pub(crate) mod tests {
             .unwrap()
             .to_canonical();
         let records = [record("a", 0, (PEER, 1), (SENSOR, 80), (1.0, 2.0))];
-        assert_eq!(Network::of(peer, &records, 0.0, 3.0).flows, 1);
+        assert_eq!(
+            Network::of(FlowOrigin::Local, peer, &records, 0.0, 3.0).flows,
+            1
+        );
     }
 }

@@ -181,7 +181,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::analyzer::geoip::Location;
+    use crate::analyzer::{geoip::Location, network::FlowOrigin};
     use crate::snare::PathEntry;
 
     const GOOGLEBOT: &str =
@@ -310,18 +310,18 @@ mod tests {
         session.network = Some(Network {
             server_port_count: SCAN_PORTS - 1,
             half_open: HALF_OPEN_FLOWS - 1,
-            ..Network::default()
+            ..Network::none_from(FlowOrigin::Local)
         });
         assert_eq!(owners(&session, None), json!({"user": 1.0}));
         session.network = Some(Network {
             half_open: HALF_OPEN_FLOWS,
-            ..Network::default()
+            ..Network::none_from(FlowOrigin::Local)
         });
         assert_eq!(owners(&session, None), json!({"user": 0.25, "tool": 0.75}));
         session.network = Some(Network {
             server_port_count: SCAN_PORTS,
             half_open: HALF_OPEN_FLOWS,
-            ..Network::default()
+            ..Network::none_from(FlowOrigin::Local)
         });
         assert_eq!(owners(&session, None), json!({"user": 0.15, "tool": 0.85}));
         // An attack still wins.

@@ -110,10 +110,14 @@ impl PeerFlows {
 }
 
 impl crate::analyzer::FlowSource for PeerFlows {
+    fn origin(&self) -> crate::analyzer::FlowOrigin {
+        crate::analyzer::FlowOrigin::Local
+    }
+
     fn flows_of(&self, peer: IpAddr, from: f64, to: f64) -> crate::analyzer::FlowsFuture<'_> {
-        Box::pin(std::future::ready(Ok(PeerFlows::flows_of(
+        Box::pin(std::future::ready(Ok(Some(PeerFlows::flows_of(
             self, peer, from, to,
-        ))))
+        )))))
     }
 }
 
