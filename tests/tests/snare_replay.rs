@@ -219,3 +219,24 @@ fn replaying_a_missing_file_fails_with_its_name() {
         "{stderr}"
     );
 }
+
+/// Settings may follow the subcommand: here the session timeout that joins each client's
+/// requests into one session (with the default 75 s they make four).
+#[test]
+fn settings_after_the_subcommand_apply() {
+    let dir = TempDir::new("snare-replay-order");
+    let input = dir.path().join("tanner_report.json");
+    std::fs::write(&input, event_log()).unwrap();
+    let output = Command::new(flowmon_binary())
+        .arg("replay")
+        .arg(&input)
+        .args(["--no-redis", "--session-timeout", "200"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8(output.stdout).unwrap().lines().count(), 2);
+}
