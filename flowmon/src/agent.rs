@@ -58,7 +58,13 @@ pub async fn run(config: Config) -> Result<()> {
         }
     };
     let api = api.map(|api| Part::hold("read API", api, ApiServer::shutdown));
-    let snare = snare::Service::start(&config.snare, ended_sessions, metrics.snare.clone()).await?;
+    let snare = snare::Service::start(
+        &config.snare,
+        ended_sessions,
+        store.clone(),
+        metrics.snare.clone(),
+    )
+    .await?;
     let snare = Part::hold("SNARE service", snare, |snare| async {
         snare.shutdown().await;
     });

@@ -187,7 +187,7 @@ fn latencies(runtime: &tokio::runtime::Runtime) -> Vec<f64> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
-        let service = Service::serve(listener, &config, ended, SnareMetrics::default())
+        let service = Service::serve(listener, &config, ended, None, SnareMetrics::default())
             .expect("start the SNARE service");
         (service, consumer)
     });

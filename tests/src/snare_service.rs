@@ -51,7 +51,7 @@ impl TestService {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind 127.0.0.1:0");
-            let service = Service::serve(listener, &config, sender, SnareMetrics::default())
+            let service = Service::serve(listener, &config, sender, None, SnareMetrics::default())
                 .expect("start the SNARE service");
             (service, collector)
         });

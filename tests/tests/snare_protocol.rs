@@ -5,12 +5,13 @@
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
-    process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use flowmon_tests::{
-    process::{ChildGuard, TempDir, flowmon_binary, free_port, wait_for_port},
+    process::TempDir,
+    redis_server::RedisServer,
+    snare_agent::SnareAgent,
     snare_service::{TestService, config},
 };
 use serde_json::{Value, json};
@@ -415,30 +416,25 @@ fn what_is_not_an_event_request_gets_4xx_never_5xx() {
     );
 }
 
-/// T-Pot's smoke test (spec 6.2) against the real binary, without `--iface` or Redis.
+/// T-Pot's smoke test (spec 6.2) against the real binary, with Redis and the default session
+/// timeout: within 5 s of the request through SNARE, the event log holds it, `snare_ids` holds
+/// the sensor and the API's `/snares` lists it (its routes answer, though no session of it is
+/// stored yet). Then a header that was no UTF-8 goes through the event log into a stored
+/// session.
 #[test]
 fn the_binary_passes_tpots_smoke_test() {
-    let dir = TempDir::new("snare-tpot");
-    let log = dir.path().join("tanner_report.json");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let port = |p: u16| format!("127.0.0.1:{p}");
-    let mut flowmon = ChildGuard::spawn(
-        "flowmon",
-        Command::new(flowmon_binary())
-            .arg("--no-redis")
-            .args(["--snare-listen", &addr.to_string()])
-            .args(["--metrics-listen", &port(free_port())])
-            .args(["--api-listen", &port(free_port())])
-            .arg("--state-dir")
-            .arg(dir.path())
-            .arg("--event-log")
-            .arg(&log)
-            .stdout(Stdio::null()),
-    );
-    wait_for_port(addr, Duration::from_secs(10));
+    let redis = RedisServer::start();
+    let log_dir = TempDir::new("snare-tpot");
+    let log = log_dir.path().join("tanner_report.json");
+    let mut flowmon = SnareAgent::start(&[
+        "--redis-url",
+        &redis.url(),
+        "--event-log",
+        log.to_str().unwrap(),
+    ]);
     let client = reqwest::blocking::Client::new();
     let version: Value = client
-        .get(format!("http://{addr}/version"))
+        .get(format!("http://{}/version", flowmon.addr))
         .send()
         .unwrap()
         .json()
@@ -454,8 +450,9 @@ fn the_binary_passes_tpots_smoke_test() {
         "peer": {"ip": "172.17.0.1", "port": 40404},
         "status": 200,
     });
+    let sent = Instant::now();
     let answer: Value = client
-        .post(format!("http://{addr}/event"))
+        .post(format!("http://{}/event", flowmon.addr))
         .body(event.to_string())
         .send()
         .unwrap()
@@ -463,20 +460,51 @@ fn the_binary_passes_tpots_smoke_test() {
         .unwrap();
     assert_eq!(answer["response"]["message"]["detection"]["name"], "index");
 
-    let status = flowmon.signal_and_wait(libc::SIGTERM, Duration::from_secs(10));
-    assert!(status.success(), "flowmon exited with {status}");
-    let text = std::fs::read_to_string(&log).unwrap();
-    let smoke: Vec<Value> = text
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).unwrap())
-        .filter(|line| {
-            line["path"]
-                .as_str()
-                .is_some_and(|path| path.contains(&token))
-        })
-        .collect();
-    assert_eq!(smoke.len(), 1, "{text}");
-    let line = &smoke[0];
+    let smoke_lines = || -> Vec<Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| {
+                line["path"]
+                    .as_str()
+                    .is_some_and(|path| path.contains(&token))
+            })
+            .collect()
+    };
+    let api = |path: &str| -> Value {
+        client
+            .get(format!("http://{}{path}", flowmon.api))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let deadline = sent + Duration::from_secs(5);
+    loop {
+        let logged = smoke_lines().len() == 1;
+        let in_redis = redis.cli(&["SMEMBERS", "snare_ids"]).trim() == SENSOR;
+        let listed = api("/snares")["response"]["message"] == json!([SENSOR]);
+        if logged && in_redis && listed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 5 s: logged {logged}, in snare_ids {in_redis}, in /snares {listed}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The sensor has no stored session yet: its routes answer empty, not 404.
+    assert_eq!(
+        api(&format!("/snare/{SENSOR}")),
+        json!({"version": 1, "response": {"message": []}})
+    );
+    assert_eq!(
+        api(&format!("/snare-stats/{SENSOR}"))["response"]["message"],
+        json!({"total_sessions": 0, "total_duration": 0.0,
+               "attack_frequency": {"sqli": 0, "lfi": 0, "xss": 0, "rfi": 0, "cmd_exec": 0}})
+    );
+    let line = &smoke_lines()[0];
     assert_eq!(line["uuid"], SENSOR);
     assert_eq!(
         line["headers"]["user-agent"],
@@ -484,15 +512,43 @@ fn the_binary_passes_tpots_smoke_test() {
     );
     assert_eq!(line["cookies"], json!({"sess_uuid": null}));
     assert_eq!(line["response_msg"], answer);
-    assert_eq!(
-        line["response_msg"]["response"]["message"]["detection"]["name"],
-        "index"
-    );
     let timestamp = line["timestamp"].as_str().unwrap();
     assert_eq!(
         (timestamp.len(), &timestamp[10..11], &timestamp[19..20]),
         (26, "T", "."),
         "{timestamp}"
+    );
+
+    // `User-Agent: bad\xffagent` as SNARE (Python) reports it.
+    let bad_agent = format!(
+        r#"{{"method": "GET", "path": "/bad", "uuid": "{SENSOR}", "peer": {{"ip": "192.0.2.99"}},
+            "headers": {{"User-Agent": "bad\udcffagent"}}}}"#
+    );
+    let answer: Value = client
+        .post(format!("http://{}/event", flowmon.addr))
+        .body(bad_agent)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(answer["response"]["message"]["detection"]["name"], "index");
+    // Stopping ends, analyses and stores every live session.
+    flowmon.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let logged: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(logged["headers"]["user-agent"], "bad\u{fffd}agent");
+    let stored: Vec<Value> = redis
+        .cli(&["ZRANGE", SENSOR, "0", "-1"])
+        .lines()
+        .map(|member| serde_json::from_str(member).unwrap())
+        .collect();
+    let agents: Vec<&Value> = stored.iter().map(|s| &s["user_agent"]).collect();
+    assert_eq!(
+        agents,
+        [
+            &json!(format!("tpot-tanner-smoke/{token}")),
+            &json!("bad\u{fffd}agent")
+        ]
     );
 }
 

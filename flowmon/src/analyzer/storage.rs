@@ -22,6 +22,19 @@ pub fn sensor_key(snare_uuid: &str) -> Option<String> {
         .map(|uuid| uuid.hyphenated().to_string())
 }
 
+/// The [`Write`] that adds sensor `snare_uuid` to `snare_ids` (Tanner adds a sensor at each of
+/// its events, before any session of it is stored); `None` for a sensor id that is no uuid.
+pub fn sensor_added(snare_uuid: &str) -> Option<Write> {
+    let sensor = sensor_key(snare_uuid)?;
+    Some(Write {
+        id: format!("sensor:{sensor}"),
+        ops: vec![Op::SAdd {
+            key: SNARE_IDS.to_owned(),
+            member: sensor,
+        }],
+    })
+}
+
 /// Makes the [`Write`] of an analysed session.
 pub struct SessionWrites {
     retention: Option<Duration>,
@@ -36,7 +49,7 @@ impl SessionWrites {
     pub fn write(&self, analysis: &Analysis) -> Option<Write> {
         let sensor = sensor_key(analysis.snare_uuid.as_deref()?)?;
         let member = serde_json::to_string(analysis).expect("an analysis serialises");
-        // The session first: Tanner's readers break on a sensor id whose set does not exist.
+        // The session before its sensor, as when Tanner stores one.
         let mut ops = vec![Op::ZAdd {
             key: sensor.clone(),
             score: analysis.start_time,
@@ -98,6 +111,21 @@ mod tests {
                 ]
             }
         );
+    }
+
+    #[test]
+    fn a_sensor_is_added_by_its_uuid_alone() {
+        assert_eq!(
+            sensor_added(&SENSOR.to_uppercase()),
+            Some(Write {
+                id: format!("sensor:{SENSOR}"),
+                ops: vec![Op::SAdd {
+                    key: "snare_ids".into(),
+                    member: SENSOR.into(),
+                }],
+            })
+        );
+        assert_eq!(sensor_added("snare_ids"), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod event_log;
 mod pipeline;
 pub mod python_json;
 pub mod replay;
+mod sensors;
 mod service;
 pub mod session;
 mod tanner_time;

@@ -7,13 +7,14 @@ use anyhow::Result;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::metrics::SnareMetrics;
+use crate::{metrics::SnareMetrics, store::Store};
 
 use super::{
     SnareConfig,
     detection::Detector,
     event::Event,
     event_log::{EventLog, EventLogWriter},
+    sensors::Sensors,
     session::{EndReason, Session, SessionTable},
     wire::Answer,
 };
@@ -37,16 +38,19 @@ pub struct Pipeline {
     detector: Detector,
     sessions: Mutex<SessionTable>,
     event_log: Option<EventLog>,
+    /// Where sensors are added to `snare_ids` from their first event, if anywhere.
+    sensors: Option<Sensors>,
     ended: mpsc::Sender<Session>,
     metrics: SnareMetrics,
 }
 
 impl Pipeline {
-    /// A pipeline handing ended sessions to `ended` and counting into `metrics`, with the
-    /// writer of its event log if it has one.
+    /// A pipeline handing ended sessions to `ended`, adding sensors through `store` (if any)
+    /// and counting into `metrics`, with the writer of its event log if it has one.
     pub fn open(
         config: &SnareConfig,
         ended: mpsc::Sender<Session>,
+        store: Option<Store>,
         metrics: SnareMetrics,
     ) -> Result<(Pipeline, Option<EventLogWriter>)> {
         let (event_log, writer) = match &config.event_log {
@@ -60,6 +64,7 @@ impl Pipeline {
             detector: Detector::new(),
             sessions: Mutex::new(SessionTable::new(config.limits)),
             event_log,
+            sensors: store.map(Sensors::new),
             ended,
             metrics,
         };
@@ -69,6 +74,9 @@ impl Pipeline {
     /// Detects, files and logs one event; `now` is flowmon's clock (epoch seconds).
     pub async fn handle(&self, event: Event, now: f64) -> Answer {
         let attack = self.detector.detect(&event);
+        if let Some(sensors) = &self.sensors {
+            sensors.saw(event.uuid.as_deref());
+        }
         let recorded = {
             let mut table = self.table();
             let recorded = table.record(&event, attack, now);

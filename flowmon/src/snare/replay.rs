@@ -30,8 +30,9 @@ pub async fn replay(
     config: &SnareConfig,
     ended: mpsc::Sender<Session>,
 ) -> Result<ReplayReport> {
-    // A replay serves no metrics: its report says what it did.
-    let (pipeline, event_log) = Pipeline::open(config, ended, SnareMetrics::default())?;
+    // A replay serves no metrics: its report says what it did. Its sensors are added to
+    // `snare_ids` with their sessions.
+    let (pipeline, event_log) = Pipeline::open(config, ended, None, SnareMetrics::default())?;
     let mut report = ReplayReport::default();
     let mut line = Vec::new();
     while let Some(whole) = read_line(&mut input, config.max_event_bytes, &mut line).await? {

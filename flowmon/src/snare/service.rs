@@ -34,7 +34,7 @@ use super::{
     session::Session,
     tanner_time, wire,
 };
-use crate::metrics::SnareMetrics;
+use crate::{metrics::SnareMetrics, store::Store};
 
 /// How often expired sessions are looked for (Tanner: every 300 s).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -50,16 +50,18 @@ pub struct Service {
 }
 
 impl Service {
-    /// Serves on `config.listen`; ended sessions go to `ended`, counts to `metrics`.
+    /// Serves on `config.listen`; ended sessions go to `ended`, sensors are added to
+    /// `snare_ids` through `store` from their first event, counts go to `metrics`.
     pub async fn start(
         config: &SnareConfig,
         ended: mpsc::Sender<Session>,
+        store: Option<Store>,
         metrics: SnareMetrics,
     ) -> Result<Self> {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen for SNARE sensors on {}", config.listen))?;
-        Self::serve(listener, config, ended, metrics)
+        Self::serve(listener, config, ended, store, metrics)
     }
 
     /// Serves on a listener already bound.
@@ -67,10 +69,11 @@ impl Service {
         listener: TcpListener,
         config: &SnareConfig,
         ended: mpsc::Sender<Session>,
+        store: Option<Store>,
         metrics: SnareMetrics,
     ) -> Result<Self> {
         let local_addr = listener.local_addr()?;
-        let (pipeline, event_log) = Pipeline::open(config, ended, metrics.clone())?;
+        let (pipeline, event_log) = Pipeline::open(config, ended, store, metrics.clone())?;
         let pipeline = Arc::new(pipeline);
         let stop = CancellationToken::new();
         let app = router(pipeline.clone(), config.max_event_bytes);
