@@ -2,6 +2,7 @@
 //! maps.
 
 mod attach;
+mod capabilities;
 mod flow_map;
 mod jiffies;
 mod pinning;
@@ -59,6 +60,7 @@ impl Datapath {
     /// programs, without attaching them anywhere. With `pin_dir`, the maps are pinned there,
     /// or taken over when a previous run pinned them.
     pub fn load(max_flows: u32, pin_dir: Option<&Path>) -> Result<Self> {
+        capabilities::check()?;
         raise_memlock_limit();
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(FLOWS_MAP, max_flows);

@@ -1,5 +1,6 @@
 //! The bpf filesystem the pins live on: mounted at /sys/fs/bpf when missing (as a fresh boot
-//! leaves it), refused elsewhere when the directory is not on one.
+//! without systemd leaves it), never when the directory is on one already (a bind mount, as in
+//! dist/flowmon.service), refused elsewhere when the directory is not on one.
 
 use std::{ffi::CString, os::unix::ffi::OsStrExt as _, path::Path};
 
@@ -21,7 +22,7 @@ fn on_bpffs(path: &Path) -> bool {
 
 /// Makes sure `dir` exists on a bpf filesystem.
 pub fn prepare(dir: &Path) -> Result<()> {
-    if dir.starts_with(DEFAULT_MOUNT) && !on_bpffs(Path::new(DEFAULT_MOUNT)) {
+    if dir.starts_with(DEFAULT_MOUNT) && !on_bpffs(dir) && !on_bpffs(Path::new(DEFAULT_MOUNT)) {
         tracing::info!("mounting bpffs on {DEFAULT_MOUNT}");
         let target = CString::new(DEFAULT_MOUNT).expect("no NUL");
         let fstype = CString::new("bpf").expect("no NUL");
@@ -42,9 +43,11 @@ pub fn prepare(dir: &Path) -> Result<()> {
     }
     if let Err(err) = std::fs::create_dir_all(dir) {
         if err.kind() == std::io::ErrorKind::PermissionDenied {
+            // Capabilities do not open directories: the user flowmon runs as must own it.
             bail!(
-                "permission denied creating {}: flowmon needs root (CAP_BPF, CAP_NET_ADMIN and \
-                 CAP_PERFMON)",
+                "permission denied creating the pin directory {}: flowmon's user must be able to \
+                 reach and write it (systemd mounts /sys/fs/bpf for root alone; \
+                 dist/flowmon.service binds /sys/fs/bpf/flowmon into /run/flowmon/bpf)",
                 dir.display()
             );
         }
