@@ -4,7 +4,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -54,15 +54,9 @@ impl Agent {
         let binary = flowmon_binary();
         let mut command = netns.command(binary.to_str().unwrap());
         command.args(&self.args);
-        self.process = Some(ChildGuard::spawn("flowmon", &mut command));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.try_metrics(netns).is_none() {
-            assert!(Instant::now() < deadline, "flowmon did not come up");
-            if let Some(status) = self.process.as_mut().unwrap().child.try_wait().unwrap() {
-                panic!("flowmon exited at start-up: {status}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut process = ChildGuard::spawn("flowmon", &mut command);
+        wait_until_serving(netns, &mut process);
+        self.process = Some(process);
     }
 
     pub fn pid(&self) -> u32 {
@@ -88,33 +82,51 @@ impl Agent {
 
     /// Every record in the flow log, in order.
     pub fn records(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.flow_log())
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("a JSON record per line"))
-            .collect()
-    }
-
-    fn try_metrics(&self, netns: &Netns) -> Option<String> {
-        netns.run(|| {
-            let mut stream = TcpStream::connect("127.0.0.1:9108").ok()?;
-            stream
-                .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-                .ok()?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response).ok()?;
-            response
-                .split_once("\r\n\r\n")
-                .map(|(_, body)| body.to_owned())
-        })
+        read_records(&self.flow_log())
     }
 
     /// The value of the metric line that starts with `name` (labels included).
     pub fn metric(&self, netns: &Netns, name: &str) -> f64 {
         assert_eq!(netns.name, self.netns_name);
-        let body = self.try_metrics(netns).expect("metrics endpoint");
+        let body = scrape_metrics(netns).expect("metrics endpoint");
         metric(&body, name)
     }
+}
+
+/// Waits until the flowmon of `process` serves metrics in `netns`; panics if it exits first.
+pub fn wait_until_serving(netns: &Netns, process: &mut ChildGuard) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while scrape_metrics(netns).is_none() {
+        assert!(Instant::now() < deadline, "flowmon did not come up");
+        if let Some(status) = process.child.try_wait().unwrap() {
+            panic!("flowmon exited at start-up: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The metrics page of the flowmon in `netns` (on its default 127.0.0.1:9108), if it answers.
+pub fn scrape_metrics(netns: &Netns) -> Option<String> {
+    netns.run(|| {
+        let mut stream = TcpStream::connect("127.0.0.1:9108").ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+    })
+}
+
+/// Every record of the flow log at `path`, in order; none when there is no file.
+pub fn read_records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON record per line"))
+        .collect()
 }
 
 /// The value of the line of a Prometheus text exposition that starts with `name` (labels

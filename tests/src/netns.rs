@@ -57,6 +57,33 @@ impl Netns {
         output
     }
 
+    /// Pings three times, 0.2 s apart, with `args` (the address; `-6`...) and returns (requests
+    /// sent, replies received), from ping's summary line.
+    pub fn ping(&self, args: &[&str]) -> (u64, u64) {
+        let output = self
+            .command("ping")
+            .args(["-c", "3", "-i", "0.2", "-W", "2"])
+            .args(args)
+            .output()
+            .unwrap();
+        let summary = String::from_utf8_lossy(&output.stdout).into_owned();
+        let count = |word: &str| -> u64 {
+            let line = summary
+                .lines()
+                .find(|l| l.contains(word))
+                .expect("ping summary");
+            let before = line.split(word).next().unwrap();
+            before
+                .trim_end()
+                .rsplit([' ', ','])
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        (count(" packets transmitted"), count(" received"))
+    }
+
     /// Runs `f` on a thread that has joined the namespace: sockets it opens live there.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let path = format!("/var/run/netns/{}", self.name);

@@ -69,37 +69,14 @@ fn assert_counts(record: &Value, client: (u64, u64), server: (u64, u64)) {
     assert_eq!(record["end_reason"], "forced");
 }
 
-/// Runs ping in `netns` and returns (requests sent, replies received), from its summary line.
-fn ping(netns: &flowmon_tests::netns::Netns, args: &[&str]) -> (u64, u64) {
-    let mut command = vec!["ping", "-c", "3", "-i", "0.2", "-W", "2"];
-    command.extend(args);
-    let output = netns.command("ping").args(&command[1..]).output().unwrap();
-    let summary = String::from_utf8_lossy(&output.stdout).into_owned();
-    let count = |word: &str| -> u64 {
-        let line = summary
-            .lines()
-            .find(|l| l.contains(word))
-            .expect("ping summary");
-        let before = line.split(word).next().unwrap();
-        before
-            .trim_end()
-            .rsplit([' ', ','])
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    (count(" packets transmitted"), count(" received"))
-}
-
 #[test]
 fn ping_and_ping6_are_counted_exactly() {
     let monitored = Monitored::start();
     let client = &monitored.pair.client;
     // What crossed the wire by ping's own count: a reply the kernel did not send (ICMP rate
     // limits) is not on the wire either.
-    let (sent4, received4) = ping(client, &[VethPair::SERVER_IP]);
-    let (sent6, received6) = ping(client, &["-6", VethPair::SERVER_IP6]);
+    let (sent4, received4) = client.ping(&[VethPair::SERVER_IP]);
+    let (sent6, received6) = client.ping(&["-6", VethPair::SERVER_IP6]);
     let records = monitored.stop();
     assert_eq!((sent4, sent6), (3, 3));
     assert!(received4 > 0 && received6 > 0, "ping got no answer");
