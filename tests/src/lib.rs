@@ -9,6 +9,7 @@ pub mod netns;
 pub mod process;
 pub mod raw_http;
 pub mod redis_server;
+pub mod service;
 pub mod snare_agent;
 pub mod snare_load;
 pub mod snare_service;

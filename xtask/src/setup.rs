@@ -10,7 +10,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// Debian packages: LLVM 22 and the libraries bpf-linker links against, the Redis server and
-/// the tools the system tests drive (ip, ping, openssl for a TLS Redis's certificates).
+/// the tools the system tests drive (ip, ping, openssl for a TLS Redis's certificates,
+/// systemd-analyze and systemd-sysusers for the service unit's sandbox).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libzstd-dev",
@@ -20,6 +21,7 @@ const PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
     "openssl",
+    "systemd",
 ];
 
 /// The peer flow exporter the traffic benchmark compares against. Its Debian service does
