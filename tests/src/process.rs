@@ -32,6 +32,11 @@ impl ChildGuard {
     pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> std::process::ExitStatus {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.wait(timeout)
+    }
+
+    /// Waits up to `timeout` for the exit status.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for child") {
@@ -39,7 +44,7 @@ impl ChildGuard {
             }
             assert!(
                 Instant::now() < deadline,
-                "{} did not exit within {timeout:?} of signal {signal}",
+                "{} did not exit within {timeout:?}",
                 self.name
             );
             std::thread::sleep(Duration::from_millis(20));

@@ -5,10 +5,12 @@
 //! capabilities and nothing else, with no new privileges and the unit's umask, in a mount
 //! namespace of its own where bpffs is mounted for root alone (as systemd mounts it) and the
 //! unit's pin directory is made and bound where the user reaches it, as the unit's
-//! `ExecStartPre=` and `BindPaths=` do. Everything goes when dropped: the namespace with the
-//! process, the directories with their guards.
+//! `ExecStartPre=` and `BindPaths=` do. Its system calls can be traced (strace) to hold them
+//! to the unit's filters. Everything goes when dropped: the namespace with the process, the
+//! directories with their guards.
 
 use std::{
+    collections::BTreeSet,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Command,
@@ -206,19 +208,39 @@ impl Sandbox {
     }
 
     /// `flowmon <args>` in `netns`, as the unit starts it but with `capabilities` (`CAP_BPF`...),
-    /// its state and pins in this sandbox's directories.
+    /// its state and pins in this sandbox's directories. The process is flowmon's.
     pub fn command(&self, netns: &Netns, capabilities: &[String], args: &[&str]) -> Command {
+        self.launch(netns, capabilities, None, args)
+    }
+
+    /// [`Sandbox::command`] with the unit's capabilities under `strace -f`, which writes every
+    /// system call to `trace`. The process is the init of a PID namespace of its own, so that
+    /// flowmon dies with it; [`descendant`] finds flowmon.
+    pub fn traced_command(&self, netns: &Netns, trace: &Path, args: &[&str]) -> Command {
+        self.launch(netns, &self.capabilities, Some(trace), args)
+    }
+
+    fn launch(
+        &self,
+        netns: &Netns,
+        capabilities: &[String],
+        trace: Option<&Path>,
+        args: &[&str],
+    ) -> Command {
         // Runs as root in the new mount namespace, then becomes the user; positional
-        // parameters: uid, gid, bind source, bind target, umask, capabilities, flowmon...
+        // parameters: uid, gid, bind source, bind target, umask, capabilities, trace file (or
+        // nothing), flowmon and its arguments.
         const SETUP: &str = r#"
-            uid=$1 gid=$2 source=$3 target=$4 mask=$5 caps=$6
-            shift 6
+            uid=$1 gid=$2 source=$3 target=$4 mask=$5 caps=$6 trace=$7
+            shift 7
             mount -t bpf -o mode=0700 bpf /sys/fs/bpf
             install -d -o "$uid" -g "$gid" -m 0700 "$source"
             mount --bind "$source" "$target"
             umask "$mask"
-            exec setpriv --reuid "$uid" --regid "$gid" --clear-groups --nnp \
+            set -- setpriv --reuid "$uid" --regid "$gid" --clear-groups --nnp \
                 --inh-caps "$caps" --ambient-caps "$caps" --bounding-set "$caps" -- "$@"
+            if [ -n "$trace" ]; then set -- strace -f -qq -o "$trace" -- "$@"; fi
+            exec "$@"
         "#;
         let caps: String = std::iter::once("-all".to_owned())
             .chain(capabilities.iter().map(|name| {
@@ -228,15 +250,19 @@ impl Sandbox {
             .collect::<Vec<_>>()
             .join(",");
         let mut command = netns.command("unshare");
+        command.args(["--mount", "--propagation", "private"]);
+        if trace.is_some() {
+            command.args(["--pid", "--fork", "--kill-child"]);
+        }
         command
-            .args(["--mount", "--propagation", "private", "--"])
-            .args(["sh", "-euc", SETUP, "sandbox"])
+            .args(["--", "sh", "-euc", SETUP, "sandbox"])
             .arg(self.user.uid.to_string())
             .arg(self.user.gid.to_string())
             .arg(&self.pin_source)
             .arg(&self.pin_target)
             .arg(&self.umask)
             .arg(caps)
+            .arg(trace.unwrap_or(Path::new("")))
             .arg(flowmon_binary())
             .arg("--state-dir")
             .arg(self.state.path())
@@ -245,6 +271,98 @@ impl Sandbox {
             .args(args);
         command
     }
+}
+
+/// The process named `name` among the descendants of `pid`, if there is one.
+pub fn descendant(pid: u32, name: &str) -> Option<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    children
+        .split_whitespace()
+        .filter_map(|child| child.parse().ok())
+        .find_map(|child: u32| {
+            let comm = std::fs::read_to_string(format!("/proc/{child}/comm")).ok()?;
+            if comm.trim() == name {
+                Some(child)
+            } else {
+                descendant(child, name)
+            }
+        })
+}
+
+/// The system calls the unit's `SystemCallFilter=` lines allow: the first line's list, then
+/// each further line's added, or removed when it starts with `~`; groups expanded by
+/// `systemd-analyze syscall-filter`.
+pub fn allowed_system_calls(unit: &ServiceUnit) -> BTreeSet<String> {
+    let mut allowed = BTreeSet::new();
+    for (index, line) in unit.values("SystemCallFilter").into_iter().enumerate() {
+        let (deny, names) = match line.strip_prefix('~') {
+            Some(names) => (true, names),
+            None => (false, line),
+        };
+        assert!(
+            index > 0 || !deny,
+            "the first SystemCallFilter= is an allow list"
+        );
+        for call in names.split_whitespace().flat_map(system_call_group) {
+            if deny {
+                allowed.remove(&call);
+            } else {
+                allowed.insert(call);
+            }
+        }
+    }
+    allowed
+}
+
+/// The system calls of `name`: a group (`@system-service`, expanded) or a call.
+fn system_call_group(name: &str) -> Vec<String> {
+    if !name.starts_with('@') {
+        return vec![name.to_owned()];
+    }
+    let output = Command::new("systemd-analyze")
+        .args(["syscall-filter", "--no-pager", name])
+        .output()
+        .expect("run systemd-analyze");
+    assert!(
+        output.status.success(),
+        "systemd-analyze syscall-filter {name}"
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .flat_map(system_call_group)
+        .collect()
+}
+
+/// What `strace -f` wrote of a program's run from its `execve` of `binary` on: the system
+/// calls made and the address families of the sockets opened (`AF_INET`...).
+pub fn traced_calls(trace: &Path, binary: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+    let text = std::fs::read_to_string(trace).unwrap();
+    let exec = format!("execve(\"{}\"", binary.display());
+    let lines = text.lines().skip_while(|line| !line.contains(&exec));
+    let (mut calls, mut families) = (BTreeSet::new(), BTreeSet::new());
+    for line in lines {
+        // "<pid> <call>(<arguments>) = <result>"; resumptions, signals and exits skipped.
+        let Some((_, event)) = line.split_once(char::is_whitespace) else {
+            continue;
+        };
+        let event = event.trim_start();
+        let Some((call, arguments)) = event.split_once('(') else {
+            continue;
+        };
+        if call.is_empty() || !call.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        if call == "socket" {
+            families.insert(arguments.split(',').next().unwrap().to_owned());
+        }
+        calls.insert(call.to_owned());
+    }
+    assert!(calls.contains("execve"), "no execve of {exec} in the trace");
+    (calls, families)
 }
 
 /// The number of a capability (`linux/capability.h`).

@@ -4,10 +4,10 @@
 //! this kernel: without any one of them the programs do not load.
 
 use std::{
-    io::{Read as _, Write as _},
+    collections::BTreeSet,
     net::TcpStream,
     os::unix::fs::{MetadataExt as _, PermissionsExt as _},
-    path::Path,
+    path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
@@ -21,9 +21,13 @@ use flowmon_common::{CLOCK_PROGRAM, FLOWS_MAP, TC_PROGRAM, XDP_PROGRAM};
 use flowmon_tests::{
     agent::{read_records, wait_until_serving},
     netns::{Netns, VethPair},
-    process::ChildGuard,
+    process::{ChildGuard, TempDir, flowmon_binary},
+    raw_http,
     redis_server::RedisServer,
-    service::{Sandbox, ServiceUnit, ServiceUser, capability_number, dist_file},
+    service::{
+        Sandbox, ServiceUnit, ServiceUser, allowed_system_calls, capability_number, descendant,
+        dist_file, traced_calls,
+    },
 };
 use serde_json::{Value, json};
 
@@ -60,22 +64,16 @@ fn systemd_rates_the_unit_at_most_2_5() {
     assert!(level <= HIGHEST_EXPOSURE, "exposure {level}:\n{report}");
 }
 
-/// One HTTP/1.1 exchange with flowmon's SNARE port from `netns`, over the veth; returns the
-/// status line and the JSON body.
-fn snare(netns: &Netns, request: &str) -> (String, Value) {
-    let response = netns.run(|| {
+/// One request to flowmon's SNARE port from `netns`, over the veth; returns the status and
+/// the JSON body of the answer.
+fn snare(netns: &Netns, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let answer = netns.run(|| {
         let mut stream = TcpStream::connect((VethPair::SERVER_IP, SNARE_PORT)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
+        raw_http::send(&mut stream, method, path, body);
+        raw_http::receive(&mut stream)
     });
-    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
-    let status = head.lines().next().unwrap().to_owned();
-    (status, serde_json::from_str(body).expect("a JSON body"))
+    let json = serde_json::from_slice(&answer.body).expect("a JSON body");
+    (answer.status(), json)
 }
 
 /// The line of `/proc/<pid>/status` for `key`, without the key.
@@ -97,30 +95,81 @@ fn mode_and_owner(path: &Path) -> (u32, u32, u32) {
     )
 }
 
-#[test]
-fn flowmon_as_the_units_user_with_its_capabilities_counts_a_ping_and_answers_snare() {
-    let sandbox = sandbox();
-    let (uid, gid) = (sandbox.user.uid, sandbox.user.gid);
-    let pair = VethPair::new();
-    let redis = RedisServer::start_in(&pair.server);
-    let flow_log = sandbox.logs.path().join("flows.jsonl");
-    let event_log = sandbox.logs.path().join("events.json");
-    let mut command = sandbox.command(
-        &pair.server,
-        &sandbox.capabilities,
-        &[
+/// flowmon on the server end of a veth pair, run as the unit runs it, with a Redis of its own.
+struct Sensor {
+    sandbox: Sandbox,
+    pair: VethPair,
+    redis: RedisServer,
+    flow_log: PathBuf,
+    event_log: PathBuf,
+}
+
+impl Sensor {
+    fn new() -> Self {
+        let sandbox = sandbox();
+        let pair = VethPair::new();
+        let redis = RedisServer::start_in(&pair.server);
+        Self {
+            flow_log: sandbox.logs.path().join("flows.jsonl"),
+            event_log: sandbox.logs.path().join("events.json"),
+            sandbox,
+            pair,
+            redis,
+        }
+    }
+
+    /// flowmon's settings: the interface, Redis, SNARE on every address, both logs.
+    fn args(&self) -> Vec<String> {
+        [
             "--iface",
             VethPair::SERVER_IF,
             "--redis-url",
-            &redis.url(),
+            &self.redis.url(),
             "--snare-listen",
             &format!("0.0.0.0:{SNARE_PORT}"),
             "--flow-log",
-            flow_log.to_str().unwrap(),
+            self.flow_log.to_str().unwrap(),
             "--event-log",
-            event_log.to_str().unwrap(),
-        ],
-    );
+            self.event_log.to_str().unwrap(),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// What a sensor host sees: a ping through the interface, and SNARE's version check and an
+    /// event from the other end of the veth, both answered. Returns ping's (requests sent,
+    /// replies received).
+    fn exercise(&self) -> (u64, u64) {
+        let client = &self.pair.client;
+        let (sent, received) = client.ping(&[VethPair::SERVER_IP]);
+        assert_eq!(sent, 3);
+        assert!(received > 0, "ping got no answer");
+        let (status, version) = snare(client, "GET", "/version", b"");
+        assert_eq!(status, 200);
+        assert!(version["version"].is_string(), "{version}");
+        let event = json!({
+            "method": "GET", "path": "/index.php?id=1' OR '1'='1", "uuid": SENSOR, "status": 200,
+            "headers": {"Host": "sensor", "User-Agent": "sandbox-test/1.0"},
+            "peer": {"ip": VethPair::CLIENT_IP, "port": 40000},
+        });
+        let (status, answer) = snare(client, "POST", "/event", event.to_string().as_bytes());
+        assert_eq!(status, 200);
+        assert_eq!(
+            answer["response"]["message"]["detection"]["name"], "sqli",
+            "{answer}"
+        );
+        (sent, received)
+    }
+}
+
+#[test]
+fn flowmon_as_the_units_user_with_its_capabilities_counts_a_ping_and_answers_snare() {
+    let sensor = Sensor::new();
+    let (sandbox, pair) = (&sensor.sandbox, &sensor.pair);
+    let (uid, gid) = (sandbox.user.uid, sandbox.user.gid);
+    let args = sensor.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut command = sandbox.command(&pair.server, &sandbox.capabilities, &args);
     let mut process = ChildGuard::spawn("flowmon", &mut command);
     // Serving metrics: everything is attached.
     wait_until_serving(&pair.server, &mut process);
@@ -149,41 +198,12 @@ fn flowmon_as_the_units_user_with_its_capabilities_counts_a_ping_and_answers_sna
         assert_eq!(mask, expected, "{set}: {mask:x}, not {expected:x}");
     }
 
-    let (sent, received) = pair.client.ping(&[VethPair::SERVER_IP]);
-    assert_eq!(sent, 3);
-    assert!(received > 0, "ping got no answer");
-
-    let (line, version) = snare(
-        &pair.client,
-        "GET /version HTTP/1.1\r\nHost: flowmon\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(line, "HTTP/1.1 200 OK");
-    assert!(version["version"].is_string(), "{version}");
-    let event = json!({
-        "method": "GET", "path": "/index.php?id=1' OR '1'='1", "uuid": SENSOR, "status": 200,
-        "headers": {"Host": "sensor", "User-Agent": "sandbox-test/1.0"},
-        "peer": {"ip": VethPair::CLIENT_IP, "port": 40000},
-    })
-    .to_string();
-    let (line, answer) = snare(
-        &pair.client,
-        &format!(
-            "POST /event HTTP/1.1\r\nHost: flowmon\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{event}",
-            event.len()
-        ),
-    );
-    assert_eq!(line, "HTTP/1.1 200 OK");
-    assert_eq!(
-        answer["response"]["message"]["detection"]["name"], "sqli",
-        "{answer}"
-    );
-
+    let (sent, received) = sensor.exercise();
     let exit = process.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
     assert!(exit.success(), "flowmon exited with {exit}");
 
     // 56 data bytes + 8 ICMP + 20 IPv4 + 14 Ethernet.
-    let records = read_records(&flow_log);
+    let records = read_records(&sensor.flow_log);
     let ping: Vec<&Value> = records
         .iter()
         .filter(|r| r["protocol"] == "icmp" && r["client_ip"] == VethPair::CLIENT_IP)
@@ -201,22 +221,64 @@ fn flowmon_as_the_units_user_with_its_capabilities_counts_a_ping_and_answers_sna
         "{}",
         ping[0]
     );
-    let stream = redis.cli(&["XRANGE", "flowmon:flows", "-", "+"]);
+    let stream = sensor.redis.cli(&["XRANGE", "flowmon:flows", "-", "+"]);
     let record_id = ping[0]["record_id"].as_str().unwrap();
     assert!(
         stream.contains(&format!("\"record_id\":\"{record_id}\"")),
         "{record_id} not in Redis:\n{stream}"
     );
-    let events = std::fs::read_to_string(&event_log).unwrap();
+    let events = std::fs::read_to_string(&sensor.event_log).unwrap();
     assert_eq!(events.lines().count(), 1, "{events}");
 
     // What it wrote is the user's: the logs readable by its group whatever the umask, its state
     // its own (the unit's umask).
-    for log in [&flow_log, &event_log] {
+    for log in [&sensor.flow_log, &sensor.event_log] {
         assert_eq!(mode_and_owner(log), (0o640, uid, gid), "{}", log.display());
     }
     let journal = sandbox.state.path().join("flow-journal.jsonl");
     assert_eq!(mode_and_owner(&journal), (0o600, uid, gid));
+}
+
+/// The filters strace cannot break: every system call flowmon makes, from its start through
+/// the same work to its exit, is one `SystemCallFilter=` allows, and every socket of a family
+/// `RestrictAddressFamilies=` allows.
+#[test]
+fn flowmon_keeps_to_the_units_system_calls_and_address_families() {
+    let sensor = Sensor::new();
+    let unit = unit();
+    let trace_dir = TempDir::new("strace");
+    let trace = trace_dir.path().join("flowmon.trace");
+    let args = sensor.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut command = sensor
+        .sandbox
+        .traced_command(&sensor.pair.server, &trace, &args);
+    let mut process = ChildGuard::spawn("traced flowmon", &mut command);
+    wait_until_serving(&sensor.pair.server, &mut process);
+    sensor.exercise();
+    let flowmon = descendant(process.pid(), "flowmon").expect("flowmon under strace");
+    // SAFETY: kill(2) on a process of this test's.
+    unsafe { libc::kill(flowmon as i32, libc::SIGTERM) };
+    let exit = process.wait(Duration::from_secs(60));
+    assert!(exit.success(), "flowmon exited with {exit}");
+
+    let (calls, families) = traced_calls(&trace, &flowmon_binary());
+    let allowed = allowed_system_calls(&unit);
+    let refused: Vec<&String> = calls.difference(&allowed).collect();
+    assert!(
+        refused.is_empty(),
+        "system calls outside SystemCallFilter=: {refused:?}"
+    );
+    assert!(calls.contains("bpf"), "{calls:?}");
+    let allowed_families: BTreeSet<String> = unit
+        .value("RestrictAddressFamilies")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        families.is_subset(&allowed_families),
+        "sockets of {families:?}, not all in {allowed_families:?}"
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, bail};
 
 /// Debian packages: LLVM 22 and the libraries bpf-linker links against, the Redis server and
 /// the tools the system tests drive (ip, ping, openssl for a TLS Redis's certificates,
-/// systemd-analyze and systemd-sysusers for the service unit's sandbox).
+/// systemd-analyze, systemd-sysusers and strace for the service unit's sandbox).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libzstd-dev",
@@ -22,6 +22,7 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "openssl",
     "systemd",
+    "strace",
 ];
 
 /// The peer flow exporter the traffic benchmark compares against. Its Debian service does
