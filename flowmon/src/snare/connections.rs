@@ -218,8 +218,10 @@ pub async fn serve(
     tasks.shutdown().await;
 }
 
+/// The connection whose last byte is oldest; of two in the same millisecond, the one opened
+/// first.
 fn least_recently_active(open: &HashMap<u64, Open>) -> Option<u64> {
     open.iter()
-        .min_by_key(|(_, connection)| connection.activity.last.load(Relaxed))
+        .min_by_key(|&(&id, connection)| (connection.activity.last.load(Relaxed), id))
         .map(|(&id, _)| id)
 }
