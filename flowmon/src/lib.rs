@@ -15,6 +15,7 @@ pub mod analyzer;
 pub mod api;
 pub mod config;
 pub mod datapath;
+pub mod emulation;
 pub mod flow;
 pub mod lifecycle;
 pub mod metrics;
