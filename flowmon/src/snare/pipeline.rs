@@ -73,7 +73,7 @@ impl Pipeline {
 
     /// Detects, files and logs one event; `now` is flowmon's clock (epoch seconds).
     pub async fn handle(&self, event: Event, now: f64) -> Answer {
-        let attack = self.detector.detect(&event);
+        let attack = self.detector.detect(&event).attack;
         if let Some(sensors) = &self.sensors {
             sensors.saw(event.uuid.as_deref());
         }

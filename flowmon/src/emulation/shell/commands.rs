@@ -1179,7 +1179,8 @@ fn curl(shell: &mut Shell<'_, '_>, args: &[String], io: &mut Io) -> i32 {
         shell.machine.evidence.url(arg);
         let Some((host, port, _)) = endpoint(arg) else {
             if !silent {
-                io.err.push_str("curl: (3) URL using bad/illegal format or missing URL\n");
+                io.err
+                    .push_str("curl: (3) URL using bad/illegal format or missing URL\n");
             }
             status = 3;
             continue;
