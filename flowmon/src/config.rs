@@ -22,6 +22,7 @@ use crate::{
     analyzer::{AnalyzerConfig, GeoIp},
     api::{self, ApiConfig},
     datapath::{self, DatapathConfig, XdpModeChoice},
+    emulation::{self, EmulationConfig, Profile, RfiFetchConfig},
     flow::{
         monitor::{self, MonitorConfig},
         tracker::{DEFAULT_TIMEOUTS, Timeouts},
@@ -254,6 +255,22 @@ pub struct Settings {
     #[arg(long, value_name = "SECONDS", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_retention: Option<f64>,
+    /// Attack types answered with an emulated result (the others as Tanner's type 1): all,
+    /// none, or a comma-separated list of sqli, rfi, lfi, xss, php_code_injection,
+    /// php_object_injection, cmd_exec, crlf, xxe_injection, template_injection.
+    #[arg(long, value_name = "TYPES", global = true, default_value = emulation::DEFAULT_EMULATE)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emulate: Option<String>,
+    /// TOML file describing the simulated host the emulators answer from; a built-in Debian
+    /// web server when unset.
+    #[arg(long, value_name = "PATH", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emulation_profile: Option<PathBuf>,
+    /// Fetch the files RFI attacks name (public addresses only, 5 s and 1 MiB at most) into
+    /// <state-dir>/samples and evaluate their PHP; off, they are only recorded.
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rfi_fetch: bool,
 }
 
 /// A default as the help text shows it.
@@ -460,6 +477,24 @@ impl Settings {
                 )?,
             ),
             event_log: self.event_log,
+            emulation: EmulationConfig {
+                enabled: emulation::parse_kinds(
+                    self.emulate
+                        .as_deref()
+                        .unwrap_or(emulation::DEFAULT_EMULATE),
+                )
+                .map_err(|err| invalid("emulate", err.to_string()))?,
+                profile: self
+                    .emulation_profile
+                    .as_deref()
+                    .map(Profile::load)
+                    .transpose()
+                    .map_err(|err| invalid("emulation-profile", one_line(&format!("{err:#}"))))?
+                    .unwrap_or_default(),
+                rfi_fetch: self.rfi_fetch.then(|| RfiFetchConfig::new(&state_dir)),
+                ..EmulationConfig::default()
+            },
+            redis: redis.clone(),
         };
         let session_retention = self
             .session_retention
@@ -525,6 +560,11 @@ fn seconds(
         ));
     }
     Duration::try_from_secs_f64(value).map_err(|_| invalid(name, "is too long a time"))
+}
+
+/// An error that spans lines (a TOML parser's, with its excerpt) on one.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn at_least_one<T: PartialOrd + From<u8>>(
@@ -659,6 +699,11 @@ mod tests {
             (&["--api-listen", "x:y"], "api-listen"),
             (&["--geoip-db", "/nonexistent/city.mmdb"], "geoip-db"),
             (&["--session-retention", "0"], "session-retention"),
+            (&["--emulate", "sqli,nosuch"], "emulate"),
+            (
+                &["--emulation-profile", "/nonexistent/host.toml"],
+                "emulation-profile",
+            ),
         ];
         for (args, name) in cases {
             let err = refused(args);

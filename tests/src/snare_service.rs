@@ -14,12 +14,16 @@ use flowmon::{
 };
 use serde_json::Value;
 
-/// The defaults of the settings, without an event log.
+/// The defaults of the settings, without an event log and without Redis (no dorks written
+/// anywhere).
 pub fn config() -> SnareConfig {
-    Settings::default()
-        .validate()
-        .expect("the defaults are valid")
-        .snare
+    Settings {
+        no_redis: true,
+        ..Settings::default()
+    }
+    .validate()
+    .expect("the defaults are valid")
+    .snare
 }
 
 pub struct TestService {

@@ -108,6 +108,7 @@ async fn tanners_worked_example_is_stored_with_tanners_figures_and_types() {
             "referer": "/",
             "possible_owners": {"attacker": 1.0},
             "network": null,
+            "emulation": {},
         })
     );
     assert!(stored["possible_owners"]["attacker"].is_f64());
@@ -554,22 +555,25 @@ fn flowmon_replay_analyses_and_stores_every_session() {
 async fn the_dorks_come_from_tanners_set_in_redis() {
     let redis = RedisServer::start();
     let mut connection = read_connection(&redis.url());
-    assert!(
-        flowmon::analyzer::load_dorks(&mut connection)
-            .await
-            .is_empty()
+    let shipped: HashSet<String> = flowmon::snare::dorks::shipped()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        flowmon::analyzer::load_dorks(&mut connection).await,
+        shipped
     );
     redis.cli(&[
         "SADD",
-        flowmon::analyzer::DORKS_KEY,
+        flowmon::snare::dorks::DORKS_KEY,
         "/hidden-a.html",
         "/hidden-b?x=",
     ]);
     let dorks = flowmon::analyzer::load_dorks(&mut connection).await;
-    let expected: HashSet<String> = ["/hidden-a.html", "/hidden-b?x="]
+    let mut expected: HashSet<String> = ["/hidden-a.html", "/hidden-b?x="]
         .into_iter()
         .map(str::to_owned)
         .collect();
+    expected.extend(shipped);
     assert_eq!(dorks, expected);
 }
 

@@ -2,6 +2,7 @@
 //! tie rules, what is scanned for GET and for POST, cookies, percent-encoding, and libinjection's
 //! verdicts on the spec's vectors.
 
+use flowmon::{emulation::EmulationConfig, snare::SnareConfig};
 use flowmon_tests::snare_service::{TestService, config};
 use serde_json::{Value, json};
 
@@ -28,9 +29,13 @@ fn with_cookies(mut event: Value, cookies: Value) -> Value {
     event
 }
 
-/// Posts each event and checks its detection: name, order, type 1 and the version.
+/// Posts each event and checks its detection: name, order, type 1 and the version. Emulation
+/// is off: these are Tanner's detections alone (`emulation_*.rs` test the answers).
 fn assert_detections(cases: &[(Value, &str, u64)]) {
-    let service = TestService::start(config());
+    let service = TestService::start(SnareConfig {
+        emulation: EmulationConfig::none(),
+        ..config()
+    });
     for (event, name, order) in cases {
         let detection = &service.post_event(event)["detection"];
         assert_eq!(

@@ -171,6 +171,8 @@ fn an_ended_session_holds_exactly_the_spec_attributes() {
             "count": 3,
             "cookies": {"theme": "light", "sess_uuid": a},
             "referer": "/search",
+            // What the emulators answered: `user` names no column, Tanner's syntax error.
+            "emulation": {"sql": [{"input": "admin'--", "output": "SQL ERROR: near user: syntax error"}]},
         }])
     );
     assert_eq!(ended[0].paths[1].attack_type, AttackType::Xss);

@@ -1,5 +1,6 @@
 //! The analysis of an ended session: the JSON object of spec section 5 that Tanner's readers
-//! parse, key for key and type for type, plus flowmon's `network`.
+//! parse, key for key and type for type, plus flowmon's `network` and `emulation` (which
+//! Tanner's readers ignore).
 
 use std::collections::HashSet;
 
@@ -7,7 +8,10 @@ use indexmap::IndexMap;
 use serde::Serialize;
 
 use super::{geoip::Location, network::Network, owners::PossibleOwners};
-use crate::snare::{AttackType, PathEntry, Session, event::Fields};
+use crate::{
+    emulation::Evidence,
+    snare::{AttackType, PathEntry, Session, event::Fields},
+};
 
 /// Hidden-link paths planted in the sensors' pages.
 pub type Dorks = HashSet<String>;
@@ -50,6 +54,9 @@ pub struct Analysis {
     /// `null` when the flows are unknown: no flow source, no peer address, or the source
     /// failed.
     pub network: Option<Network>,
+    /// What the attacker tried, as the emulators answered it: commands, code, SQL, files read
+    /// and written, URLs named, samples fetched (`{}` when nothing was emulated).
+    pub emulation: Evidence,
 }
 
 impl Analysis {
@@ -112,6 +119,7 @@ impl Analysis {
             referer: session.referer,
             possible_owners: PossibleOwners::default(),
             network,
+            emulation: session.emulation,
         }
     }
 }
@@ -178,6 +186,7 @@ pub(crate) mod tests {
             .into_iter()
             .collect(),
             referer: Some("/".into()),
+            emulation: Evidence::default(),
         }
     }
 
@@ -209,6 +218,7 @@ pub(crate) mod tests {
         assert_eq!(value["hidden_links"], 0);
         assert_eq!(value["location"], "NA");
         assert_eq!(value["network"], Value::Null);
+        assert_eq!(value["emulation"], json!({}));
     }
 
     #[test]
@@ -243,6 +253,7 @@ pub(crate) mod tests {
                 "referer",
                 "possible_owners",
                 "network",
+                "emulation",
             ]
         );
         assert_eq!(value["errors"], 1);

@@ -27,7 +27,7 @@ pub use analysis::{Analysis, Dorks};
 pub use geoip::GeoIp;
 pub use network::{FlowOrigin, FlowSource, FlowsFuture, Network, RedisFlowSource};
 pub use rdns::ReverseDns;
-pub use runner::{DORKS_KEY, IN_FLIGHT, Running, for_replay, load_dorks, start};
+pub use runner::{IN_FLIGHT, Running, for_replay, load_dorks, start};
 pub use storage::SessionWrites;
 
 use crate::{snare::Session, store::RedisTarget};

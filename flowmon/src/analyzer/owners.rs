@@ -218,6 +218,7 @@ mod tests {
             referer: None,
             possible_owners: PossibleOwners::default(),
             network: None,
+            emulation: Default::default(),
         }
     }
 

@@ -15,15 +15,15 @@ use super::{
 };
 use crate::{
     metrics::AnalyzerMetrics,
-    snare::{HANDOFF_CAPACITY, Session},
+    snare::{
+        HANDOFF_CAPACITY, Session,
+        dorks::{self, DORKS_KEY},
+    },
     store::{Connection, Patience, RedisTarget, Store, StoreConfig},
 };
 
 /// Analyses running at once; beyond, ended sessions wait in the channel.
 pub const IN_FLIGHT: usize = 256;
-
-/// Tanner's dorks SET: the hidden-link paths planted in the sensors' pages.
-pub const DORKS_KEY: &str = "9445102ddf663ed0a20382c219a952ba";
 
 impl Analyzer {
     /// Analyses the sessions from `ended` until it closes, storing each through `store` (with
@@ -148,7 +148,7 @@ pub async fn start(
             let flows = local_flows.or_else(|| redis_flows(connection, &config.sensor_id));
             (flows, dorks)
         }
-        None => (local_flows, Dorks::new()),
+        None => (local_flows, dorks::shipped().map(str::to_owned).collect()),
     };
     let analyzer = Analyzer::from_config(config, flows, dorks);
     Ok(Running {
@@ -164,18 +164,19 @@ fn redis_flows(connection: Connection, sensor_id: &str) -> Option<Arc<dyn FlowSo
     )))
 }
 
-/// The dorks in Redis (Tanner's, when flowmon takes over its Redis), for `hidden_links`;
-/// none when Redis cannot be read.
+/// The dorks SNARE may plant, for `hidden_links`: flowmon's shipped list and those in
+/// Tanner's SET in Redis (the shipped list alone when Redis cannot be read).
 pub async fn load_dorks(connection: &mut Connection) -> Dorks {
     let members = redis::cmd("SMEMBERS")
         .arg(DORKS_KEY)
         .query_async::<Vec<String>>(connection)
         .await;
+    let shipped = dorks::shipped().map(str::to_owned);
     match members {
-        Ok(dorks) => dorks.into_iter().collect(),
+        Ok(dorks) => dorks.into_iter().chain(shipped).collect(),
         Err(err) => {
-            tracing::info!(%err, "no dorks read from Redis: hidden_links counts none");
-            Dorks::new()
+            tracing::info!(%err, "no dorks read from Redis: hidden_links counts the shipped ones");
+            shipped.collect()
         }
     }
 }

@@ -73,22 +73,6 @@ impl Default for EmulationConfig {
 }
 
 impl EmulationConfig {
-    /// From the settings: `--emulate`, `--emulation-profile`, `--rfi-fetch` (into
-    /// `<state_dir>/samples`).
-    pub fn new(
-        emulate: &str,
-        profile: Option<&Path>,
-        rfi_fetch: bool,
-        state_dir: &Path,
-    ) -> Result<Self> {
-        Ok(Self {
-            enabled: parse_kinds(emulate)?,
-            profile: profile.map(Profile::load).transpose()?.unwrap_or_default(),
-            rfi_fetch: rfi_fetch.then(|| RfiFetchConfig::new(state_dir)),
-            ..Self::default()
-        })
-    }
-
     /// Every emulator off: each detection gets type 1, as before emulation existed.
     pub fn none() -> Self {
         Self {
@@ -111,7 +95,7 @@ pub fn parse_kinds(list: &str) -> Result<BTreeSet<Kind>> {
         .map(|name| match Kind::from_name(name) {
             Some(kind) => Ok(kind),
             None => bail!(
-                "--emulate: {name:?} is no attack type; use all, none or some of {}",
+                "{name:?} is no attack type; use all, none or some of {}",
                 Kind::ALL.map(Kind::name).join(",")
             ),
         })
@@ -135,22 +119,5 @@ mod tests {
             err.contains("\"sql\"") && err.contains("template_injection"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn settings_become_a_config() {
-        let config = EmulationConfig::new("cmd_exec", None, true, Path::new("/var/lib/x")).unwrap();
-        assert_eq!(config.enabled, BTreeSet::from([Kind::CmdExec]));
-        let fetch = config.rfi_fetch.unwrap();
-        assert_eq!(fetch.samples_dir, Path::new("/var/lib/x/samples"));
-        assert!(!fetch.allow_private);
-        assert_eq!(config.event_time, DEFAULT_EVENT_TIME);
-        let missing = EmulationConfig::new(
-            "all",
-            Some(Path::new("/nonexistent.toml")),
-            false,
-            Path::new("/"),
-        );
-        assert!(format!("{:#}", missing.unwrap_err()).contains("/nonexistent.toml"));
     }
 }

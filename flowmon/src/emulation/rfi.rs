@@ -1,17 +1,27 @@
 //! `rfi`: the URL a remote file inclusion names is recorded. By default nothing is fetched and
 //! the answer is what PHP prints when its include cannot reach the URL (the host's outbound
-//! traffic is blocked). With `--rfi-fetch` the file is fetched (HTTP or HTTPS, `reqwest`,
-//! within the timeout and size cap, never from a loopback, private or otherwise non-public
-//! address, redirects included), stored once under `samples/<sha256>`, and its PHP evaluated by
-//! the PHP evaluator, never run.
+//! traffic is blocked). With `--rfi-fetch` the file is fetched (HTTP or HTTPS, within the
+//! timeout and size cap, never from a loopback, private or otherwise non-public address,
+//! redirects included), stored once under `samples/<sha256>`, and its PHP evaluated by the PHP
+//! evaluator, never run.
 
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::Arc,
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::{
+    Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    header::{CONNECTION, HOST, LOCATION},
+};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
 
 use super::{Answer, Machine, RfiFetchConfig, Sample, budget::Overrun, php};
 
@@ -61,91 +71,47 @@ pub fn emulate(
     Ok(Answer::text(output, false))
 }
 
-/// Fetches remote files for `--rfi-fetch`.
+/// Fetches remote files for `--rfi-fetch`: HTTP/1.1 through hyper's client connection, over
+/// tokio-rustls for HTTPS (roots from the system's store), to an address checked first.
 pub struct Fetcher {
-    client: reqwest::Client,
+    tls: tokio_rustls::TlsConnector,
     samples: PathBuf,
+    timeout: Duration,
     max_bytes: usize,
     allow_private: bool,
 }
 
+/// Why a fetch failed, as PHP words it for an include.
+type Reason = String;
+
 impl Fetcher {
     pub fn new(config: &RfiFetchConfig) -> Result<Self> {
-        // rustls needs its process-wide crypto provider; the store may have installed it.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let allow_private = config.allow_private;
-        let policy = reqwest::redirect::Policy::custom(move |attempt| {
-            let literal = attempt
-                .url()
-                .host_str()
-                .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok());
-            if attempt.previous().len() >= MAX_REDIRECTS {
-                attempt.error("too many redirects")
-            } else if literal.is_some_and(|ip| !allow_private && !is_public(ip)) {
-                attempt.error("redirected to a non-public address")
-            } else {
-                attempt.follow()
-            }
-        });
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .redirect(policy)
-            .no_proxy()
-            .dns_resolver(Arc::new(PublicResolver { allow_private }))
-            .build()
-            .context("cannot make the RFI fetcher's HTTP client")?;
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in rustls_native_certs::load_native_certs().certs {
+            // A certificate the store cannot use is one root fewer, not a failure.
+            let _ = roots.add(certificate);
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("cannot set up TLS for the RFI fetcher")?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         Ok(Self {
-            client,
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             samples: config.samples_dir.clone(),
+            timeout: config.timeout,
             max_bytes: config.max_bytes,
-            allow_private,
+            allow_private: config.allow_private,
         })
     }
 
     pub async fn fetch(&self, url: &str) -> Fetched {
-        let parsed = match reqwest::Url::parse(url) {
-            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => parsed,
-            // FTP is recorded, not fetched: no well-kept async client, and few RFI payloads.
-            _ => return Fetched::Failed(php::unreachable_reason(url)),
+        let body = match tokio::time::timeout(self.timeout, self.get(url)).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(reason)) => return Fetched::Failed(reason),
+            Err(_) => return Fetched::Failed("Connection timed out".into()),
         };
-        if let Some(ip) = parsed
-            .host_str()
-            .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok())
-            && !self.allow_private
-            && !is_public(ip)
-        {
-            return Fetched::Failed("Connection refused".into());
-        }
-        let mut response = match self.client.get(parsed).send().await {
-            Ok(response) => response,
-            Err(err) => return Fetched::Failed(reason(&err)),
-        };
-        let status = response.status();
-        if !status.is_success() {
-            return Fetched::Failed(format!(
-                "HTTP request failed! HTTP/1.1 {} {}",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("")
-            ));
-        }
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > self.max_bytes {
-                        tracing::info!(
-                            url,
-                            max = self.max_bytes,
-                            "RFI file larger than the cap: dropped"
-                        );
-                        return Fetched::Failed("HTTP request failed! file too large".into());
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(err) => return Fetched::Failed(reason(&err)),
-            }
-        }
         let sha256 = super::hex_digest("sha256", &body);
         if let Err(err) = self.store(&sha256, &body).await {
             tracing::warn!(url, "cannot store the RFI sample: {err:#}");
@@ -158,6 +124,120 @@ impl Fetcher {
                 bytes: body.len() as u64,
             },
         }
+    }
+
+    /// The body at `url`, redirects followed (each checked as the first).
+    async fn get(&self, url: &str) -> Result<Vec<u8>, Reason> {
+        let mut url = url::Url::parse(url).map_err(|_| php::unreachable_reason(url))?;
+        for _ in 0..=MAX_REDIRECTS {
+            let (status, location, body) = self.exchange(&url).await?;
+            if status.is_redirection()
+                && let Some(next) = location.and_then(|l| url.join(&l).ok())
+            {
+                url = next;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(format!(
+                    "HTTP request failed! HTTP/1.1 {} {}",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or("")
+                ));
+            }
+            return self.read(body).await;
+        }
+        Err("Redirection limit reached, aborting".into())
+    }
+
+    /// One request: the status, the `Location` and the body to read.
+    async fn exchange(
+        &self,
+        url: &url::Url,
+    ) -> Result<(StatusCode, Option<String>, Incoming), Reason> {
+        let https = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            // FTP is recorded, not fetched: few RFI payloads use it.
+            _ => return Err(php::unreachable_reason(url.as_str())),
+        };
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let tcp = self.connect(&host, port).await?;
+        let mut target = url.path().to_owned();
+        if let Some(query) = url.query() {
+            target = format!("{target}?{query}");
+        }
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.clone(),
+        };
+        let request = Request::get(target)
+            .header(HOST, authority)
+            .header(CONNECTION, "close")
+            .body(Empty::<Bytes>::new())
+            .map_err(|_| php::unreachable_reason(url.as_str()))?;
+        let response = if https {
+            let name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+                .map_err(|_| php::unreachable_reason(url.as_str()))?;
+            let stream = self
+                .tls
+                .connect(name, tcp)
+                .await
+                .map_err(|_| "SSL operation failed with code 1".to_owned())?;
+            send(stream, request).await
+        } else {
+            send(tcp, request).await
+        }
+        .map_err(|_| "Connection reset by peer".to_owned())?;
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_owned);
+        Ok((response.status(), location, response.into_body()))
+    }
+
+    /// A connection to `host`, only ever to a public address (unless allowed otherwise).
+    async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, Reason> {
+        let literal = host.trim_matches(['[', ']']).parse::<IpAddr>().ok();
+        let addresses: Vec<SocketAddr> = match literal {
+            Some(ip) => vec![SocketAddr::new(ip, port)],
+            None => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|_| {
+                    "php_network_getaddresses: getaddrinfo failed: Name or service not known"
+                        .to_owned()
+                })?
+                .collect(),
+        };
+        let allowed = addresses
+            .into_iter()
+            .filter(|address| self.allow_private || is_public(address.ip()));
+        for address in allowed {
+            if let Ok(tcp) = TcpStream::connect(address).await {
+                return Ok(tcp);
+            }
+        }
+        Err("Connection refused".into())
+    }
+
+    /// The body, unless it is larger than the cap (then it is dropped, not cut: a cut file's
+    /// hash names no sample).
+    async fn read(&self, mut body: Incoming) -> Result<Vec<u8>, Reason> {
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| "Connection reset by peer".to_owned())?;
+            if let Some(data) = frame.data_ref() {
+                if bytes.len() + data.len() > self.max_bytes {
+                    return Err(format!(
+                        "HTTP request failed! more than {} bytes",
+                        self.max_bytes
+                    ));
+                }
+                bytes.extend_from_slice(data);
+            }
+        }
+        Ok(bytes)
     }
 
     /// Keeps `body` once, as `samples/<sha256>`, written whole or not at all.
@@ -182,46 +262,15 @@ impl Fetcher {
     }
 }
 
-fn reason(err: &reqwest::Error) -> String {
-    if err.is_timeout() {
-        "Connection timed out".into()
-    } else if err.is_redirect() {
-        "Redirection limit reached, aborting".into()
-    } else {
-        let text = format!("{err:?}");
-        if text.contains("dns error")
-            || text.contains("failed to lookup")
-            || text.contains("non-public")
-        {
-            "php_network_getaddresses: getaddrinfo failed: Name or service not known".into()
-        } else {
-            "Connection refused".into()
-        }
-    }
-}
-
-/// Resolves names to their public addresses only, so that a name cannot lead a fetch into the
-/// sensor's own network.
-struct PublicResolver {
-    allow_private: bool,
-}
-
-impl reqwest::dns::Resolve for PublicResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_private = self.allow_private;
-        Box::pin(async move {
-            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
-                .await?
-                .filter(|address| allow_private || is_public(address.ip()))
-                .collect();
-            if addresses.is_empty() {
-                return Err(
-                    "the name has no public address (non-public addresses are refused)".into(),
-                );
-            }
-            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
+/// Sends `request` on a new HTTP/1.1 connection over `stream`.
+async fn send<S>(stream: S, request: Request<Empty<Bytes>>) -> hyper::Result<Response<Incoming>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    sender.send_request(request).await
 }
 
 /// Whether `ip` is a public unicast address: not loopback, private, link-local, shared,

@@ -10,12 +10,18 @@ use prometheus_client::{
 use super::counters_of;
 use crate::{
     analyzer::owners::PossibleOwners,
+    emulation::Kind,
     snare::{AttackType, session::EndReason as SessionEndReason},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttackTypeLabel {
     attack_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EmulatorLabel {
+    r#type: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +75,9 @@ pub struct SnareMetrics {
     connections_cut: Family<CutLabel, Counter>,
     /// `connections_cut`' counters in [`ConnectionCut::ALL`]'s order.
     by_cut: Vec<Counter>,
+    emulation_failures: Family<EmulatorLabel, Counter>,
+    /// `emulation_failures`' counters by attack type, in [`Kind::ALL`]'s order.
+    by_emulator: Vec<Counter>,
 }
 
 impl Default for SnareMetrics {
@@ -94,6 +103,13 @@ impl Default for SnareMetrics {
                 reason: cut.as_str(),
             }),
         );
+        let emulation_failures = Family::default();
+        let by_emulator = counters_of(
+            &emulation_failures,
+            Kind::ALL.map(|kind| EmulatorLabel {
+                r#type: kind.name(),
+            }),
+        );
         Self {
             events: Counter::default(),
             detections,
@@ -104,6 +120,8 @@ impl Default for SnareMetrics {
             by_end_reason,
             connections_cut,
             by_cut,
+            emulation_failures,
+            by_emulator,
         }
     }
 }
@@ -132,6 +150,12 @@ impl SnareMetrics {
             self.sessions_ended.clone(),
         );
         r.register(
+            "emulation_failures",
+            "Attacks answered without an emulated result (type 1) because their emulator \
+             failed or overran its time, steps or output, by attack type",
+            self.emulation_failures.clone(),
+        );
+        r.register(
             "snare_connections_cut",
             "SNARE connections closed by flowmon: a request over the request timeout, or the \
              least recently active at the connection cap",
@@ -142,6 +166,10 @@ impl SnareMetrics {
     pub fn event(&self, attack: AttackType) {
         self.events.inc();
         self.by_attack_type[attack as usize].inc();
+    }
+
+    pub fn emulation_failed(&self, kind: Kind) {
+        self.by_emulator[kind as usize].inc();
     }
 
     pub fn rejected(&self) {
@@ -232,6 +260,9 @@ mod tests {
         }
         for (index, reason) in SessionEndReason::ALL.into_iter().enumerate() {
             assert_eq!(reason as usize, index);
+        }
+        for (index, kind) in Kind::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, index);
         }
     }
 }

@@ -2,7 +2,9 @@
 //! `shared/spec/snare-sessions.md`).
 //!
 //! - [`event`]: validation, lenient and bounded: every body that parses as JSON is an event.
-//! - [`detection`]: the ten attack scanners and their orders.
+//! - [`detection`]: the ten attack scanners and their orders; the answer's payload comes from
+//!   [`crate::emulation`].
+//! - [`dorks`]: the hidden links SNARE plants.
 //! - [`session`]: the session table: identity with the cookie fix, expiry, limits.
 //! - [`Service`]: the HTTP service SNARE calls; [`replay`]: the same on a logged event stream.
 //!
@@ -11,6 +13,7 @@
 
 mod connections;
 pub mod detection;
+pub mod dorks;
 pub mod event;
 mod event_log;
 mod pipeline;
@@ -28,7 +31,9 @@ pub use detection::AttackType;
 pub use pipeline::Stats;
 pub use service::Service;
 pub use session::{PathEntry, Session, SessionLimits};
-pub use wire::TANNER_VERSION;
+pub use wire::{Payload, TANNER_VERSION};
+
+use crate::{emulation::EmulationConfig, store::RedisTarget};
 
 /// A good capacity for the channel of ended sessions.
 pub const HANDOFF_CAPACITY: usize = 1024;
@@ -57,4 +62,8 @@ pub struct SnareConfig {
     pub limits: SessionLimits,
     /// The JSON-lines event log, if any.
     pub event_log: Option<PathBuf>,
+    /// How attacks are answered.
+    pub emulation: EmulationConfig,
+    /// Where the dorks sets are (the service only); `None` with `--no-redis`.
+    pub redis: Option<RedisTarget>,
 }

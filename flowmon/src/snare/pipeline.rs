@@ -1,23 +1,35 @@
-//! What happens to each event, whether it came over HTTP or from a replayed log: detection, the
-//! session table, the event log, and the hand-off of ended sessions.
+//! What happens to each event, whether it came over HTTP or from a replayed log: detection,
+//! the session table, emulation of the attack, the event log, dorks, and the hand-off of ended
+//! sessions.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::{
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
 
 use anyhow::Result;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::{metrics::SnareMetrics, store::Store};
+use crate::{
+    emulation::{self, Emulation, Kind},
+    metrics::SnareMetrics,
+    store::{Connection, Patience, Store},
+};
 
 use super::{
     SnareConfig,
-    detection::Detector,
+    detection::{Detection, Detector},
+    dorks::DorkPool,
     event::Event,
     event_log::{EventLog, EventLogWriter},
     sensors::Sensors,
-    session::{EndReason, Session, SessionTable},
-    wire::Answer,
+    session::{EmulationContext, EndReason, Session, SessionTable},
+    wire::{Answer, Payload},
 };
+
+/// The page an answer is shown in when the session has asked for none (Tanner's default).
+const DEFAULT_PAGE: &str = "/index.html";
 
 /// Counts since the pipeline started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -37,6 +49,11 @@ pub struct Stats {
 pub struct Pipeline {
     detector: Detector,
     sessions: Mutex<SessionTable>,
+    emulation: Emulation,
+    /// An emulated answer is held back at most this long (a `sleep` the attacker ran), well
+    /// within the request's own timeout.
+    max_delay: Duration,
+    dorks: Arc<DorkPool>,
     event_log: Option<EventLog>,
     /// Where sensors are added to `snare_ids` from their first event, if anywhere.
     sensors: Option<Sensors>,
@@ -60,9 +77,21 @@ impl Pipeline {
             }
             None => (None, None),
         };
+        let redis = config
+            .redis
+            .as_ref()
+            .map(|redis| Connection::open(redis, Patience::READ))
+            .transpose()?;
+        let dorks = Arc::new(DorkPool::new(redis));
+        if config.redis.is_some() {
+            DorkPool::keep_loading(&dorks);
+        }
         let pipeline = Pipeline {
             detector: Detector::new(),
             sessions: Mutex::new(SessionTable::new(config.limits)),
+            emulation: Emulation::new(config.emulation.clone())?,
+            max_delay: (config.request_timeout / 2).min(emulation::MAX_SLEEP),
+            dorks,
             event_log,
             sensors: store.map(Sensors::new),
             ended,
@@ -71,29 +100,102 @@ impl Pipeline {
         Ok((pipeline, writer))
     }
 
-    /// Detects, files and logs one event; `now` is flowmon's clock (epoch seconds).
+    /// Detects, files, answers and logs one event; `now` is flowmon's clock (epoch seconds).
     pub async fn handle(&self, event: Event, now: f64) -> Answer {
-        let attack = self.detector.detect(&event).attack;
+        let detection = self.detector.detect(&event);
+        let attack = detection.attack;
         if let Some(sensors) = &self.sensors {
             sensors.saw(event.uuid.as_deref());
         }
-        let recorded = {
+        if let Some(path) = &event.path {
+            self.dorks.learn(path);
+        }
+        let emulator = attack
+            .emulator()
+            .filter(|&kind| self.emulation.enabled(kind) && !detection.params.is_empty());
+        let (recorded, context) = {
             let mut table = self.table();
             let recorded = table.record(&event, attack, now);
+            let context = emulator.and_then(|_| table.emulation(recorded.sess_uuid));
             self.metrics.live_sessions(table.len());
-            recorded
+            (recorded, context)
+        };
+        let payload = match (emulator, context) {
+            (Some(kind), Some(context)) => {
+                self.emulate(kind, &detection, &event, now, recorded.sess_uuid, context)
+                    .await
+            }
+            _ => None,
         };
         let answer = Answer {
             attack,
+            payload,
             sess_uuid: recorded.sess_uuid,
         };
         self.metrics.event(attack);
         if let Some(log) = &self.event_log {
             let time = event.time(now);
-            log.write(event, answer, time).await;
+            log.write(event, answer.clone(), time).await;
         }
         self.hand_on(recorded.ended).await;
         answer
+    }
+
+    /// The emulated result of the attack `detection` found, or `None` (type 1) when its
+    /// emulator fails or overruns, which is counted.
+    async fn emulate(
+        &self,
+        kind: Kind,
+        detection: &Detection,
+        event: &Event,
+        now: f64,
+        sess_uuid: uuid::Uuid,
+        context: EmulationContext,
+    ) -> Option<Payload> {
+        let path = event.path.as_deref().unwrap_or("/");
+        let attack = emulation::Attack {
+            kind,
+            params: &detection.params,
+            path: path.split(['?', '#']).next().unwrap_or("/"),
+            sensor: event.uuid.as_deref().unwrap_or_default(),
+            now: event.time(now),
+        };
+        let result = self.emulation.emulate(&attack, &context.state).await;
+        let held = context
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .bytes();
+        self.table().emulation_grew(sess_uuid, held);
+        let emulated = match result {
+            Ok(emulated) => emulated,
+            Err(failure) => {
+                self.metrics.emulation_failed(kind);
+                tracing::debug!(attack = kind.name(), "no emulated answer: {failure}");
+                return None;
+            }
+        };
+        if !emulated.delay.is_zero() {
+            tokio::time::sleep(emulated.delay.min(self.max_delay)).await;
+        }
+        Some(match emulated.answer {
+            emulation::Answer::Content {
+                value,
+                page,
+                headers,
+            } => Payload::Content {
+                value,
+                page: page.then(|| context.page.unwrap_or_else(|| DEFAULT_PAGE.to_owned())),
+                // Tanner's crlf answer always has its headers, if none could be sent.
+                headers: (kind == Kind::Crlf || !headers.is_empty()).then_some(headers),
+            },
+            emulation::Answer::Status(status) => Payload::Status(status),
+        })
+    }
+
+    /// The hidden links `/dorks` answers.
+    pub fn dorks(&self) -> Vec<String> {
+        self.dorks.choose(&mut fastrand::Rng::new())
     }
 
     /// Counts a body that was no event.

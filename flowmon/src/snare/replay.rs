@@ -14,7 +14,7 @@ use tokio::{
 };
 
 use super::{SnareConfig, event::Event, pipeline::Pipeline, session::Session};
-use crate::metrics::SnareMetrics;
+use crate::{emulation::EmulationConfig, metrics::SnareMetrics};
 
 /// What a replay did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,8 +31,14 @@ pub async fn replay(
     ended: mpsc::Sender<Session>,
 ) -> Result<ReplayReport> {
     // A replay serves no metrics: its report says what it did. Its sensors are added to
-    // `snare_ids` with their sessions.
-    let (pipeline, event_log) = Pipeline::open(config, ended, None, SnareMetrics::default())?;
+    // `snare_ids` with their sessions. It answers nobody, so it emulates nothing (an RFI fetch
+    // of a months-old URL least of all) and plants no dorks.
+    let replaying = SnareConfig {
+        emulation: EmulationConfig::none(),
+        redis: None,
+        ..config.clone()
+    };
+    let (pipeline, event_log) = Pipeline::open(&replaying, ended, None, SnareMetrics::default())?;
     let mut report = ReplayReport::default();
     let mut line = Vec::new();
     while let Some(whole) = read_line(&mut input, config.max_event_bytes, &mut line).await? {

@@ -134,7 +134,12 @@ fn router(pipeline: Arc<Pipeline>, max_event_bytes: usize) -> Router {
     Router::new()
         .route("/", any(|| async { "Tanner server" }))
         .route("/version", get(|| async { json(wire::version()) }))
-        .route("/dorks", get(|| async { json(wire::dorks()) }))
+        .route(
+            "/dorks",
+            get(|State(shared): State<Arc<Shared>>| async move {
+                json(wire::dorks(&shared.pipeline.dorks()))
+            }),
+        )
         .route_layer(middleware::from_fn_with_state(shared.clone(), discard_body))
         .route("/event", post(event))
         .fallback(|state, request| discarding(state, request, StatusCode::NOT_FOUND))

@@ -12,6 +12,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -22,6 +23,7 @@ use super::{
     detection::AttackType,
     event::{Event, Fields, MAX_ENTRIES},
 };
+use crate::emulation::{Evidence, SessionState};
 
 /// One request of a session.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -57,6 +59,10 @@ pub struct Session {
     pub cookies: Fields,
     /// Path part of the first request's `referer` header.
     pub referer: Option<String>,
+    /// What the session's attacker tried, as the emulators saw it (flowmon's, not Tanner's:
+    /// absent when nothing was emulated).
+    #[serde(default, skip_serializing_if = "Evidence::is_empty")]
+    pub emulation: Evidence,
 }
 
 /// Why a session ended.
@@ -167,7 +173,20 @@ struct Live {
     session: Session,
     client: Client,
     activity: Activity,
+    /// Counted bytes, `emulation_bytes` included.
     bytes: usize,
+    /// What the session's emulation holds, made at its first emulated attack and shared with
+    /// the request being emulated (the table's lock is not held while an emulator runs).
+    emulation: Option<Arc<Mutex<SessionState>>>,
+    emulation_bytes: usize,
+}
+
+/// What an emulator needs of the session a request joined.
+pub struct EmulationContext {
+    pub state: Arc<Mutex<SessionState>>,
+    /// The page an answer is shown in: the latest of the session's paths that names an HTML
+    /// file, as Tanner picks it.
+    pub page: Option<String>,
 }
 
 /// What recording a request did.
@@ -283,6 +302,7 @@ impl SessionTable {
             referer: event
                 .header("referer")
                 .map(|referer| url_path(referer).to_owned()),
+            emulation: Evidence::default(),
         };
         let text = |field: &Option<String>| field.as_ref().map_or(0, String::len);
         let bytes = SESSION_OVERHEAD
@@ -302,6 +322,8 @@ impl SessionTable {
                 client,
                 activity,
                 bytes,
+                emulation: None,
+                emulation_bytes: 0,
             },
         );
         id
@@ -339,6 +361,27 @@ impl SessionTable {
         self.by_activity.insert(live.activity, id);
     }
 
+    /// The emulation state of the live session `id` (made now if it has none) and the page
+    /// its answers are shown in.
+    pub fn emulation(&mut self, id: Uuid) -> Option<EmulationContext> {
+        let live = self.live.get_mut(&id)?;
+        let state = live.emulation.get_or_insert_with(Arc::default).clone();
+        Some(EmulationContext {
+            state,
+            page: latest_page(&live.session.paths),
+        })
+    }
+
+    /// Counts what the live session `id`'s emulation now holds, `bytes`, against the limits.
+    pub fn emulation_grew(&mut self, id: Uuid, bytes: usize) {
+        let Some(live) = self.live.get_mut(&id) else {
+            return;
+        };
+        self.bytes = self.bytes - live.emulation_bytes + bytes;
+        live.bytes = live.bytes - live.emulation_bytes + bytes;
+        live.emulation_bytes = bytes;
+    }
+
     fn remove(&mut self, id: Uuid) -> Session {
         let live = self
             .live
@@ -349,8 +392,30 @@ impl SessionTable {
             self.by_client.remove(&live.client);
         }
         self.bytes -= live.bytes;
-        live.session
+        let mut session = live.session;
+        if let Some(state) = live.emulation {
+            session.emulation = state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take_evidence();
+        }
+        session
     }
+}
+
+/// The latest of `paths` that names an HTML file (by its extension, as Python's `mimetypes`
+/// guesses), percent-decoded and without its query, as SNARE's pages are keyed; `None` when
+/// there is none. Tanner looked at the raw path, so that a page asked with a query never
+/// counted.
+fn latest_page(paths: &[PathEntry]) -> Option<String> {
+    paths.iter().rev().find_map(|entry| {
+        let path = entry.path.as_deref()?;
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+        let extension = decoded.rsplit_once('.')?.1.to_ascii_lowercase();
+        (decoded.starts_with('/') && ["html", "htm", "shtml"].contains(&extension.as_str()))
+            .then(|| decoded.into_owned())
+    })
 }
 
 /// The path part of a URL as Python's `urlparse(url).path` gives it.

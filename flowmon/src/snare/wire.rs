@@ -4,7 +4,7 @@
 
 use std::io;
 
-use serde::Serialize;
+use serde::{Serialize, ser::SerializeMap as _};
 use serde_json::ser::Formatter;
 use uuid::Uuid;
 
@@ -25,26 +25,96 @@ struct Message<T> {
     message: T,
 }
 
-/// What SNARE does with a request: type 1 (serve the page) is all flowmon answers for now.
+/// What SNARE does with a request, in Tanner's key order: type 1 without a payload (serve the
+/// page), 2 with content, 3 with a status.
 #[derive(Serialize)]
-struct Detection {
+struct Detection<'a> {
     name: AttackType,
     order: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a Payload>,
     #[serde(rename = "type")]
     kind: u8,
     version: &'static str,
 }
 
 #[derive(Serialize)]
-struct EventMessage {
-    detection: Detection,
+struct EventMessage<'a> {
+    detection: Detection<'a>,
     sess_uuid: Uuid,
 }
 
-/// The answer to an event that parsed: its detection and the session it joined.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An emulated result for SNARE to serve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// `{"value": VALUE, "page": PATH or false[, "headers": {...}]}`: SNARE appends `value` to
+    /// the `<body>` of `page`, or serves it alone as text/plain when `page` is `None`, and adds
+    /// `headers`.
+    Content {
+        value: String,
+        page: Option<String>,
+        headers: Option<Vec<(String, String)>>,
+    },
+    /// `{"status_code": N}`: SNARE answers that status with no body.
+    Status(u16),
+}
+
+impl Payload {
+    /// Tanner's rule: no payload is type 1; one without `status_code` 2; else 3.
+    fn kind(payload: Option<&Payload>) -> u8 {
+        match payload {
+            None => 1,
+            Some(Payload::Content { .. }) => 2,
+            Some(Payload::Status(_)) => 3,
+        }
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// A page's path, or `false`.
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum Page<'a> {
+            Path(&'a str),
+            None(bool),
+        }
+        struct Headers<'a>(&'a [(String, String)]);
+        impl Serialize for Headers<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(self.0.len()))?;
+                for (name, value) in self.0 {
+                    map.serialize_entry(name, value)?;
+                }
+                map.end()
+            }
+        }
+        let mut map = serializer.serialize_map(None)?;
+        match self {
+            Payload::Content {
+                value,
+                page,
+                headers,
+            } => {
+                map.serialize_entry("value", value)?;
+                let page = page.as_deref().map_or(Page::None(false), Page::Path);
+                map.serialize_entry("page", &page)?;
+                if let Some(headers) = headers {
+                    map.serialize_entry("headers", &Headers(headers))?;
+                }
+            }
+            Payload::Status(status) => map.serialize_entry("status_code", status)?,
+        }
+        map.end()
+    }
+}
+
+/// The answer to an event that parsed: its detection, the emulated result if any, and the
+/// session it joined.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     pub attack: AttackType,
+    pub payload: Option<Payload>,
     pub sess_uuid: Uuid,
 }
 
@@ -57,7 +127,8 @@ impl Serialize for Answer {
                     detection: Detection {
                         name: self.attack,
                         order: self.attack.order(),
-                        kind: 1,
+                        payload: self.payload.as_ref(),
+                        kind: Payload::kind(self.payload.as_ref()),
                         version: TANNER_VERSION,
                     },
                     sess_uuid: self.sess_uuid,
@@ -73,15 +144,15 @@ pub fn version() -> Vec<u8> {
     to_python_json(&serde_json::json!({ "version": TANNER_VERSION }))
 }
 
-/// `GET /dorks`: flowmon plants no hidden links yet, so the list is empty.
-pub fn dorks() -> Vec<u8> {
+/// `GET /dorks`: the hidden links for SNARE to plant.
+pub fn dorks(dorks: &[String]) -> Vec<u8> {
     #[derive(Serialize)]
-    struct Dorks {
-        dorks: &'static [&'static str],
+    struct Dorks<'a> {
+        dorks: &'a [String],
     }
     to_python_json(&Envelope {
         version: TANNER_VERSION,
-        response: Dorks { dorks: &[] },
+        response: Dorks { dorks },
     })
 }
 
@@ -158,6 +229,7 @@ mod tests {
         let sess_uuid = Uuid::parse_str("f8d8c60e-2ab5-4958-b83a-23684b42d550").unwrap();
         let answer = Answer {
             attack: AttackType::Index,
+            payload: None,
             sess_uuid,
         };
         assert_eq!(
@@ -166,12 +238,68 @@ mod tests {
         );
         assert_eq!(version(), br#"{"version": "0.6.0"}"#);
         assert_eq!(
-            dorks(),
-            br#"{"version": "0.6.0", "response": {"dorks": []}}"#
+            dorks(&["/index.php?id=".into(), "/é".into()]),
+            br#"{"version": "0.6.0", "response": {"dorks": ["/index.php?id=", "/\u00e9"]}}"#
         );
         assert_eq!(
             error("JSONDecodeError"),
             br#"{"version": "0.6.0", "response": {"message": "JSONDecodeError"}}"#
+        );
+    }
+
+    #[test]
+    fn payloads_are_tanners_in_key_and_type() {
+        let sess_uuid = Uuid::parse_str("f8d8c60e-2ab5-4958-b83a-23684b42d550").unwrap();
+        let detection = |attack, payload| {
+            let text = String::from_utf8(to_python_json(&Answer {
+                attack,
+                payload: Some(payload),
+                sess_uuid,
+            }))
+            .unwrap();
+            let start = text.find("{\"name\"").unwrap();
+            let end = text.find(", \"sess_uuid\"").unwrap();
+            text[start..end].to_owned()
+        };
+        assert_eq!(
+            detection(
+                AttackType::Xss,
+                Payload::Content {
+                    value: "<script>é</script>".into(),
+                    page: Some("/index.html".into()),
+                    headers: None,
+                }
+            ),
+            r#"{"name": "xss", "order": 3, "payload": {"value": "<script>\u00e9</script>", "page": "/index.html"}, "type": 2, "version": "0.6.0"}"#
+        );
+        assert_eq!(
+            detection(
+                AttackType::Lfi,
+                Payload::Content {
+                    value: "root:x:0:0".into(),
+                    page: None,
+                    headers: None,
+                }
+            ),
+            r#"{"name": "lfi", "order": 2, "payload": {"value": "root:x:0:0", "page": false}, "type": 2, "version": "0.6.0"}"#
+        );
+        assert_eq!(
+            detection(
+                AttackType::Crlf,
+                Payload::Content {
+                    value: String::new(),
+                    page: Some("/a.html".into()),
+                    headers: Some(vec![
+                        ("next".into(), "/x".into()),
+                        ("Set-Cookie".into(), "a=1".into())
+                    ]),
+                }
+            ),
+            r#"{"name": "crlf", "order": 2, "payload": {"value": "", "page": "/a.html", "headers": {"next": "/x", "Set-Cookie": "a=1"}}, "type": 2, "version": "0.6.0"}"#
+        );
+        assert_eq!(
+            detection(AttackType::TemplateInjection, Payload::Status(500)),
+            r#"{"name": "template_injection", "order": 4, "payload": {"status_code": 500}, "type": 3, "version": "0.6.0"}"#
         );
     }
 
