@@ -74,11 +74,17 @@ fn version_dorks_and_liveness_answer_as_tanner_does() {
         let dorks = get("/dorks");
         assert_eq!(dorks.status(), 200);
         let text = dorks.text().unwrap();
-        assert!(text.starts_with(r#"{"version": "0.6.0", "response": {"dorks": [""#), "{text}");
+        assert!(
+            text.starts_with(r#"{"version": "0.6.0", "response": {"dorks": [""#),
+            "{text}"
+        );
         let answer: Value = serde_json::from_str(&text).unwrap();
         let list = answer["response"]["dorks"].as_array().unwrap();
         assert!((25..=50).contains(&list.len()), "{text}");
-        assert!(list.iter().all(|dork| shipped.contains(&dork.as_str().unwrap())));
+        assert!(
+            list.iter()
+                .all(|dork| shipped.contains(&dork.as_str().unwrap()))
+        );
     }
 
     for method in [
