@@ -11,6 +11,7 @@ pub mod raw_http;
 pub mod redis_server;
 pub mod service;
 pub mod snare_agent;
+pub mod snare_frontend;
 pub mod snare_load;
 pub mod snare_service;
 pub mod tcp;

@@ -21,16 +21,26 @@ enum Entity {
 }
 
 pub fn emulate(machine: &mut Machine<'_>, value: &str) -> Result<Answer, Overrun> {
+    Ok(Answer::text(load(machine, value)?, false))
+}
+
+/// Whether `value` is XML that declares entities: what an XXE probe sends.
+pub fn declares_entities(value: &str) -> bool {
+    value.to_ascii_uppercase().contains("<!ENTITY")
+}
+
+/// What loading `xml` prints: libxml's warnings, then the document's text.
+pub fn load(machine: &mut Machine<'_>, xml: &str) -> Result<String, Overrun> {
     let mut loader = Loader {
         machine,
         entities: HashMap::new(),
         text: String::new(),
         warnings: String::new(),
     };
-    loader.load(value)?;
+    loader.load(xml)?;
     let output = loader.warnings + &loader.text;
-    machine.evidence.code(value, &output);
-    Ok(Answer::text(output, false))
+    machine.evidence.code(xml, &output);
+    Ok(output)
 }
 
 struct Loader<'m, 'a> {
