@@ -280,6 +280,11 @@ impl Emulation {
         fetched: Option<rfi::Fetched>,
     ) -> Result<Emulated, Failure> {
         let host = &simulation.host;
+        if attack.kind == Kind::Sqli {
+            // The sensor's database is made at its first SQL injection, before the event's
+            // deadline starts: making it is no part of answering.
+            simulation.database()?;
+        }
         let SessionState {
             overlay,
             database,
@@ -365,6 +370,19 @@ impl Emulation {
         simulations.insert(sensor.to_owned(), simulation.clone());
         simulation
     }
+}
+
+/// `x op y` for `+`, `-` and `*` on integers: the integer, or the float it overflows into, as
+/// PHP makes it (Python's integers do not overflow, but 64 bits are more than probes need);
+/// `None` for another operator.
+pub(crate) fn integer_arithmetic(op: &str, x: i64, y: i64) -> Option<Result<i64, f64>> {
+    let (exact, float) = match op {
+        "+" => (x.checked_add(y), x as f64 + y as f64),
+        "-" => (x.checked_sub(y), x as f64 - y as f64),
+        "*" => (x.checked_mul(y), x as f64 * y as f64),
+        _ => return None,
+    };
+    Some(exact.ok_or(float))
 }
 
 /// Hex digest of `data` with the named algorithm (`md5`, `sha1`, `sha256`).

@@ -2640,16 +2640,12 @@ fn crc32(data: &[u8]) -> u32 {
 /// PHP's arithmetic on two numbers; `None` for a division by zero.
 fn arithmetic(op: &str, a: Number, b: Number) -> Option<Value> {
     use Number::Int;
+    if let (Int(x), Int(y)) = (a, b)
+        && let Some(result) = super::integer_arithmetic(op, x, y)
+    {
+        return Some(result.map_or_else(Value::Float, Value::Int));
+    }
     Some(match (op, a, b) {
-        ("+", Int(x), Int(y)) => x
-            .checked_add(y)
-            .map_or(Value::Float(x as f64 + y as f64), Value::Int),
-        ("-", Int(x), Int(y)) => x
-            .checked_sub(y)
-            .map_or(Value::Float(x as f64 - y as f64), Value::Int),
-        ("*", Int(x), Int(y)) => x
-            .checked_mul(y)
-            .map_or(Value::Float(x as f64 * y as f64), Value::Int),
         ("/", _, b) if b.float() == 0.0 => return None,
         ("/", Int(x), Int(y)) if x % y == 0 => Value::Int(x / y),
         ("/", a, b) => Value::Float(a.float() / b.float()),

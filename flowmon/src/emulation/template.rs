@@ -777,16 +777,12 @@ impl Eval<'_, '_, '_> {
             return type_error(&left, &right);
         };
         use Num::I;
+        if let (I(x), I(y)) = (a, b)
+            && let Some(result) = super::integer_arithmetic(op, x, y)
+        {
+            return Ok(result.map_or_else(Value::Float, Value::Int));
+        }
         Ok(match (op, a, b) {
-            ("+", I(x), I(y)) => x
-                .checked_add(y)
-                .map_or(Value::Float(x as f64 + y as f64), Value::Int),
-            ("-", I(x), I(y)) => x
-                .checked_sub(y)
-                .map_or(Value::Float(x as f64 - y as f64), Value::Int),
-            ("*", I(x), I(y)) => x
-                .checked_mul(y)
-                .map_or(Value::Float(x as f64 * y as f64), Value::Int),
             ("**", I(x), I(y)) if y >= 0 => {
                 match u32::try_from(y).ok().and_then(|y| x.checked_pow(y)) {
                     Some(n) => Value::Int(n),
