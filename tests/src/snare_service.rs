@@ -14,6 +14,26 @@ use flowmon::{
 };
 use serde_json::Value;
 
+/// The event SNARE sends for a scanner's GET of `path` (its uuid, a peer, a user agent).
+pub fn scanner_get(path: &str) -> Value {
+    serde_json::json!({
+        "method": "GET",
+        "path": path,
+        "headers": {"User-Agent": "scanner"},
+        "uuid": "9c10172f-7ce2-4fb4-b1c6-abc70141db56",
+        "peer": {"ip": "203.0.113.7", "port": 50000},
+        "status": 200,
+    })
+}
+
+/// The event SNARE sends for a scanner's POST of the form `fields` to `path`.
+pub fn scanner_post(path: &str, fields: Value) -> Value {
+    let mut event = scanner_get(path);
+    event["method"] = serde_json::json!("POST");
+    event["post_data"] = fields;
+    event
+}
+
 /// The defaults of the settings, without an event log and without Redis (no dorks written
 /// anywhere).
 pub fn config() -> SnareConfig {

@@ -19,7 +19,7 @@ use flowmon::{
 };
 use flowmon_tests::{
     process::TempDir,
-    snare_service::{TestService, config},
+    snare_service::{TestService, config, scanner_get as get, scanner_post as post},
 };
 use serde_json::{Value, json};
 
@@ -27,21 +27,6 @@ const SENSOR: &str = "9c10172f-7ce2-4fb4-b1c6-abc70141db56";
 const ID_LINE: &str = "uid=33(www-data) gid=33(www-data) groups=33(www-data)\n";
 /// md5("flowmon")
 const FLOWMON_MD5: &str = "a4e1b6b2603987a83a8056b70842eee5";
-
-fn get(path: &str) -> Value {
-    json!({
-        "method": "GET", "path": path, "uuid": SENSOR,
-        "headers": {"User-Agent": "scanner"}, "peer": {"ip": "203.0.113.7", "port": 40000},
-        "status": 200,
-    })
-}
-
-fn post(path: &str, fields: Value) -> Value {
-    let mut event = get(path);
-    event["method"] = json!("POST");
-    event["post_data"] = fields;
-    event
-}
 
 fn detection(service: &TestService, event: &Value) -> Value {
     service.post_event(event)["detection"].clone()

@@ -3,26 +3,8 @@
 //! verdicts on the spec's vectors.
 
 use flowmon::{emulation::EmulationConfig, snare::SnareConfig};
-use flowmon_tests::snare_service::{TestService, config};
+use flowmon_tests::snare_service::{TestService, config, scanner_get as get, scanner_post as post};
 use serde_json::{Value, json};
-
-fn get(path: &str) -> Value {
-    json!({
-        "method": "GET",
-        "path": path,
-        "headers": {"User-Agent": "scanner"},
-        "uuid": "9c10172f-7ce2-4fb4-b1c6-abc70141db56",
-        "peer": {"ip": "203.0.113.7", "port": 50000},
-        "status": 200,
-    })
-}
-
-fn post(path: &str, fields: Value) -> Value {
-    let mut event = get(path);
-    event["method"] = json!("POST");
-    event["post_data"] = fields;
-    event
-}
 
 fn with_cookies(mut event: Value, cookies: Value) -> Value {
     event["cookies"] = cookies;
