@@ -33,6 +33,8 @@ pub struct LoadReport {
     pub max: Duration,
     /// Answers by detection name.
     pub detections: BTreeMap<String, u64>,
+    /// Answers with an emulated result (a payload: type 2 or 3).
+    pub emulated: u64,
     /// Distinct sessions the answers named.
     pub sessions: usize,
 }
@@ -86,6 +88,7 @@ struct Tally {
     latencies: Vec<Duration>,
     errors: u64,
     detections: BTreeMap<String, u64>,
+    emulated: u64,
     sessions: HashSet<String>,
 }
 
@@ -93,6 +96,7 @@ impl Tally {
     fn merge(&mut self, other: Tally) {
         self.latencies.extend(other.latencies);
         self.errors += other.errors;
+        self.emulated += other.emulated;
         for (name, count) in other.detections {
             *self.detections.entry(name).or_default() += count;
         }
@@ -118,6 +122,7 @@ impl Tally {
             p99: percentile(99),
             max: self.latencies.last().copied().unwrap_or_default(),
             detections: self.detections,
+            emulated: self.emulated,
             sessions: self.sessions.len(),
         }
     }
@@ -139,6 +144,9 @@ async fn client(addr: SocketAddr, id: u64, deadline: Instant) -> Result<Tally> {
             Ok(answer) => {
                 tally.latencies.push(sent.elapsed());
                 let name = field(&answer, "\"name\": \"").unwrap_or("none");
+                if answer.contains("\"payload\": ") {
+                    tally.emulated += 1;
+                }
                 *tally.detections.entry(name.to_owned()).or_default() += 1;
                 if let Some(sess_uuid) = field(&answer, "\"sess_uuid\": \"") {
                     visitors.answered(sess_uuid);
@@ -203,7 +211,8 @@ const PAGES: [&str; 8] = [
     "/blog/2024/01/hello-world.html?ref=home",
 ];
 
-const ATTACKS: [&str; 10] = [
+/// The attacks of the load, one of every kind.
+pub const ATTACKS: [&str; 10] = [
     "/index.php?id=1%20UNION%20SELECT%201,2,3,4",
     "/login.php?user=admin'--",
     "/page.php?file=../../../../etc/passwd",
