@@ -650,6 +650,42 @@ mod tests {
     }
 
     #[test]
+    fn answers_are_shown_in_the_latest_html_page() {
+        let entry = |path: &str| PathEntry {
+            path: Some(path.into()),
+            timestamp: 0.0,
+            response_status: 200,
+            attack_type: AttackType::Index,
+        };
+        let paths: Vec<PathEntry> = ["/a.html", "/b%20c.HTM?x=1", "/x.php?q=1", "/", "/d"]
+            .into_iter()
+            .map(entry)
+            .collect();
+        assert_eq!(latest_page(&paths).as_deref(), Some("/b c.HTM"));
+        assert_eq!(latest_page(&paths[2..]), None);
+        let mut table = SessionTable::new(limits());
+        let id = table
+            .record(
+                &request("10.0.0.1", "ua", "/shop.html", None),
+                AttackType::Index,
+                1.0,
+            )
+            .sess_uuid;
+        let context = table.emulation(id).unwrap();
+        assert_eq!(context.page.as_deref(), Some("/shop.html"));
+        table.emulation_grew(id, 5000);
+        assert_eq!(table.bytes, table.live[&id].bytes);
+        assert!(table.bytes > 5000);
+        table.emulation_grew(id, 10);
+        assert!(table.bytes < 5000);
+        let [session] = &table.end_all()[..] else {
+            panic!("one session")
+        };
+        assert!(session.emulation.is_empty());
+        assert_eq!(table.bytes, 0);
+    }
+
+    #[test]
     fn referers_keep_their_path_as_urlparse_does() {
         assert_eq!(url_path("http://example.com/a/b?x=1#f"), "/a/b");
         assert_eq!(url_path("https://example.com"), "");
