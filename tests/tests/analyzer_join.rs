@@ -99,8 +99,6 @@ fn a_session_carries_the_exact_numbers_of_its_peers_flows() {
             "0.1",
             "--tcp-close-timeout",
             "0.2",
-            "--session-timeout",
-            "1",
         ],
     );
     let listener = pair
@@ -125,17 +123,30 @@ fn a_session_carries_the_exact_numbers_of_its_peers_flows() {
         }
     }
 
-    // The session ends a second after its last request; then it is analysed and stored.
+    // Once every flow of the peer has its final record, stopping flowmon ends the session,
+    // which is analysed and stored on the way out.
     let deadline = Instant::now() + Duration::from_secs(15);
-    let stored = loop {
-        let members = redis.cli(&["ZRANGE", SENSOR, "0", "-1"]);
-        if let Some(line) = members.lines().find(|l| l.starts_with('{')) {
-            break serde_json::from_str::<Value>(line).unwrap();
+    loop {
+        let finals = agent
+            .records()
+            .iter()
+            .filter(|r| r["client_ip"] == VethPair::CLIENT_IP && r["record_type"] == "final")
+            .count();
+        if finals == REQUESTS + 1 {
+            break;
         }
-        assert!(Instant::now() < deadline, "no session stored");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        assert!(Instant::now() < deadline, "{finals} flows ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     agent.stop();
+    let members = redis.cli(&["ZRANGE", SENSOR, "0", "-1"]);
+    let [stored] = &members
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .collect::<Vec<_>>()[..]
+    else {
+        panic!("one session stored: {members}");
+    };
 
     assert_eq!(stored["peer_ip"], VethPair::CLIENT_IP);
     assert_eq!(stored["accepted_paths"], REQUESTS as u64);
