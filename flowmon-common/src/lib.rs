@@ -15,7 +15,12 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const CREATE_ERRORS_MAP: &str = "CREATE_ERRORS";
 /// Name of the LRU map that remembers the ports of fragmented datagrams.
 pub const FRAGMENTS_MAP: &str = "FRAGMENTS";
-/// Names of the two programs in the object.
+/// Name of the ring buffer of [`FlowEvent`]s: what the kernel tells the agent about flows.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Name of the array holding one [`KernelSettings`], written by the agent after loading.
+pub const SETTINGS_MAP: &str = "SETTINGS";
+/// Names of the two programs in the object. The TC program counts at ingress (where XDP would
+/// be dear) as well as at egress.
 pub const XDP_PROGRAM: &str = "flowmon_xdp";
 pub const TC_PROGRAM: &str = "flowmon_tc";
 /// An XDP program that only passes packets: the baseline of the datapath benchmark.
@@ -32,6 +37,9 @@ pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
 pub const MAX_FRAGMENTED_DATAGRAMS: u32 = 4_096;
 /// Entries of [`CREATE_ERRORS_MAP`]; larger errnos land in the last slot.
 pub const CREATE_ERROR_SLOTS: u32 = 256;
+/// Bytes of the [`EVENTS_MAP`] ring: 65,536 events. The agent drains it at least every poll,
+/// and at once when it is half full.
+pub const EVENTS_BYTES: u32 = 4 << 20;
 
 /// TCP flag bits as they appear in the TCP header's flags byte.
 pub mod tcp_flags {
@@ -80,6 +88,39 @@ pub fn address_bytes(address: &Address) -> [u8; 16] {
 pub fn address_from_bytes(bytes: [u8; 16]) -> Address {
     let word = |i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     [word(0), word(4), word(8), word(12)]
+}
+
+/// What the kernel says about a flow in a [`FlowEvent`]: bits of [`FlowEvent::what`].
+pub mod event {
+    /// The packet created the flow's block (told only when it also closes the flow: the agent
+    /// finds the others by reading the map in slices).
+    pub const CREATED: u8 = 1;
+    /// A side sent its first FIN or RST: the flow may be closing.
+    pub const CLOSING: u8 = 2;
+    /// The flow's first packet of a new interim interval (or, in the first interval, its first
+    /// packet after the tick it was created in): an interim record may be due at the interval's
+    /// end.
+    pub const ACTIVE: u8 = 4;
+}
+
+/// One entry of the [`EVENTS_MAP`] ring: the flow, when, and what happened (bits of [`event`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent {
+    pub key: FlowKey,
+    /// Jiffies of the packet.
+    pub at: u64,
+    pub what: u8,
+    pub _pad: [u8; 7],
+}
+
+/// What the agent tells the kernel, in the one slot of [`SETTINGS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelSettings {
+    /// `--interim-interval` in jiffies; 0 before the agent writes it (then a flow's first
+    /// packet of each tick is news).
+    pub interim_jiffies: u64,
 }
 
 /// The flow key, the same for both directions: addresses in ascending order (IPv4 as
@@ -155,7 +196,10 @@ pub struct FlowBlock {
     /// The side that sent the first packet ([`SIDE_LO`] or [`SIDE_HI`]).
     pub first_sender: u8,
     pub _pad: [u8; 3],
-    pub _key_line: [u64; 3],
+    /// Jiffies from which a packet is the flow's first of a new interim interval (see
+    /// [`event::ACTIVE`]); written by the packet that finds it passed, once an interval.
+    pub active_from: u64,
+    pub _key_line: [u64; 2],
     pub lo: FlowSide,
     pub _lo_line: [u64; 3],
     pub hi: FlowSide,
@@ -243,6 +287,8 @@ pub struct DatapathCounters {
     /// flow of their addresses with ports 0).
     pub fragments: u64,
     pub fragments_unmatched: u64,
+    /// Events the [`EVENTS_MAP`] ring had no room for: the agent then reads the whole map.
+    pub events_lost: u64,
 }
 
 /// Key of the fragment map: one fragmented datagram.
@@ -347,7 +393,39 @@ mod pod {
     unsafe impl aya::Pod for super::FragmentKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FragmentPorts {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelSettings {}
 }
+
+/// The kernel's `struct htab_elem`, the header of a hash map element (5.x to 6.18).
+pub const HASH_ELEMENT_HEADER: usize = 48;
+
+// The layout both halves rely on, checked wherever this crate is built, the BPF target
+// included: a flow map element is four whole cache lines, and each side has a line of its own,
+// apart from the key that every lookup reads.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    /// The cache line of the element that holds the block's byte at `offset`.
+    const fn line(offset: usize) -> usize {
+        (HASH_ELEMENT_HEADER + size_of::<FlowKey>() + offset) / 64
+    }
+    assert!(size_of::<FlowKey>() == 40);
+    assert!(size_of::<FlowSide>() == 40);
+    assert!(size_of::<FlowEvent>() == 56);
+    assert!(size_of::<FragmentKey>() == 40);
+    assert!(HASH_ELEMENT_HEADER + size_of::<FlowKey>() + size_of::<FlowBlock>() == 256);
+    let (lo, hi, side) = (
+        offset_of!(FlowBlock, lo),
+        offset_of!(FlowBlock, hi),
+        size_of::<FlowSide>(),
+    );
+    assert!(line(lo) == 2 && line(lo + side - 1) == 2);
+    assert!(line(hi) == 3 && line(hi + side - 1) == 3);
+    // The fields a packet reads beside the key share the key's line.
+    assert!(line(offset_of!(FlowBlock, active_from) + 7) == 1);
+};
 
 #[cfg(test)]
 mod tests {
@@ -358,25 +436,6 @@ mod tests {
     fn addresses_round_trip_through_their_words() {
         let bytes = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1];
         assert_eq!(address_bytes(&address_from_bytes(bytes)), bytes);
-    }
-
-    #[test]
-    fn layouts_match_what_the_kernel_writes() {
-        use core::mem::{offset_of, size_of};
-        /// The kernel's `struct htab_elem`, the header of a hash map element (5.x to 6.18).
-        const HASH_ELEMENT_HEADER: usize = 48;
-        assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<FlowSide>(), 40);
-        assert_eq!(size_of::<DatapathCounters>(), 72);
-        assert_eq!(size_of::<FragmentKey>(), 40);
-        // A whole number of cache lines a hash element, each side on a line of its own.
-        let element = HASH_ELEMENT_HEADER + size_of::<FlowKey>() + size_of::<FlowBlock>();
-        assert_eq!(element, 256);
-        let line = |offset: usize| (HASH_ELEMENT_HEADER + size_of::<FlowKey>() + offset) / 64;
-        let (lo, hi) = (offset_of!(FlowBlock, lo), offset_of!(FlowBlock, hi));
-        let side = size_of::<FlowSide>();
-        assert_eq!((line(lo), line(lo + side - 1)), (2, 2));
-        assert_eq!((line(hi), line(hi + side - 1)), (3, 3));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The flow table: the direction-free key of a packet, and the update of the flow's control
-//! block for it.
+//! The flow table: the direction-free key of a packet, the update of the flow's control block
+//! for it, and the events that tell the agent when a flow needs its attention soon (closing,
+//! active in a new interim interval), so that it never has to read the whole table at once.
 
 use core::{
     cmp::Ordering,
@@ -8,14 +9,17 @@ use core::{
 };
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    EbpfContext,
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_jiffies64,
     macros::map,
-    maps::{LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
+use aya_log_ebpf::warn;
 use flowmon_common::{
-    Address, CREATE_ERROR_SLOTS, DEFAULT_MAX_FLOWS, DatapathCounters, FlowBlock, FlowKey, FlowSide,
-    FragmentKey, FragmentPorts, MAX_FRAGMENTED_DATAGRAMS, SIDE_HI, SIDE_LO, key_kind,
+    Address, CREATE_ERROR_SLOTS, DEFAULT_MAX_FLOWS, DatapathCounters, EVENTS_BYTES, FlowBlock,
+    FlowEvent, FlowKey, FlowSide, FragmentKey, FragmentPorts, KernelSettings,
+    MAX_FRAGMENTED_DATAGRAMS, SIDE_HI, SIDE_LO, event, key_kind, tcp_flags,
 };
 
 use crate::parse::{Fragment, Packet, ipv4_mapped, source_mac};
@@ -43,6 +47,13 @@ static CREATE_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CREATE_ER
 static FRAGMENTS: LruHashMap<FragmentKey, FragmentPorts> =
     LruHashMap::with_max_entries(MAX_FRAGMENTED_DATAGRAMS, 0);
 
+/// What the agent needs to hear about flows (see [`flowmon_common::event`]).
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "SETTINGS")]
+static SETTINGS: Array<KernelSettings> = Array::with_max_entries(1, 0);
+
 /// This CPU's counters. The slot always exists in a per-CPU array of one entry.
 #[inline(always)]
 pub fn counters() -> Option<&'static mut DatapathCounters> {
@@ -53,15 +64,16 @@ pub fn counters() -> Option<&'static mut DatapathCounters> {
 /// Accounts `packets` packets of `bytes` layer-2 bytes that `packet` stands for.
 #[inline(always)]
 pub fn account(
+    ctx: &impl EbpfContext,
     counters: &mut DatapathCounters,
     packet: &mut Packet,
     ifindex: impl FnOnce() -> u32,
     packets: u64,
     bytes: u64,
 ) {
-    resolve_fragment(counters, packet);
+    resolve_fragment(ctx, counters, packet);
     let (key, sender) = flow_key(packet);
-    count(counters, &key, sender, packet, ifindex, packets, bytes);
+    count(ctx, counters, &key, sender, packet, ifindex, packets, bytes);
 }
 
 /// [`account`] for a packet of [`crate::parse::parse_common`]: an IPv4 key is ordered on the
@@ -69,6 +81,7 @@ pub fn account(
 /// compiler keeps the mapped prefix constant instead of merging it with the general path's.
 #[inline(always)]
 pub fn account_ipv4(
+    ctx: &impl EbpfContext,
     counters: &mut DatapathCounters,
     packet: &Packet,
     ifindex: impl FnOnce() -> u32,
@@ -81,13 +94,15 @@ pub fn account_ipv4(
     };
     let (lo, hi) = if sender_is_lo { (src, dst) } else { (dst, src) };
     let (key, sender) = ordered_key(packet, ipv4_mapped(lo), ipv4_mapped(hi), sender_is_lo);
-    count(counters, &key, sender, packet, ifindex, 1, bytes);
+    count(ctx, counters, &key, sender, packet, ifindex, 1, bytes);
 }
 
 /// Adds a packet of `sender` to the block of `key`, creating it when the flow is new. The
 /// interface is only read then (at XDP it is three dependent loads).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn count(
+    ctx: &impl EbpfContext,
     counters: &mut DatapathCounters,
     key: &FlowKey,
     sender: usize,
@@ -109,12 +124,19 @@ fn count(
             block.first_seen = now;
             block.ifindex = ifindex();
             block.first_sender = sender as u8;
+            // A packet in any later tick is news: the flow is more than its first packet.
+            block.active_from = now + 1;
             clear(&mut block.lo);
             clear(&mut block.hi);
-            update(block, packet, sender, packets, bytes, now);
+            let news = update(block, packet, sender, packets, bytes, now);
             match FLOWS.insert(key, block, BPF_NOEXIST as u64) {
                 Ok(()) => {
                     counters.flows_created += 1;
+                    // The agent finds new flows by reading the map in slices; one whose first
+                    // packet closes it cannot wait for that.
+                    if news != 0 {
+                        tell(counters, key, now, event::CREATED | news);
+                    }
                     return;
                 }
                 // Another CPU created it in the meantime: add to the block it made.
@@ -124,18 +146,68 @@ fn count(
                 },
                 Err(err) => {
                     counters.create_failures += 1;
-                    let slot = ((-err) as u32).min(CREATE_ERROR_SLOTS - 1);
+                    let errno = (-err) as u32;
+                    let slot = errno.min(CREATE_ERROR_SLOTS - 1);
                     if let Some(errors) = CREATE_ERRORS.get_ptr_mut(slot) {
                         // SAFETY: this CPU's slot of a per-CPU array, one program run at a time.
                         unsafe { *errors += 1 };
                     }
+                    warn!(ctx, "flow map refused a new flow: errno {}", errno);
                     return;
                 }
             }
         }
     };
     // SAFETY: a live entry of the map; every write below is atomic, idempotent or benign.
-    update(unsafe { &mut *block }, packet, sender, packets, bytes, now);
+    let news = update(unsafe { &mut *block }, packet, sender, packets, bytes, now);
+    if news != 0 {
+        tell(counters, key, now, news);
+    }
+}
+
+/// Bytes an event takes in the ring: the event and the ring's 8-byte header, 8-aligned.
+const EVENT_RECORD_BYTES: u64 = (core::mem::size_of::<FlowEvent>() as u64 + 8 + 7) & !7;
+
+/// Puts an event for the agent in the ring. The agent drains it at every poll; the event that
+/// fills the ring past half wakes it at once (a wakeup is an interrupt's worth of work: one
+/// per event would cost more than the event). An event without room is counted, and the agent
+/// then reads the whole flow map instead.
+#[inline(always)]
+fn tell(counters: &mut DatapathCounters, key: &FlowKey, at: u64, what: u8) {
+    match EVENTS.reserve::<FlowEvent>(0) {
+        Some(mut entry) => {
+            entry.write(FlowEvent {
+                key: *key,
+                at,
+                what,
+                _pad: [0; 7],
+            });
+            // What the ring holds, this event included.
+            let held = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+            let half = EVENTS_BYTES as u64 / 2;
+            let wakeup = if held >= half && held < half + EVENT_RECORD_BYTES {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            };
+            entry.submit(wakeup as u64);
+        }
+        None => counters.events_lost += 1,
+    }
+}
+
+/// The first jiffy of the interim interval after the one `now` falls in, counted from the
+/// flow's first packet.
+#[inline(always)]
+fn next_interval(first_seen: u64, now: u64) -> u64 {
+    let interval = SETTINGS
+        .get(0)
+        .map_or(0, |settings| settings.interim_jiffies);
+    if interval == 0 {
+        // Not told yet: every tick is news.
+        return now + 1;
+    }
+    first_seen + ((now - first_seen) / interval + 1) * interval
 }
 
 /// Zeroes a side field by field, with stores the compiler may not merge: merged, they become a
@@ -155,7 +227,7 @@ fn clear(side: &mut FlowSide) {
 
 /// Later fragments take the ports their first fragment recorded; the first records them.
 #[inline(always)]
-fn resolve_fragment(counters: &mut DatapathCounters, packet: &mut Packet) {
+fn resolve_fragment(ctx: &impl EbpfContext, counters: &mut DatapathCounters, packet: &mut Packet) {
     if packet.fragment == Fragment::Whole {
         return;
     }
@@ -174,8 +246,10 @@ fn resolve_fragment(counters: &mut DatapathCounters, packet: &mut Packet) {
             kind: packet.kind,
             _pad: 0,
         };
-        // A full fragment map evicts its oldest datagram; nothing to count here.
-        let _ = FRAGMENTS.insert(key, ports, 0);
+        // A full fragment map evicts its oldest datagram; a refusal means something else.
+        if let Err(err) = FRAGMENTS.insert(key, ports, 0) {
+            warn!(ctx, "fragment map refused a datagram: errno {}", -err);
+        }
         return;
     }
     counters.fragments += 1;
@@ -240,7 +314,8 @@ fn ordered_key(
     (key, if sender_is_lo { SIDE_LO } else { SIDE_HI })
 }
 
-/// Updates the sender's side of `block`, picked by a constant field offset in each branch.
+/// Updates the sender's side of `block`, picked by a constant field offset in each branch, and
+/// returns what the agent must hear of it ([`event`] bits, mostly none).
 #[inline(always)]
 fn update(
     block: &mut FlowBlock,
@@ -249,21 +324,28 @@ fn update(
     packets: u64,
     bytes: u64,
     now: u64,
-) {
+) -> u8 {
     let side = if sender == SIDE_LO {
         &mut block.lo
     } else {
         &mut block.hi
     };
-    update_side(side, packet, packets, bytes, now);
+    let mut news = update_side(side, packet, packets, bytes, now);
+    // Beside the key, which the lookup has just read: one load and one compare a packet.
+    if now >= block.active_from {
+        block.active_from = next_interval(block.first_seen, now);
+        news |= event::ACTIVE;
+    }
+    news
 }
 
 /// Counts with atomic adds, so two CPUs updating one side never lose a packet; the marks only
 /// ever gain bits, so they are read first and ORed in (atomically) only when a bit is new.
 /// The first packet's TTL and MAC, and the latest time, are plain stores: two CPUs racing there
-/// write values one tick or one packet apart.
+/// write values one tick or one packet apart. Returns [`event::CLOSING`] for a side's first FIN
+/// or RST.
 #[inline(always)]
-fn update_side(side: &mut FlowSide, packet: &Packet, packets: u64, bytes: u64, now: u64) {
+fn update_side(side: &mut FlowSide, packet: &Packet, packets: u64, bytes: u64, now: u64) -> u8 {
     if side.packets == 0 {
         side.ttl = packet.ttl;
         side.mac = source_mac(packet.frame_start, packet.frame_end);
@@ -274,8 +356,15 @@ fn update_side(side: &mut FlowSide, packet: &Packet, packets: u64, bytes: u64, n
         atomic_xadd::<u64, u64, { Relaxed }>(&mut side.bytes, bytes);
     }
     side.last_seen = now;
-    if side.marks & packet.marks != packet.marks {
-        // SAFETY: as above.
-        unsafe { atomic_or::<u64, u64, { Relaxed }>(&mut side.marks, packet.marks) };
+    let new_marks = packet.marks & !side.marks;
+    if new_marks == 0 {
+        return 0;
+    }
+    // SAFETY: as above.
+    unsafe { atomic_or::<u64, u64, { Relaxed }>(&mut side.marks, packet.marks) };
+    if new_marks & (tcp_flags::FIN | tcp_flags::RST) as u64 != 0 {
+        event::CLOSING
+    } else {
+        0
     }
 }

@@ -1,6 +1,6 @@
-//! flowmon's kernel half: an XDP program on ingress and a TC (clsact) program on egress share one
-//! flow table, so both directions of a sensor host's traffic are counted. Both always pass the
-//! packet on unchanged.
+//! flowmon's kernel half: an XDP program and a TC (tcx) program share one flow table. TC counts
+//! what a host sends, and what it receives where XDP would be dear (veth, drivers without native
+//! XDP); XDP counts what it receives elsewhere. Both always pass the packet on unchanged.
 #![no_std]
 #![no_main]
 // Atomic adds and ORs: `AtomicU64` has no read-modify-write operations on the BPF target.
@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use flowmon_common::{ClockSample, DatapathCounters};
 
-use crate::parse::{Packet, ParseError, parse, parse_common};
+use crate::parse::{Packet, ParseError, parse, parse_common, vlan};
 
 /// Enough of a frame for any header chain the parser follows.
 const MAX_HEADERS_LEN: u32 = 256;
@@ -32,11 +32,18 @@ pub fn flowmon_xdp(ctx: XdpContext) -> u32 {
         counters.bytes += bytes;
         let mut packet = Packet::new();
         if parse_common(start, end, &mut packet) {
-            flow::account_ipv4(counters, &packet, || ctx.ingress_ifindex() as u32, bytes);
+            flow::account_ipv4(
+                &ctx,
+                counters,
+                &packet,
+                || ctx.ingress_ifindex() as u32,
+                bytes,
+            );
             return xdp_action::XDP_PASS;
         }
         match parse(start, end, 0, &mut packet) {
             Ok(()) => flow::account(
+                &ctx,
                 counters,
                 &mut packet,
                 || ctx.ingress_ifindex() as u32,
@@ -49,39 +56,44 @@ pub fn flowmon_xdp(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Egress sees what the host itself sends, so the responder side of the host's own
-/// connections is counted too. A segmentation-offload super-packet counts as the segments it
-/// becomes on the wire.
+/// The TC program, attached to egress (what the host sends, so the responder side of the host's
+/// own connections is counted too) and to ingress where XDP would be dear. At either hook the
+/// frame starts at its Ethernet header. A segmentation-offload or GRO super-packet counts as the
+/// segments that cross the wire; the outer VLAN tag, which the stack keeps out of band (always at
+/// ingress, at egress with VLAN offload), as the 4 bytes it is on the wire.
 #[classifier]
 pub fn flowmon_tc(ctx: TcContext) -> i32 {
     // SAFETY: the kernel's socket buffer of this program run, valid for all of it; the
     // verifier checks each field read against the context's layout.
     let skb = unsafe { &*ctx.skb.skb };
     let segments = (skb.gso_segs as u64).max(1);
-    // A VLAN tag kept out of band still crosses the wire, 4 bytes per frame.
     let (outer_vlan, tag_bytes) = if skb.vlan_present != 0 {
-        (skb.vlan_tci as u16 & 0x0fff, 4)
+        (skb.vlan_tci as u16 & vlan::VID_MASK, 4)
     } else {
         (0, 0)
     };
     if let Some(counters) = flow::counters() {
-        // Headers outside the linear area (rare on egress): pull them in before parsing.
-        let wanted = ctx.len().min(MAX_HEADERS_LEN);
-        if ((ctx.data_end() - ctx.data()) as u32) < wanted {
-            let _ = ctx.pull_data(wanted);
-        }
         let (start, end) = (ctx.data(), ctx.data_end());
         let mut packet = Packet::new();
-        // A plain IPv4 TCP or UDP frame sent whole (no segmentation offload, no tag kept out
-        // of band): the ingress program's fast path.
+        // A plain IPv4 TCP or UDP frame, whole (no segmentation, no tag kept out of band): the
+        // XDP program's fast path.
         if segments == 1 && tag_bytes == 0 && parse_common(start, end, &mut packet) {
             let bytes = skb.len as u64;
             counters.packets += 1;
             counters.bytes += bytes;
-            flow::account_ipv4(counters, &packet, || skb.ifindex, bytes);
+            flow::account_ipv4(&ctx, counters, &packet, || skb.ifindex, bytes);
             return TC_ACT_UNSPEC;
         }
-        let parsed = parse(start, end, outer_vlan, &mut packet);
+        let mut parsed = parse(start, end, outer_vlan, &mut packet);
+        // Headers beyond the linear area (rare): pull them in and read again. Pulling costs a
+        // copy, so only a frame that needs it pays.
+        if matches!(parsed, Err(ParseError::Truncated))
+            && ((end - start) as u32) < ctx.len()
+            && ctx.pull_data(ctx.len().min(MAX_HEADERS_LEN)).is_ok()
+        {
+            packet = Packet::new();
+            parsed = parse(ctx.data(), ctx.data_end(), outer_vlan, &mut packet);
+        }
         let first_bytes = skb.len as u64 + tag_bytes;
         let (packets, bytes) = match parsed {
             Ok(()) if segments > 1 => (
@@ -93,7 +105,7 @@ pub fn flowmon_tc(ctx: TcContext) -> i32 {
         counters.packets += packets;
         counters.bytes += bytes;
         match parsed {
-            Ok(()) => flow::account(counters, &mut packet, || skb.ifindex, packets, bytes),
+            Ok(()) => flow::account(&ctx, counters, &mut packet, || skb.ifindex, packets, bytes),
             Err(err) => count_failure(counters, err),
         }
     }

@@ -10,25 +10,93 @@ use flowmon_common::{
     tcp_flags::{ACK, SYN},
 };
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const MAX_VLAN_TAGS: usize = 2;
+/// Header layouts: each module names the offsets (from the header's start) and the bits the
+/// parser reads, as the RFCs and the kernel's uapi headers define them.
+mod eth {
+    pub const LEN: usize = 14;
+    pub const SOURCE: usize = 6;
+    pub const ETHERTYPE: usize = 12;
+    pub const P_IP: u16 = 0x0800;
+    pub const P_IPV6: u16 = 0x86dd;
+    pub const P_8021Q: u16 = 0x8100;
+    pub const P_8021AD: u16 = 0x88a8;
+}
 
-const IPV6_HLEN: usize = 40;
-const NEXTHDR_HOP: u8 = 0;
-const NEXTHDR_ROUTING: u8 = 43;
-const NEXTHDR_FRAGMENT: u8 = 44;
-const NEXTHDR_DEST: u8 = 60;
-/// Extension headers skipped before giving up; real traffic carries one or two.
-const MAX_IPV6_EXT_HEADERS: usize = 6;
+/// An 802.1Q/802.1ad tag after the source address.
+pub mod vlan {
+    pub const LEN: usize = 4;
+    pub const TCI: usize = 0;
+    pub const ETHERTYPE: usize = 2;
+    pub const VID_MASK: u16 = 0x0fff;
+    /// Tags followed before giving up.
+    pub const MAX_TAGS: usize = 2;
+}
 
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_ECHO_REQUEST: u8 = 8;
-const ICMPV6_ECHO_REQUEST: u8 = 128;
-const ICMPV6_ECHO_REPLY: u8 = 129;
+mod ipv4 {
+    pub const MIN_LEN: usize = 20;
+    pub const VERSION_IHL: usize = 0;
+    /// Version 4 and a header of five words: no options.
+    pub const PLAIN_VERSION_IHL: u8 = 0x45;
+    pub const ID: usize = 4;
+    pub const FRAGMENT: usize = 6;
+    pub const TTL: usize = 8;
+    pub const PROTOCOL: usize = 9;
+    pub const SOURCE: usize = 12;
+    pub const DESTINATION: usize = 16;
+    /// Bits of the flags and fragment offset field.
+    pub const MORE_FRAGMENTS: u16 = 0x2000;
+    pub const OFFSET_MASK: u16 = 0x1fff;
+}
+
+mod ipv6 {
+    pub const LEN: usize = 40;
+    pub const NEXT_HEADER: usize = 6;
+    pub const HOP_LIMIT: usize = 7;
+    pub const SOURCE: usize = 8;
+    pub const DESTINATION: usize = 24;
+    /// Extension headers skipped before giving up; real traffic carries one or two.
+    pub const MAX_EXT_HEADERS: usize = 6;
+    pub const NEXTHDR_HOP: u8 = 0;
+    pub const NEXTHDR_ROUTING: u8 = 43;
+    pub const NEXTHDR_FRAGMENT: u8 = 44;
+    pub const NEXTHDR_DEST: u8 = 60;
+    /// An extension header: its next header, its length in 8-byte units past the first 8.
+    pub const EXT_MIN_LEN: usize = 8;
+    pub const EXT_NEXT_HEADER: usize = 0;
+    pub const EXT_LEN: usize = 1;
+    /// The fragment header: offset (13 bits) and M flag, then the identification.
+    pub const FRAG_OFFSET_FLAGS: usize = 2;
+    pub const FRAG_ID: usize = 4;
+    pub const FRAG_OFFSET_SHIFT: u16 = 3;
+    pub const FRAG_MORE: u16 = 1;
+}
+
+mod tcp {
+    pub const MIN_LEN: usize = 20;
+    pub const SOURCE_PORT: usize = 0;
+    pub const DESTINATION_PORT: usize = 2;
+    /// Data offset (header length in words) in the high nibble.
+    pub const DATA_OFFSET: usize = 12;
+    pub const FLAGS: usize = 13;
+}
+
+mod udp {
+    pub const LEN: usize = 8;
+    pub const SOURCE_PORT: usize = 0;
+    pub const DESTINATION_PORT: usize = 2;
+}
+
+mod icmp {
+    pub const LEN: usize = 8;
+    pub const TYPE: usize = 0;
+    pub const CODE: usize = 1;
+    /// The echo identifier.
+    pub const ECHO_ID: usize = 4;
+    pub const ECHO_REPLY: u8 = 0;
+    pub const ECHO_REQUEST: u8 = 8;
+    pub const V6_ECHO_REQUEST: u8 = 128;
+    pub const V6_ECHO_REPLY: u8 = 129;
+}
 
 pub enum ParseError {
     /// The frame ends inside a header.
@@ -139,14 +207,14 @@ fn require(start: usize, end: usize, len: usize) -> Result<(), ParseError> {
 /// The source MAC of a frame that [`parse`] accepted.
 #[inline(always)]
 pub fn source_mac(start: usize, end: usize) -> [u8; 6] {
-    match Header::<ETH_HLEN>::at(start, end, 0) {
-        Ok(eth) => [
-            eth.u8(6),
-            eth.u8(7),
-            eth.u8(8),
-            eth.u8(9),
-            eth.u8(10),
-            eth.u8(11),
+    match Header::<{ eth::LEN }>::at(start, end, 0) {
+        Ok(frame) => [
+            frame.u8(eth::SOURCE),
+            frame.u8(eth::SOURCE + 1),
+            frame.u8(eth::SOURCE + 2),
+            frame.u8(eth::SOURCE + 3),
+            frame.u8(eth::SOURCE + 4),
+            frame.u8(eth::SOURCE + 5),
         ],
         Err(_) => [0; 6],
     }
@@ -162,25 +230,25 @@ pub fn parse(
     packet: &mut Packet,
 ) -> Result<(), ParseError> {
     (packet.frame_start, packet.frame_end) = (start, end);
-    let eth = Header::<ETH_HLEN>::at(start, end, 0)?;
-    let mut ethertype = eth.be16(12);
-    let mut offset = ETH_HLEN;
+    let frame = Header::<{ eth::LEN }>::at(start, end, 0)?;
+    let mut ethertype = frame.be16(eth::ETHERTYPE);
+    let mut offset = eth::LEN;
     let mut vlan = outer_vlan;
-    for _ in 0..MAX_VLAN_TAGS {
-        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+    for _ in 0..vlan::MAX_TAGS {
+        if ethertype != eth::P_8021Q && ethertype != eth::P_8021AD {
             break;
         }
         // The innermost tag names the network the addresses belong to.
-        let tag = Header::<4>::at(start, end, offset)?;
-        vlan = tag.be16(0) & 0x0fff;
-        ethertype = tag.be16(2);
-        offset += 4;
+        let tag = Header::<{ vlan::LEN }>::at(start, end, offset)?;
+        vlan = tag.be16(vlan::TCI) & vlan::VID_MASK;
+        ethertype = tag.be16(vlan::ETHERTYPE);
+        offset += vlan::LEN;
     }
     packet.vlan = vlan;
     match ethertype {
-        ETH_P_IP => parse_ipv4(start, end, offset, packet),
-        ETH_P_IPV6 => parse_ipv6(start, end, offset, packet),
-        ETH_P_8021Q | ETH_P_8021AD => Err(ParseError::Unsupported),
+        eth::P_IP => parse_ipv4(start, end, offset, packet),
+        eth::P_IPV6 => parse_ipv6(start, end, offset, packet),
+        eth::P_8021Q | eth::P_8021AD => Err(ParseError::Unsupported),
         _ => Err(ParseError::NonIp),
     }
 }
@@ -211,35 +279,39 @@ impl Packet {
 /// in a third of the instructions, and false for anything else (writing nothing).
 #[inline(always)]
 pub fn parse_common(start: usize, end: usize, packet: &mut Packet) -> bool {
-    const IP: usize = ETH_HLEN;
-    const L4: usize = ETH_HLEN + 20;
-    let Ok(frame) = Header::<{ L4 + 20 }>::at(start, end, 0) else {
+    const IP: usize = eth::LEN;
+    const L4: usize = eth::LEN + ipv4::MIN_LEN;
+    let Ok(frame) = Header::<{ L4 + tcp::MIN_LEN }>::at(start, end, 0) else {
         return false;
     };
     // Version 4 and a 20-byte header; neither a later fragment nor more to come.
-    if frame.be16(12) != ETH_P_IP || frame.u8(IP) != 0x45 || frame.be16(IP + 6) & 0x3fff != 0 {
+    if frame.be16(eth::ETHERTYPE) != eth::P_IP
+        || frame.u8(IP + ipv4::VERSION_IHL) != ipv4::PLAIN_VERSION_IHL
+        || frame.be16(IP + ipv4::FRAGMENT) & (ipv4::MORE_FRAGMENTS | ipv4::OFFSET_MASK) != 0
+    {
         return false;
     }
-    let protocol = frame.u8(IP + 9);
+    let protocol = frame.u8(IP + ipv4::PROTOCOL);
     match protocol {
         TCP => {
-            let header_len = ((frame.u8(L4 + 12) >> 4) as usize) * 4;
-            if header_len < 20 || start + L4 + header_len > end {
+            let header_len = ((frame.u8(L4 + tcp::DATA_OFFSET) >> 4) as usize) * 4;
+            if header_len < tcp::MIN_LEN || start + L4 + header_len > end {
                 return false;
             }
             packet.headers_len = L4 + header_len;
-            packet.marks = tcp_marks(frame.u8(L4 + 13));
+            packet.marks = tcp_marks(frame.u8(L4 + tcp::FLAGS));
         }
-        UDP => packet.headers_len = L4 + 8,
+        UDP => packet.headers_len = L4 + udp::LEN,
         _ => return false,
     }
     (packet.frame_start, packet.frame_end) = (start, end);
     packet.protocol = protocol;
-    packet.ttl = frame.u8(IP + 8);
-    packet.src = ipv4_mapped(frame.raw32(IP + 12));
-    packet.dst = ipv4_mapped(frame.raw32(IP + 16));
-    packet.src_port = frame.be16(L4);
-    packet.dst_port = frame.be16(L4 + 2);
+    packet.ttl = frame.u8(IP + ipv4::TTL);
+    packet.src = ipv4_mapped(frame.raw32(IP + ipv4::SOURCE));
+    packet.dst = ipv4_mapped(frame.raw32(IP + ipv4::DESTINATION));
+    // The same offsets in TCP and UDP.
+    packet.src_port = frame.be16(L4 + tcp::SOURCE_PORT);
+    packet.dst_port = frame.be16(L4 + tcp::DESTINATION_PORT);
     true
 }
 
@@ -256,29 +328,29 @@ fn parse_ipv4(
     offset: usize,
     packet: &mut Packet,
 ) -> Result<(), ParseError> {
-    let ip = Header::<20>::at(start, end, offset)?;
-    let version_ihl = ip.u8(0);
+    let ip = Header::<{ ipv4::MIN_LEN }>::at(start, end, offset)?;
+    let version_ihl = ip.u8(ipv4::VERSION_IHL);
     if version_ihl >> 4 != 4 {
         return Err(ParseError::Unsupported);
     }
     let header_len = ((version_ihl & 0x0f) as usize) * 4;
-    if header_len < 20 {
+    if header_len < ipv4::MIN_LEN {
         return Err(ParseError::Unsupported);
     }
-    packet.ttl = ip.u8(8);
-    packet.protocol = ip.u8(9);
-    packet.src = ipv4_mapped(ip.raw32(12));
-    packet.dst = ipv4_mapped(ip.raw32(16));
-    let id = ip.be16(4) as u32;
-    let frag = ip.be16(6);
+    packet.ttl = ip.u8(ipv4::TTL);
+    packet.protocol = ip.u8(ipv4::PROTOCOL);
+    packet.src = ipv4_mapped(ip.raw32(ipv4::SOURCE));
+    packet.dst = ipv4_mapped(ip.raw32(ipv4::DESTINATION));
+    let id = ip.be16(ipv4::ID) as u32;
+    let frag = ip.be16(ipv4::FRAGMENT);
     // The whole header, options included, must be present.
     require(start, end, offset + header_len)?;
-    if frag & 0x1fff != 0 {
+    if frag & ipv4::OFFSET_MASK != 0 {
         packet.fragment = Fragment::Later;
         packet.fragment_id = id;
         return Ok(());
     }
-    if frag & 0x2000 != 0 {
+    if frag & ipv4::MORE_FRAGMENTS != 0 {
         packet.fragment = Fragment::First;
         packet.fragment_id = id;
     }
@@ -292,37 +364,37 @@ fn parse_ipv6(
     offset: usize,
     packet: &mut Packet,
 ) -> Result<(), ParseError> {
-    let ip = Header::<IPV6_HLEN>::at(start, end, offset)?;
+    let ip = Header::<{ ipv6::LEN }>::at(start, end, offset)?;
     if ip.u8(0) >> 4 != 6 {
         return Err(ParseError::Unsupported);
     }
-    let mut next_header = ip.u8(6);
-    packet.ttl = ip.u8(7);
-    packet.src = ip.raw128(8);
-    packet.dst = ip.raw128(24);
-    let mut offset = offset + IPV6_HLEN;
+    let mut next_header = ip.u8(ipv6::NEXT_HEADER);
+    packet.ttl = ip.u8(ipv6::HOP_LIMIT);
+    packet.src = ip.raw128(ipv6::SOURCE);
+    packet.dst = ip.raw128(ipv6::DESTINATION);
+    let mut offset = offset + ipv6::LEN;
     let mut done = false;
-    for _ in 0..MAX_IPV6_EXT_HEADERS {
+    for _ in 0..ipv6::MAX_EXT_HEADERS {
         match next_header {
-            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
-                let ext = Header::<8>::at(start, end, offset)?;
-                next_header = ext.u8(0);
-                offset += (ext.u8(1) as usize + 1) * 8;
+            ipv6::NEXTHDR_HOP | ipv6::NEXTHDR_ROUTING | ipv6::NEXTHDR_DEST => {
+                let ext = Header::<{ ipv6::EXT_MIN_LEN }>::at(start, end, offset)?;
+                next_header = ext.u8(ipv6::EXT_NEXT_HEADER);
+                offset += (ext.u8(ipv6::EXT_LEN) as usize + 1) * ipv6::EXT_MIN_LEN;
                 require(start, end, offset)?;
             }
-            NEXTHDR_FRAGMENT => {
-                let ext = Header::<8>::at(start, end, offset)?;
-                next_header = ext.u8(0);
-                let frag = ext.be16(2);
-                let id = u32::from_be(ext.raw32(4));
-                offset += 8;
-                if frag >> 3 != 0 {
+            ipv6::NEXTHDR_FRAGMENT => {
+                let ext = Header::<{ ipv6::EXT_MIN_LEN }>::at(start, end, offset)?;
+                next_header = ext.u8(ipv6::EXT_NEXT_HEADER);
+                let frag = ext.be16(ipv6::FRAG_OFFSET_FLAGS);
+                let id = u32::from_be(ext.raw32(ipv6::FRAG_ID));
+                offset += ipv6::EXT_MIN_LEN;
+                if frag >> ipv6::FRAG_OFFSET_SHIFT != 0 {
                     packet.protocol = next_header;
                     packet.fragment = Fragment::Later;
                     packet.fragment_id = id;
                     return Ok(());
                 }
-                if frag & 1 != 0 {
+                if frag & ipv6::FRAG_MORE != 0 {
                     packet.fragment = Fragment::First;
                     packet.fragment_id = id;
                 }
@@ -349,12 +421,12 @@ fn parse_transport(
 ) -> Result<(), ParseError> {
     match packet.protocol {
         TCP => {
-            let tcp = Header::<20>::at(start, end, offset)?;
-            let header_len = ((tcp.u8(12) >> 4) as usize) * 4;
-            packet.src_port = tcp.be16(0);
-            packet.dst_port = tcp.be16(2);
-            packet.marks = tcp_marks(tcp.u8(13));
-            if header_len < 20 {
+            let segment = Header::<{ tcp::MIN_LEN }>::at(start, end, offset)?;
+            let header_len = ((segment.u8(tcp::DATA_OFFSET) >> 4) as usize) * 4;
+            packet.src_port = segment.be16(tcp::SOURCE_PORT);
+            packet.dst_port = segment.be16(tcp::DESTINATION_PORT);
+            packet.marks = tcp_marks(segment.u8(tcp::FLAGS));
+            if header_len < tcp::MIN_LEN {
                 return Err(ParseError::Unsupported);
             }
             // Options included: every segment of an offloaded super-packet repeats them.
@@ -362,22 +434,22 @@ fn parse_transport(
             require(start, end, packet.headers_len)?;
         }
         UDP => {
-            let udp = Header::<8>::at(start, end, offset)?;
-            packet.src_port = udp.be16(0);
-            packet.dst_port = udp.be16(2);
-            packet.headers_len = offset + 8;
+            let datagram = Header::<{ udp::LEN }>::at(start, end, offset)?;
+            packet.src_port = datagram.be16(udp::SOURCE_PORT);
+            packet.dst_port = datagram.be16(udp::DESTINATION_PORT);
+            packet.headers_len = offset + udp::LEN;
         }
         ICMP | ICMPV6 => {
-            let icmp = Header::<8>::at(start, end, offset)?;
-            let (icmp_type, code) = (icmp.u8(0), icmp.u8(1));
-            packet.headers_len = offset + 8;
+            let message = Header::<{ icmp::LEN }>::at(start, end, offset)?;
+            let (icmp_type, code) = (message.u8(icmp::TYPE), message.u8(icmp::CODE));
+            packet.headers_len = offset + icmp::LEN;
             let (request, reply) = if packet.protocol == ICMP {
-                (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY)
+                (icmp::ECHO_REQUEST, icmp::ECHO_REPLY)
             } else {
-                (ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY)
+                (icmp::V6_ECHO_REQUEST, icmp::V6_ECHO_REPLY)
             };
             if icmp_type == request || icmp_type == reply {
-                let id = icmp.be16(4);
+                let id = message.be16(icmp::ECHO_ID);
                 packet.kind = key_kind::ICMP_ECHO;
                 packet.src_port = id;
                 packet.dst_port = id;

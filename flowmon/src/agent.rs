@@ -151,7 +151,11 @@ fn start_flow_monitor(
     let mut datapath = Datapath::load(datapath_config.max_flows, Some(&datapath_config.pin_dir))?;
     let mut ifaces = HashMap::new();
     for iface in &datapath_config.ifaces {
-        let attachment = match datapath.attach(iface, datapath_config.xdp_mode) {
+        let attachment = match datapath.attach(
+            iface,
+            datapath_config.ingress_hook,
+            datapath_config.xdp_mode,
+        ) {
             Ok(attachment) => attachment,
             Err(err) => {
                 datapath.abandon();
@@ -160,9 +164,14 @@ fn start_flow_monitor(
         };
         tracing::info!(
             iface = %attachment.iface,
-            xdp_mode = attachment.xdp_mode,
-            "XDP on ingress, TC on egress"
+            ingress = attachment.ingress.as_str(),
+            why = %attachment.reason,
+            "{} on ingress, TC on egress",
+            attachment.ingress.as_str().to_uppercase()
         );
+        metrics
+            .flows
+            .hook(&attachment.iface, attachment.ingress.as_str());
         ifaces.insert(attachment.ifindex, attachment.iface.clone());
     }
     let monitor = FlowMonitor::new(datapath, ifaces, config, sinks, metrics)

@@ -21,7 +21,7 @@ use thiserror::Error;
 use crate::{
     analyzer::{AnalyzerConfig, GeoIp},
     api::{self, ApiConfig},
-    datapath::{self, DatapathConfig, XdpModeChoice},
+    datapath::{self, DatapathConfig, IngressHookChoice, XdpModeChoice},
     emulation::{self, EmulationConfig, Profile, RfiFetchConfig},
     flow::{
         monitor::{self, MonitorConfig},
@@ -106,12 +106,20 @@ impl Cli {
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Settings {
-    /// Interface to monitor (XDP on ingress, TC on egress); repeat for several. Without one,
-    /// flowmon only serves SNARE sensors.
+    /// Interface to monitor (XDP or TC on ingress, TC on egress); repeat for several. Without
+    /// one, flowmon only serves SNARE sensors.
     #[arg(long = "iface", value_name = "IF", global = true)]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub iface: Vec<String>,
-    /// XDP attach mode: auto (native, else generic), native or generic.
+    /// Hook that counts what an interface receives: auto (native XDP where the driver runs it on
+    /// its own receive buffers, TC ingress elsewhere: veth, drivers without native XDP), xdp or
+    /// tc.
+    #[arg(long, value_enum, global = true,
+          default_value = shown_choice(IngressHookChoice::default()))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress_hook: Option<IngressHookChoice>,
+    /// XDP attach mode with --ingress-hook xdp: auto (native, else generic), native or generic;
+    /// native or generic alone implies --ingress-hook xdp.
     #[arg(long, value_enum, global = true, default_value = shown_choice(XdpModeChoice::default()))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub xdp_mode: Option<XdpModeChoice>,
@@ -127,7 +135,8 @@ pub struct Settings {
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sensor_id: Option<String>,
-    /// Seconds between two reads of the flow map.
+    /// Seconds between polls: the kernel's events, a slice of the flow map, the flows whose
+    /// deadline came; a record comes at most this (and the poll) after it is due.
     #[arg(long, value_name = "SECONDS", global = true,
           default_value = shown(monitor::DEFAULT_POLL_INTERVAL.as_secs_f64()))]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,7 +166,7 @@ pub struct Settings {
           default_value = shown(DEFAULT_TIMEOUTS.other.as_secs_f64()))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_timeout: Option<f64>,
-    /// Seconds between interim records of a flow that is still alive.
+    /// Seconds between interim records of a flow that is still alive and sends something.
     #[arg(long, value_name = "SECONDS", global = true,
           default_value = shown(DEFAULT_TIMEOUTS.interim.as_secs_f64()))]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -271,6 +280,27 @@ pub struct Settings {
     #[arg(long, global = true)]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rfi_fetch: bool,
+}
+
+/// The ingress hook: an XDP mode other than auto asks for XDP, and cannot go with another hook.
+fn ingress_hook(
+    hook: Option<IngressHookChoice>,
+    xdp_mode: Option<XdpModeChoice>,
+) -> Result<IngressHookChoice, InvalidSetting> {
+    match (hook, xdp_mode.unwrap_or_default()) {
+        (None, XdpModeChoice::Auto) => Ok(IngressHookChoice::Auto),
+        (None, _) => Ok(IngressHookChoice::Xdp),
+        (Some(hook), XdpModeChoice::Auto) => Ok(hook),
+        (Some(IngressHookChoice::Xdp), _) => Ok(IngressHookChoice::Xdp),
+        (Some(hook), mode) => Err(invalid(
+            "xdp-mode",
+            format!(
+                "{} applies to ingress-hook xdp, not {}",
+                shown_choice(mode),
+                shown_choice(hook)
+            ),
+        )),
+    }
 }
 
 /// A default as the help text shows it.
@@ -419,6 +449,7 @@ impl Settings {
             Some(FlowsConfig {
                 datapath: DatapathConfig {
                     ifaces: self.iface,
+                    ingress_hook: ingress_hook(self.ingress_hook, self.xdp_mode)?,
                     xdp_mode: self.xdp_mode.unwrap_or_default(),
                     max_flows,
                     pin_dir,
@@ -678,6 +709,17 @@ mod tests {
         let cases: &[(&[&str], &str)] = &[
             (&["--iface", "no-such-if0"], "iface"),
             (&["--iface", "lo", "--max-flows", "0"], "max-flows"),
+            (
+                &[
+                    "--iface",
+                    "lo",
+                    "--ingress-hook",
+                    "tc",
+                    "--xdp-mode",
+                    "native",
+                ],
+                "xdp-mode",
+            ),
             (&["--sensor-id", " "], "sensor-id"),
             (&["--poll-interval", "0"], "poll-interval"),
             (&["--tcp-timeout=-1"], "tcp-timeout"),

@@ -3,14 +3,17 @@
 //! program against a TC program that only lets packets go on, measured in one run.
 //!
 //! The kernel times `repeat` runs of the program on one frame and reports the mean, so the
-//! figures leave out the syscall and measure the program alone. Every case is measured in
+//! figures leave out the syscall and measure the program alone. With `DATAPATH_BASELINE_OBJECT`
+//! naming another build's object file (`target/release/build/flowmon-*/out/flowmon`), its XDP
+//! program is measured in the same rounds too, for a before-and-after in one run. Every case is measured in
 //! several rounds, interleaved with the others, and the table gives each one's median: a VM's
 //! neighbours move single figures by 10-20 %, the median of interleaved rounds much less.
 
 use std::net::Ipv4Addr;
 
-use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp};
+use aya::programs::{TestRun, TestRunOptions, TestRunResult, Xdp};
 use flowmon::datapath::Datapath;
+use flowmon_common::XDP_PROGRAM;
 use flowmon_tests::{
     frames::{ACK, Frame},
     kernel::{empty_programs, load_empty_program, pin_to_cpu, run_xdp},
@@ -27,67 +30,52 @@ fn tcp_frame() -> Vec<u8> {
         .build()
 }
 
-/// Mean nanoseconds per run of `repeat` runs of the flowmon program on `frame`, the flow
-/// created beforehand.
-fn existing_flow_ns(datapath: &Datapath, frame: &[u8]) -> f64 {
-    run_xdp(datapath, frame, None, 1);
-    run_xdp(datapath, frame, None, REPEAT).duration.as_nanos() as f64
-}
-
-/// [`existing_flow_ns`] for the TC egress program.
-fn existing_flow_tc_ns(datapath: &Datapath, frame: &[u8]) -> f64 {
-    let tc = datapath.tc_program().unwrap();
-    tc_ns(tc, frame, 1);
-    tc_ns(tc, frame, REPEAT)
-}
-
-/// Mean nanoseconds per run of `repeat` runs of the TC program `program` on `frame`.
-fn tc_ns(program: &SchedClassifier, frame: &[u8], repeat: u32) -> f64 {
+/// Mean nanoseconds per run of `repeat` runs of `program` (XDP or TC) on `frame`.
+fn program_ns<P>(program: &P, frame: &[u8], repeat: u32) -> f64
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
     let result = program
         .test_run(TestRunOptions {
             data_in: Some(frame),
             repeat,
             ..TestRunOptions::new()
         })
-        .expect("run a TC program");
+        .expect("run a program");
     result.duration.as_nanos() as f64
 }
 
-fn baseline_ns(baseline: &Xdp, frame: &[u8]) -> f64 {
-    let result = baseline
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            repeat: REPEAT,
-            ..TestRunOptions::new()
-        })
-        .expect("run the baseline program");
-    result.duration.as_nanos() as f64
+/// Mean nanoseconds per run of `repeat` runs of the flowmon program `program` on `frame`, the
+/// flow created beforehand.
+fn existing_flow_ns<P>(program: &P, frame: &[u8]) -> f64
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
+    program_ns(program, frame, 1);
+    program_ns(program, frame, REPEAT)
 }
 
 /// Mean nanoseconds of a packet that creates its flow: one run each on `NEW_FLOWS` frames of
 /// distinct flows (the per-run figure includes the kernel's timer reads, about the same for
-/// the baseline measured the same way).
-fn new_flow_ns(datapath: &Datapath, baseline: &Xdp) -> (f64, f64) {
-    let (mut flowmon, mut empty) = (0u128, 0u128);
+/// the baseline measured the same way), for flowmon's program and each of `others`. The ring
+/// of events is drained every thousand flows, as the agent drains it.
+fn new_flow_ns(datapath: &mut Datapath, others: &[&Xdp]) -> Vec<f64> {
+    let mut totals = vec![0.0; others.len() + 1];
     for i in 0..NEW_FLOWS {
         let client = Ipv4Addr::from(0x0a80_0000 + i).to_string();
         let frame = Frame::tcp(&client, 40000, "10.0.0.1", 80, ACK)
             .payload(10)
             .build();
-        flowmon += run_xdp(datapath, &frame, None, 1).duration.as_nanos();
-        empty += baseline
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                ..TestRunOptions::new()
-            })
-            .unwrap()
-            .duration
-            .as_nanos();
+        totals[0] += program_ns(datapath.xdp_program().unwrap(), &frame, 1);
+        for (total, program) in totals[1..].iter_mut().zip(others) {
+            *total += program_ns(*program, &frame, 1);
+        }
+        if i % 1000 == 999 {
+            let events = datapath.events();
+            while events.next().is_some() {}
+        }
     }
-    (
-        flowmon as f64 / NEW_FLOWS as f64,
-        empty as f64 / NEW_FLOWS as f64,
-    )
+    totals.iter().map(|t| t / NEW_FLOWS as f64).collect()
 }
 
 /// Mean nanoseconds per packet with two threads, on CPUs 0 and 1, hitting one flow at once
@@ -121,11 +109,30 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// The XDP program of another build's object, if `DATAPATH_BASELINE_OBJECT` names one.
+fn other_build() -> Option<aya::Ebpf> {
+    let path = std::env::var_os("DATAPATH_BASELINE_OBJECT")?;
+    let mut object = aya::EbpfLoader::new()
+        .load_file(&path)
+        .expect("load the other build's object");
+    let program: &mut Xdp = object
+        .program_mut(XDP_PROGRAM)
+        .expect("its XDP program")
+        .try_into()
+        .expect("an XDP program");
+    program.load().expect("load its XDP program");
+    Some(object)
+}
+
 fn main() {
     pin_to_cpu(0);
-    let datapath = Datapath::load(262_144, None).expect("load flowmon (run as root)");
+    let mut datapath = Datapath::load(262_144, None).expect("load flowmon (run as root)");
     let object = load_empty_program();
     let (baseline, tc_baseline) = empty_programs(&object);
+    let other = other_build();
+    let other_xdp: Option<&Xdp> = other
+        .as_ref()
+        .map(|o| o.program(XDP_PROGRAM).unwrap().try_into().unwrap());
 
     let tcp = tcp_frame();
     let ipv6 = Frame::tcp("2001:db8::2", 40000, "2001:db8::1", 80, ACK)
@@ -135,17 +142,18 @@ fn main() {
         .vlan(42)
         .payload(10)
         .build();
-    let mut rounds: [Vec<f64>; 8] = Default::default();
+    let mut rounds: [Vec<f64>; 9] = Default::default();
     for _ in 0..ROUNDS {
         let figures = [
-            baseline_ns(baseline, &tcp),
-            existing_flow_ns(&datapath, &tcp),
-            existing_flow_ns(&datapath, &ipv6),
-            existing_flow_ns(&datapath, &vlan),
+            program_ns(baseline, &tcp, REPEAT),
+            existing_flow_ns(datapath.xdp_program().unwrap(), &tcp),
+            existing_flow_ns(datapath.xdp_program().unwrap(), &ipv6),
+            existing_flow_ns(datapath.xdp_program().unwrap(), &vlan),
             two_threads_ns(&datapath),
-            tc_ns(tc_baseline, &tcp, REPEAT),
-            existing_flow_tc_ns(&datapath, &tcp),
-            existing_flow_tc_ns(&datapath, &ipv6),
+            program_ns(tc_baseline, &tcp, REPEAT),
+            existing_flow_ns(datapath.tc_program().unwrap(), &tcp),
+            existing_flow_ns(datapath.tc_program().unwrap(), &ipv6),
+            other_xdp.map_or(0.0, |other| existing_flow_ns(other, &tcp)),
         ];
         for (round, figure) in rounds.iter_mut().zip(figures) {
             round.push(figure);
@@ -160,8 +168,12 @@ fn main() {
         tc_empty,
         tc_existing,
         tc_ipv6,
+        other_existing,
     ] = rounds.map(median);
-    let (new_flow, new_flow_empty) = new_flow_ns(&datapath, baseline);
+    let mut others = vec![baseline];
+    others.extend(other_xdp);
+    let new_flows = new_flow_ns(&mut datapath, &others);
+    let (new_flow, new_flow_empty) = (new_flows[0], new_flows[1]);
 
     println!(
         "## datapath (BPF_PROG_TEST_RUN, ns per packet, median of {ROUNDS} interleaved rounds of {REPEAT} runs)\n"
@@ -187,7 +199,19 @@ fn main() {
         "| two threads on one flow (per thread) | {shared:.1} | {existing:.1} (one thread) | {:.2}x | <= 1.3x one thread |",
         shared / existing
     );
-    println!("\nTC egress (against a TC program that only lets packets go on):\n");
+    if let Some(&other_new_flow) = new_flows.get(2) {
+        println!(
+            "\nThe other build's XDP program (`DATAPATH_BASELINE_OBJECT`), in the same rounds: \
+             existing IPv4 TCP flow {other_existing:.1} ns (this build {:.2}x of it), new flow \
+             {other_new_flow:.1} ns (this build {:.2}x of it).",
+            existing / other_existing,
+            new_flow / other_new_flow
+        );
+    }
+    println!(
+        "\nTC, at ingress and at egress (one program), against a TC program that only lets \
+         packets go on:\n"
+    );
     println!("| case | flowmon ns | empty TC ns | ratio |");
     println!("|---|---:|---:|---:|");
     for (case, ns) in [

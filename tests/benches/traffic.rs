@@ -1,6 +1,6 @@
 //! `cargo xtask bench traffic`: real traffic over a veth pair, the same packets seen by flowmon
-//! (XDP in the kernel, the agent polling its map) and by softflowd (libpcap capture, flows
-//! kept in userspace), the flow exporter Debian ships. For each monitor: the CPU it adds per
+//! (its XDP or its TC ingress program in the kernel, the agent following the map) and by
+//! softflowd (libpcap capture, flows kept in userspace), the flow exporter Debian ships. For each monitor: the CPU it adds per
 //! packet to what the machine spends without it, and how many of the packets it counted.
 //!
 //! The client end sends 64-byte UDP frames in turn over 1,000 flows, then over 200,000 (as a
@@ -13,9 +13,11 @@
 //! monitor is measured in several rounds interleaved with the others; the table gives each
 //! one's median.
 //!
-//! An empty XDP program is measured too: on veth, the XDP hook itself is dear (veth copies each
-//! socket-made packet into a page with XDP's headroom), where a NIC driver runs XDP on its own
-//! receive buffer before any socket buffer exists. flowmon's own work is what it adds to that.
+//! An empty XDP program and an empty TC ingress program are measured too: on veth, the XDP hook
+//! itself is dear (veth copies each socket-made packet into a page with XDP's headroom), where a
+//! NIC driver runs XDP on its own receive buffer before any socket buffer exists; TC ingress runs
+//! on the socket buffer the stack makes anyway, which is why `--ingress-hook auto` takes it on
+//! veth. flowmon's own work is what it adds to its hook.
 
 use std::{
     net::UdpSocket,
@@ -24,7 +26,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::XdpMode;
+use aya::programs::{SchedClassifier, TcAttachType, XdpMode};
+use flowmon_common::TC_BASELINE_PROGRAM;
 use flowmon_tests::{
     agent::Agent,
     frames::{CLIENT_MAC, Frame, SERVER_MAC},
@@ -51,15 +54,19 @@ const SETTLE: Duration = Duration::from_millis(1500);
 enum Monitor {
     Nothing,
     EmptyXdp,
+    EmptyTc,
     Flowmon,
+    FlowmonTc,
     Softflowd,
 }
 
 impl Monitor {
-    const ALL: [Monitor; 4] = [
+    const ALL: [Monitor; 6] = [
         Monitor::Nothing,
         Monitor::EmptyXdp,
+        Monitor::EmptyTc,
         Monitor::Flowmon,
+        Monitor::FlowmonTc,
         Monitor::Softflowd,
     ];
 
@@ -67,8 +74,18 @@ impl Monitor {
         match self {
             Self::Nothing => "nothing (baseline)",
             Self::EmptyXdp => "empty XDP program",
+            Self::EmptyTc => "empty TC ingress program",
             Self::Flowmon => "flowmon (XDP + agent)",
+            Self::FlowmonTc => "flowmon (TC ingress + agent)",
             Self::Softflowd => "softflowd (libpcap)",
+        }
+    }
+
+    /// The empty program a flowmon hook is measured over.
+    fn hook(self) -> Monitor {
+        match self {
+            Self::FlowmonTc => Self::EmptyTc,
+            _ => Self::EmptyXdp,
         }
     }
 }
@@ -244,9 +261,21 @@ fn round(monitor: Monitor, frames: &[Vec<u8>]) -> Round {
             let _object = pair.server.run(attach_empty_xdp);
             measure(&pair, frames, None, None)
         }
-        Monitor::Flowmon => {
-            let mut agent = Agent::start(&pair.server, VethPair::SERVER_IF, &["--no-redis"]);
-            pair.wait_for_xdp(Duration::from_secs(20));
+        Monitor::EmptyTc => {
+            let _object = pair.server.run(attach_empty_tc);
+            measure(&pair, frames, None, None)
+        }
+        Monitor::Flowmon | Monitor::FlowmonTc => {
+            let hook = if monitor == Monitor::Flowmon {
+                "xdp"
+            } else {
+                "tc"
+            };
+            let mut agent = Agent::start(
+                &pair.server,
+                VethPair::SERVER_IF,
+                &["--no-redis", "--ingress-hook", hook],
+            );
             let mut measured = measure(&pair, frames, Some(agent.pid()), None);
             // Every flow gets its final record at SIGTERM.
             agent.stop();
@@ -324,6 +353,19 @@ fn attach_empty_xdp() -> aya::Ebpf {
     empty_program(&mut object)
         .attach(VethPair::SERVER_IF, XdpMode::Driver)
         .expect("attach the empty program");
+    object
+}
+
+fn attach_empty_tc() -> aya::Ebpf {
+    let mut object = load_empty_program();
+    let program: &mut SchedClassifier = object
+        .program_mut(TC_BASELINE_PROGRAM)
+        .expect("the empty TC program")
+        .try_into()
+        .expect("a TC program");
+    program
+        .attach(VethPair::SERVER_IF, TcAttachType::Ingress)
+        .expect("attach the empty TC program");
     object
 }
 
@@ -454,18 +496,33 @@ fn report(flows: u32, rounds: &[(Monitor, Round)]) {
             listed(of(monitor).filter_map(|(_, r)| r.dropped).collect()),
         );
     }
-    let (flowmon, softflowd) = (Monitor::Flowmon, Monitor::Softflowd);
-    let program = path(flowmon) - path(Monitor::EmptyXdp);
-    println!(
-        "\nIn the packet path: flowmon's program {program:.0} ns over the XDP hook, softflowd's \
-         capture {:.0} ns ({:.1}x). In the process: flowmon's agent {:.0} ns a packet, \
-         softflowd {:.0} ns. All of it, veth's XDP hook included: flowmon {:.0} ns, softflowd \
-         {:.0} ns.\n",
-        path(softflowd),
-        path(softflowd) / program,
-        process(flowmon),
-        process(softflowd),
-        added(flowmon),
-        added(softflowd),
-    );
+    let softflowd = Monitor::Softflowd;
+    for flowmon in [Monitor::Flowmon, Monitor::FlowmonTc] {
+        let hook = flowmon.hook();
+        let program = path(flowmon) - path(hook);
+        println!(
+            "{}: its program {program:.0} ns a packet over the {}; its agent {:.0} ns; all of \
+             it, the hook included, {:.0} ns: {:.2} of softflowd's {:.0} ns.",
+            flowmon.name(),
+            hook.name(),
+            process(flowmon),
+            added(flowmon),
+            added(flowmon) / added(softflowd),
+            added(softflowd),
+        );
+    }
+    println!("\nEvery round, machine CPU added to nothing, ns a packet:\n");
+    println!("| monitor | rounds |");
+    println!("|---|---|");
+    let nothing_rounds: Vec<f64> = of(Monitor::Nothing)
+        .map(|(_, r)| per_packet(r.cpu_seconds))
+        .collect();
+    for monitor in Monitor::ALL {
+        let rounds: Vec<String> = of(monitor)
+            .zip(&nothing_rounds)
+            .map(|((_, r), nothing)| format!("{:.0}", per_packet(r.cpu_seconds) - nothing))
+            .collect();
+        println!("| {} | {} |", monitor.name(), rounds.join(", "));
+    }
+    println!();
 }

@@ -17,20 +17,37 @@ const SK_BUFF_SIZE: usize = 192;
 const SK_BUFF_GSO_SEGS: usize = 164;
 const SK_BUFF_GSO_SIZE: usize = 176;
 
+/// The hook a frame is received through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ingress {
+    Xdp,
+    Tc,
+}
+
 /// A freshly loaded datapath (its own maps), attached nowhere.
 pub struct Harness {
     pub datapath: Datapath,
+    ingress: Ingress,
 }
 
 impl Harness {
     pub fn new() -> Self {
-        Self::with_max_flows(1024)
+        Self::receiving(Ingress::Xdp)
     }
 
-    pub fn with_max_flows(max_flows: u32) -> Self {
+    /// A harness whose [`Harness::receive`] runs `ingress`.
+    pub fn receiving(ingress: Ingress) -> Self {
         Self {
-            datapath: Datapath::load(max_flows, None)
-                .expect("load flowmon's eBPF object (run as root)"),
+            datapath: Datapath::load(1024, None).expect("load flowmon's eBPF object (run as root)"),
+            ingress,
+        }
+    }
+
+    /// Runs the ingress program of this harness once on `frame`, asserting that it passes.
+    pub fn receive(&self, frame: &[u8]) {
+        match self.ingress {
+            Ingress::Xdp => self.xdp(frame),
+            Ingress::Tc => self.tc(frame),
         }
     }
 

@@ -7,7 +7,6 @@ use std::{
     os::fd::AsRawFd as _,
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, Instant},
 };
 
 /// One network namespace, deleted when dropped.
@@ -170,22 +169,29 @@ impl VethPair {
         }
     }
 
-    /// Waits until an XDP program is attached to the server end.
-    pub fn wait_for_xdp(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let output = self
-                .server
-                .exec(&["ip", "-d", "link", "show", Self::SERVER_IF]);
-            if String::from_utf8_lossy(&output.stdout).contains("prog/xdp") {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "XDP not attached within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// Moves the server's address `ip/24` to a macvlan device `name` on the server end: a device
+    /// without native XDP, through which the server's IPv4 traffic then goes both ways (the
+    /// server end keeps no address, and only the device an address is on answers ARP for it).
+    pub fn add_server_macvlan(&self, name: &str, ip: &str) {
+        self.server
+            .exec(&["ip", "-4", "addr", "flush", "dev", Self::SERVER_IF]);
+        self.server
+            .exec(&["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1"]);
+        self.server.exec(&[
+            "ip",
+            "link",
+            "add",
+            name,
+            "link",
+            Self::SERVER_IF,
+            "type",
+            "macvlan",
+            "mode",
+            "bridge",
+        ]);
+        self.server
+            .exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", name]);
+        self.server.exec(&["ip", "link", "set", name, "up"]);
     }
 }
 

@@ -1,13 +1,47 @@
-//! The kernel program under BPF_PROG_TEST_RUN with crafted frames: every parse path, every
+//! The kernel programs under BPF_PROG_TEST_RUN with crafted frames: every parse path, every
 //! truncation point, both directions on one key, orientation, TCP state, echo pairing and
-//! fragments. Each test loads its own copy of the program, so the counts are its own.
+//! fragments, each received through XDP and through TC ingress. Each test loads its own copy of
+//! the programs, so the counts are its own.
 
 use flowmon::flow::{Flow, wall_clock::monotonic_ns};
 use flowmon_common::TcpState;
 use flowmon_tests::{
     frames::{ACK, CLIENT_MAC, FIN, Frame, Ipv6Ext, PSH, RST, SERVER_MAC, SYN},
-    kernel::Harness,
+    kernel::{Harness, Ingress},
 };
+
+/// A test of what a received frame counts, once through XDP and once through TC ingress.
+macro_rules! through_each_ingress {
+    ($($name:ident),* $(,)?) => {
+        $(mod $name {
+            use super::*;
+            #[test]
+            fn xdp() {
+                super::$name(Ingress::Xdp);
+            }
+            #[test]
+            fn tc() {
+                super::$name(Ingress::Tc);
+            }
+        })*
+    };
+}
+
+through_each_ingress!(
+    tcp_handshake_data_and_teardown_on_one_key,
+    rst_ends_the_connection,
+    udp_both_directions_share_a_key_and_the_first_sender_is_the_client,
+    mid_stream_pickup_trusts_the_well_known_port_then_the_first_sender,
+    a_syn_ack_seen_first_names_its_receiver_the_client,
+    echo_request_and_reply_pair_on_the_identifier,
+    a_reply_seen_first_still_names_the_requester_the_client,
+    other_icmp_is_keyed_on_type_and_code,
+    ipv4_options_and_ipv6_extension_headers_are_skipped,
+    vlan_tags_separate_flows_and_the_inner_tag_is_the_key,
+    any_other_protocol_is_a_flow_of_its_addresses,
+    later_fragments_count_to_their_datagram_flow,
+    non_ip_and_odd_ip_headers_pass_and_are_counted,
+);
 
 fn assert_side(flow: &Flow, client: (u64, u64), server: (u64, u64)) {
     assert_eq!(
@@ -22,9 +56,8 @@ fn assert_side(flow: &Flow, client: (u64, u64), server: (u64, u64)) {
     );
 }
 
-#[test]
-fn tcp_handshake_data_and_teardown_on_one_key() {
-    let h = Harness::new();
+fn tcp_handshake_data_and_teardown_on_one_key(ingress: Ingress) {
+    let h = Harness::receiving(ingress);
     // The client has the higher address, so orientation is not the key's order.
     let c = |flags| {
         Frame::tcp("10.0.0.2", 40000, "10.0.0.1", 80, flags)
@@ -53,7 +86,7 @@ fn tcp_handshake_data_and_teardown_on_one_key() {
         } else {
             server = (server.0 + 1, server.1 + bytes.len() as u64);
         }
-        h.xdp(&bytes);
+        h.receive(&bytes);
         let flow = h.only_flow();
         assert_eq!(flow.tcp_state(), state);
         assert_side(&flow, client, server);
@@ -73,28 +106,26 @@ fn tcp_handshake_data_and_teardown_on_one_key() {
     assert_eq!(counters.bytes, client.1 + server.1);
 }
 
-#[test]
-fn rst_ends_the_connection() {
-    let h = Harness::new();
-    h.xdp(&Frame::tcp("10.0.0.2", 40000, "10.0.0.1", 22, SYN).build());
-    h.xdp(&Frame::tcp("10.0.0.1", 22, "10.0.0.2", 40000, RST | ACK).build());
+fn rst_ends_the_connection(ingress: Ingress) {
+    let h = Harness::receiving(ingress);
+    h.receive(&Frame::tcp("10.0.0.2", 40000, "10.0.0.1", 22, SYN).build());
+    h.receive(&Frame::tcp("10.0.0.1", 22, "10.0.0.2", 40000, RST | ACK).build());
     let flow = h.only_flow();
     assert_eq!(flow.tcp_state(), TcpState::Rst);
     assert!(flow.tcp_state().is_closing());
 }
 
-#[test]
-fn udp_both_directions_share_a_key_and_the_first_sender_is_the_client() {
-    let h = Harness::new();
+fn udp_both_directions_share_a_key_and_the_first_sender_is_the_client(ingress: Ingress) {
+    let h = Harness::receiving(ingress);
     let query = Frame::udp("192.0.2.10", 5353, "192.0.2.1", 53)
         .payload(30)
         .build();
     let answer = Frame::udp("192.0.2.1", 53, "192.0.2.10", 5353)
         .payload(200)
         .build();
-    h.xdp(&query);
-    h.xdp(&answer);
-    h.xdp(&answer);
+    h.receive(&query);
+    h.receive(&answer);
+    h.receive(&answer);
     let flow = h.only_flow();
     assert_eq!(flow.client.ip.to_string(), "192.0.2.10");
     assert_eq!((flow.client.port, flow.server.port), (5353, 53));
@@ -103,16 +134,15 @@ fn udp_both_directions_share_a_key_and_the_first_sender_is_the_client() {
     assert_eq!(flow.tcp_state(), TcpState::None);
 }
 
-#[test]
-fn mid_stream_pickup_trusts_the_well_known_port_then_the_first_sender() {
-    let h = Harness::new();
+fn mid_stream_pickup_trusts_the_well_known_port_then_the_first_sender(ingress: Ingress) {
+    let h = Harness::receiving(ingress);
     // The first packet seen comes from the server's port 443.
-    h.xdp(
+    h.receive(
         &Frame::tcp("10.0.0.1", 443, "10.0.0.9", 51000, ACK | PSH)
             .payload(10)
             .build(),
     );
-    h.xdp(&Frame::tcp("10.0.0.9", 51000, "10.0.0.1", 443, ACK).build());
+    h.receive(&Frame::tcp("10.0.0.9", 51000, "10.0.0.1", 443, ACK).build());
     let flow = h.only_flow();
     assert_eq!(
         (flow.client.ip.to_string(), flow.client.port),
@@ -121,8 +151,8 @@ fn mid_stream_pickup_trusts_the_well_known_port_then_the_first_sender() {
     assert_side(&flow, (1, 54), (1, 64));
 
     // Both ports high: nothing to go by but who spoke first.
-    let h = Harness::new();
-    h.xdp(&Frame::tcp("10.0.0.1", 8443, "10.0.0.9", 51000, ACK).build());
+    let h = Harness::receiving(ingress);
+    h.receive(&Frame::tcp("10.0.0.1", 8443, "10.0.0.9", 51000, ACK).build());
     let flow = h.only_flow();
     assert_eq!(
         (flow.client.ip.to_string(), flow.client.port),
@@ -130,26 +160,24 @@ fn mid_stream_pickup_trusts_the_well_known_port_then_the_first_sender() {
     );
 }
 
-#[test]
-fn a_syn_ack_seen_first_names_its_receiver_the_client() {
-    let h = Harness::new();
-    h.xdp(&Frame::tcp("10.0.0.1", 80, "10.0.0.9", 40000, SYN | ACK).build());
+fn a_syn_ack_seen_first_names_its_receiver_the_client(ingress: Ingress) {
+    let h = Harness::receiving(ingress);
+    h.receive(&Frame::tcp("10.0.0.1", 80, "10.0.0.9", 40000, SYN | ACK).build());
     let flow = h.only_flow();
     assert_eq!(flow.client.ip.to_string(), "10.0.0.9");
     assert_side(&flow, (0, 0), (1, 54));
     assert_eq!(flow.tcp_state(), TcpState::SynAck);
 }
 
-#[test]
-fn echo_request_and_reply_pair_on_the_identifier() {
+fn echo_request_and_reply_pair_on_the_identifier(ingress: Ingress) {
     for (client, server, ports) in [
         ("10.1.1.9", "10.1.1.1", (8, 0)),
         ("2001:db8::9", "2001:db8::1", (128, 129)),
     ] {
-        let h = Harness::new();
-        h.xdp(&Frame::echo_request(client, server, 77).payload(56).build());
-        h.xdp(&Frame::echo_reply(server, client, 77).payload(56).build());
-        h.xdp(&Frame::echo_request(client, server, 78).payload(56).build());
+        let h = Harness::receiving(ingress);
+        h.receive(&Frame::echo_request(client, server, 77).payload(56).build());
+        h.receive(&Frame::echo_reply(server, client, 77).payload(56).build());
+        h.receive(&Frame::echo_request(client, server, 78).payload(56).build());
         let flows = h.flows();
         assert_eq!(flows.len(), 2, "one flow per echo identifier");
         let flow = flows.iter().find(|f| f.icmp_id() == Some(77)).unwrap();
@@ -163,21 +191,19 @@ fn echo_request_and_reply_pair_on_the_identifier() {
     }
 }
 
-#[test]
-fn a_reply_seen_first_still_names_the_requester_the_client() {
-    let h = Harness::new();
-    h.xdp(&Frame::echo_reply("10.1.1.1", "10.1.1.9", 5).build());
+fn a_reply_seen_first_still_names_the_requester_the_client(ingress: Ingress) {
+    let h = Harness::receiving(ingress);
+    h.receive(&Frame::echo_reply("10.1.1.1", "10.1.1.9", 5).build());
     let flow = h.only_flow();
     assert_eq!(flow.client.ip.to_string(), "10.1.1.9");
 }
 
-#[test]
-fn other_icmp_is_keyed_on_type_and_code() {
-    let h = Harness::new();
+fn other_icmp_is_keyed_on_type_and_code(ingress: Ingress) {
+    let h = Harness::receiving(ingress);
     // Destination unreachable (3), port unreachable (3), twice; then host unreachable (1).
-    h.xdp(&Frame::icmp("10.1.1.1", "10.1.1.9", 3, 3, 0).build());
-    h.xdp(&Frame::icmp("10.1.1.1", "10.1.1.9", 3, 3, 0).build());
-    h.xdp(&Frame::icmp("10.1.1.1", "10.1.1.9", 3, 1, 0).build());
+    h.receive(&Frame::icmp("10.1.1.1", "10.1.1.9", 3, 3, 0).build());
+    h.receive(&Frame::icmp("10.1.1.1", "10.1.1.9", 3, 3, 0).build());
+    h.receive(&Frame::icmp("10.1.1.1", "10.1.1.9", 3, 1, 0).build());
     let mut flows = h.flows();
     flows.sort_by_key(|f| f.server.port);
     assert_eq!(flows.len(), 2);
@@ -188,20 +214,19 @@ fn other_icmp_is_keyed_on_type_and_code() {
     assert_eq!(flows[1].icmp_id(), None);
 }
 
-#[test]
-fn ipv4_options_and_ipv6_extension_headers_are_skipped() {
-    let h = Harness::new();
+fn ipv4_options_and_ipv6_extension_headers_are_skipped(ingress: Ingress) {
+    let h = Harness::receiving(ingress);
     // Record-route option, 8 bytes.
     let v4 = Frame::tcp("10.0.0.2", 40000, "10.0.0.1", 80, SYN)
         .ipv4_options(&[7, 7, 4, 0, 0, 0, 0, 1])
         .build();
-    h.xdp(&v4);
+    h.receive(&v4);
     let v6 = Frame::tcp("2001:db8::2", 40001, "2001:db8::1", 443, SYN)
         .ipv6_ext(Ipv6Ext::HopByHop)
         .ipv6_ext(Ipv6Ext::Routing)
         .ipv6_ext(Ipv6Ext::DestinationOptions)
         .build();
-    h.xdp(&v6);
+    h.receive(&v6);
     let mut flows = h.flows();
     flows.sort_by_key(|f| f.server.port);
     assert_eq!(flows.len(), 2);
@@ -213,15 +238,14 @@ fn ipv4_options_and_ipv6_extension_headers_are_skipped() {
     assert_eq!(flows[1].client.bytes, 14 + 40 + 24 + 20);
 }
 
-#[test]
-fn vlan_tags_separate_flows_and_the_inner_tag_is_the_key() {
-    let h = Harness::new();
+fn vlan_tags_separate_flows_and_the_inner_tag_is_the_key(ingress: Ingress) {
+    let h = Harness::receiving(ingress);
     let base = || Frame::udp("10.0.0.2", 1000, "10.0.0.1", 2000);
-    h.xdp(&base().build());
-    h.xdp(&base().vlan(10).build());
-    h.xdp(&base().vlan(10).build());
+    h.receive(&base().build());
+    h.receive(&base().vlan(10).build());
+    h.receive(&base().vlan(10).build());
     let qinq = base().vlan(100).vlan(20).build();
-    h.xdp(&qinq);
+    h.receive(&qinq);
     let mut flows = h.flows();
     flows.sort_by_key(|f| f.key.vlan);
     let vlans: Vec<(u16, u64)> = flows
@@ -233,21 +257,19 @@ fn vlan_tags_separate_flows_and_the_inner_tag_is_the_key() {
     assert_eq!(qinq.len(), 14 + 8 + 20 + 8);
 }
 
-#[test]
-fn any_other_protocol_is_a_flow_of_its_addresses() {
-    let h = Harness::new();
-    h.xdp(&Frame::other("10.0.0.2", "10.0.0.1", 47).payload(40).build());
-    h.xdp(&Frame::other("10.0.0.1", "10.0.0.2", 47).payload(40).build());
+fn any_other_protocol_is_a_flow_of_its_addresses(ingress: Ingress) {
+    let h = Harness::receiving(ingress);
+    h.receive(&Frame::other("10.0.0.2", "10.0.0.1", 47).payload(40).build());
+    h.receive(&Frame::other("10.0.0.1", "10.0.0.2", 47).payload(40).build());
     let flow = h.only_flow();
     assert_eq!(flow.protocol_name(), "47");
     assert_eq!((flow.client.port, flow.server.port), (0, 0));
     assert_side(&flow, (1, 74), (1, 74));
 }
 
-#[test]
-fn later_fragments_count_to_their_datagram_flow() {
+fn later_fragments_count_to_their_datagram_flow(ingress: Ingress) {
     for (src, dst) in [("10.0.0.2", "10.0.0.1"), ("2001:db8::2", "2001:db8::1")] {
-        let h = Harness::new();
+        let h = Harness::receiving(ingress);
         let first = Frame::udp(src, 4000, dst, 53)
             .fragment(9, 0, true)
             .payload(1000)
@@ -256,8 +278,8 @@ fn later_fragments_count_to_their_datagram_flow() {
             .fragment(9, 126, false)
             .payload(500)
             .build();
-        h.xdp(&first);
-        h.xdp(&later);
+        h.receive(&first);
+        h.receive(&later);
         let flow = h.only_flow();
         assert_eq!((flow.client.port, flow.server.port), (4000, 53));
         assert_side(&flow, (2, (first.len() + later.len()) as u64), (0, 0));
@@ -269,7 +291,7 @@ fn later_fragments_count_to_their_datagram_flow() {
             .fragment(10, 126, false)
             .payload(64)
             .build();
-        h.xdp(&orphan);
+        h.receive(&orphan);
         let flows = h.flows();
         assert_eq!(flows.len(), 2);
         let orphan_flow = flows.iter().find(|f| f.client.port == 0).unwrap();
@@ -324,29 +346,28 @@ fn every_truncation_point_passes_and_is_counted() {
     }
 }
 
-#[test]
-fn non_ip_and_odd_ip_headers_pass_and_are_counted() {
-    let h = Harness::new();
+fn non_ip_and_odd_ip_headers_pass_and_are_counted(ingress: Ingress) {
+    let h = Harness::receiving(ingress);
     // ARP: not IP, passed on and counted as such.
     let mut arp = vec![0xff; 6];
     arp.extend(CLIENT_MAC);
     arp.extend([0x08, 0x06]);
     arp.resize(42, 0);
-    h.xdp(&arp);
+    h.receive(&arp);
     // IPv4 with a header length below 20 bytes, and a version-6 nibble behind ethertype IPv4.
     let mut bad_ihl = Frame::udp("10.0.0.2", 1, "10.0.0.1", 2).build();
     bad_ihl[14] = 0x44;
-    h.xdp(&bad_ihl);
+    h.receive(&bad_ihl);
     let mut bad_version = Frame::udp("10.0.0.2", 1, "10.0.0.1", 2).build();
     bad_version[14] = 0x65;
-    h.xdp(&bad_version);
+    h.receive(&bad_version);
     // Three VLAN tags: more than the parser follows.
     let mut three_tags = Frame::udp("10.0.0.2", 1, "10.0.0.1", 2)
         .vlan(1)
         .vlan(2)
         .build();
     three_tags.splice(12..12, [0x81, 0x00, 0x00, 0x03]);
-    h.xdp(&three_tags);
+    h.receive(&three_tags);
     let counters = h.counters();
     assert_eq!(counters.non_ip, 1);
     assert_eq!(counters.unsupported, 3);

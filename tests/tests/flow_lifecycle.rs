@@ -9,7 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowmon_tests::{agent::Agent, netns::VethPair, redis_server::RedisServer};
+use flowmon_tests::{
+    agent::{Agent, scrape_metrics},
+    netns::VethPair,
+    redis_server::RedisServer,
+};
 use serde_json::Value;
 
 /// Ethernet, IPv4 and UDP headers around a datagram.
@@ -296,6 +300,13 @@ fn a_redis_outage_loses_no_record_and_duplicates_none() {
 
 #[test]
 fn a_killed_agent_restarts_with_exact_totals_and_deltas() {
+    // The pinned links of either ingress hook are taken over.
+    for hook in ["xdp", "tc"] {
+        a_killed_agent_restarts_with(hook);
+    }
+}
+
+fn a_killed_agent_restarts_with(hook: &str) {
     let pair = VethPair::new();
     let args = [
         "--no-redis",
@@ -303,6 +314,8 @@ fn a_killed_agent_restarts_with_exact_totals_and_deltas() {
         "0.1",
         "--interim-interval",
         "0.3",
+        "--ingress-hook",
+        hook,
     ];
     let mut agent = Agent::start(&pair.server, VethPair::SERVER_IF, &args);
     let flow = UdpFlow::new(&pair, 44000, 7300);
@@ -316,6 +329,16 @@ fn a_killed_agent_restarts_with_exact_totals_and_deltas() {
         flow.send(20);
     }
     agent.restart(&pair.server);
+    let kept = format!(
+        "flowmon_hook_info{{iface=\"{}\",hook=\"{hook}\"}} 1",
+        VethPair::SERVER_IF
+    );
+    assert!(
+        scrape_metrics(&pair.server)
+            .expect("metrics endpoint")
+            .contains(&kept),
+        "the restarted agent keeps the {hook} hook"
+    );
     for _ in 0..7 {
         flow.send(20);
     }

@@ -1,5 +1,5 @@
-//! Attaching the programs to an interface, pinning the links so the programs keep counting
-//! while the agent restarts, and one-line errors for the ways that fails.
+//! Attaching the programs to an interface (the ingress hook `hook` picks, TC on egress), pinning
+//! the links so the programs keep counting while the agent restarts.
 
 use std::{
     ffi::CString,
@@ -18,7 +18,13 @@ use aya::{
 };
 use flowmon_common::{TC_PROGRAM, XDP_PROGRAM};
 
-/// How XDP is attached: `auto` tries the driver (native) mode and falls back to generic.
+use super::{
+    error::DatapathError,
+    hook::{Device, IngressHook, IngressHookChoice, Plan},
+};
+
+/// How XDP is attached (with `--ingress-hook xdp`): `auto` tries the driver (native) mode and
+/// falls back to generic.
 #[derive(
     Clone,
     Copy,
@@ -38,13 +44,15 @@ pub enum XdpModeChoice {
     Generic,
 }
 
-/// Where the programs were attached, for the log and for detaching.
+/// Where the programs were attached, for the log, the metrics and detaching.
 #[derive(Debug)]
 pub struct Attachment {
     pub iface: String,
     pub ifindex: u32,
-    /// "native", "generic", or "kept" when a pinned link from a previous run was taken over.
-    pub xdp_mode: &'static str,
+    /// The hook that counts what the interface receives.
+    pub ingress: IngressHook,
+    /// Why it is that hook (and, for XDP, in which mode).
+    pub reason: String,
     /// Pinned links, removed at shutdown unless the programs are to stay attached.
     pub pins: Vec<PathBuf>,
 }
@@ -58,58 +66,156 @@ pub fn ifindex(iface: &str) -> Result<u32> {
     }
 }
 
-/// Attaches XDP and TC to `iface`. With `pin_dir`, links pinned there by a previous run are
-/// taken over (their program replaced atomically, no packet missed) and new links are pinned.
+/// Links pinned for an interface: what counts its ingress (one of the first two) and its egress.
+struct Pins {
+    xdp: Option<PathBuf>,
+    tc_ingress: Option<PathBuf>,
+    tc_egress: Option<PathBuf>,
+}
+
+impl Pins {
+    fn new(dir: Option<&Path>, iface: &str) -> Self {
+        // bpffs refuses names with a dot; interface names never contain a colon.
+        let pin =
+            |hook: &str| dir.map(|dir| dir.join(format!("{}:{hook}", iface.replace('.', ":"))));
+        Self {
+            xdp: pin("xdp"),
+            tc_ingress: pin("tc-ingress"),
+            tc_egress: pin("tc"),
+        }
+    }
+}
+
+/// Attaches the ingress hook `choice` picks (XDP in `xdp_mode`, or TC) and TC egress to `iface`.
+/// With `pin_dir`, links pinned there by a previous run are taken over (their program replaced
+/// atomically, no packet missed), whatever hook they are, and new links are pinned.
 pub(super) fn attach(
     ebpf: &mut Ebpf,
     iface: &str,
-    mode: XdpModeChoice,
+    choice: IngressHookChoice,
+    xdp_mode: XdpModeChoice,
     pin_dir: Option<&Path>,
 ) -> Result<Attachment> {
     let ifindex = ifindex(iface)?;
-    // bpffs refuses names with a dot; interface names never contain a colon.
-    let pin =
-        |hook: &str| pin_dir.map(|dir| dir.join(format!("{}:{hook}", iface.replace('.', ":"))));
-    let (xdp_pin, tc_pin) = (pin("xdp"), pin("tc"));
-    let xdp: &mut Xdp = super::program_mut(ebpf, XDP_PROGRAM)?.try_into()?;
-    let xdp_mode = match take_over(xdp_pin.as_deref())? {
-        Some(link) => {
+    let pins = Pins::new(pin_dir, iface);
+    let (ingress, reason) = match (
+        take_over(pins.xdp.as_deref())?,
+        take_over(pins.tc_ingress.as_deref())?,
+    ) {
+        (Some(link), _) => {
+            let xdp: &mut Xdp = super::program_mut(ebpf, XDP_PROGRAM)?.try_into()?;
             xdp.attach_to_link(XdpLink::try_from(link)?)
-                .map_err(|err| explain(err.into(), &format!("replace XDP on {iface}")))?;
-            "kept"
+                .map_err(|err| DatapathError::new(format!("replace XDP on {iface}"), err))?;
+            (IngressHook::Xdp, KEPT.to_owned())
         }
-        None => {
-            let (link, mode) = attach_xdp_mode(xdp, ifindex, iface, mode)?;
-            if let Some(path) = &xdp_pin {
-                pin_link(xdp.take_link(link)?.try_into(), path)?;
-            }
-            mode
+        (None, Some(link)) => {
+            let tc: &mut SchedClassifier = super::program_mut(ebpf, TC_PROGRAM)?.try_into()?;
+            tc.attach_to_link(SchedClassifierLink::try_from(link)?)
+                .map_err(|err| DatapathError::new(format!("replace TC ingress on {iface}"), err))?;
+            (IngressHook::Tc, KEPT.to_owned())
         }
+        (None, None) => attach_ingress(ebpf, iface, ifindex, choice, xdp_mode, &pins)?,
     };
+    if reason == KEPT && choice != IngressHookChoice::Auto && choice.hook() != Some(ingress) {
+        tracing::warn!(
+            iface,
+            kept = ingress.as_str(),
+            "--ingress-hook is not applied: the previous run's pinned link is kept so that no \
+             packet is missed or counted twice; remove the pins to change the hook"
+        );
+    }
     let tc: &mut SchedClassifier = super::program_mut(ebpf, TC_PROGRAM)?.try_into()?;
-    match take_over(tc_pin.as_deref())? {
+    match take_over(pins.tc_egress.as_deref())? {
         Some(link) => {
             tc.attach_to_link(SchedClassifierLink::try_from(link)?)
-                .map_err(|err| explain(err.into(), &format!("replace TC on {iface}")))?;
+                .map_err(|err| DatapathError::new(format!("replace TC on {iface}"), err))?;
         }
         None => {
             let link = tc.attach(iface, TcAttachType::Egress).map_err(|err| {
-                explain(
-                    err.into(),
-                    &format!("attach the TC egress program to {iface}"),
-                )
+                DatapathError::new(format!("attach the TC egress program to {iface}"), err)
             })?;
-            if let Some(path) = &tc_pin {
+            if let Some(path) = &pins.tc_egress {
                 pin_link(tc.take_link(link)?.try_into(), path)?;
             }
         }
     }
+    let ingress_pin = match ingress {
+        IngressHook::Xdp => pins.xdp,
+        IngressHook::Tc => pins.tc_ingress,
+    };
     Ok(Attachment {
         iface: iface.to_owned(),
         ifindex,
-        xdp_mode,
-        pins: [xdp_pin, tc_pin].into_iter().flatten().collect(),
+        ingress,
+        reason,
+        pins: [ingress_pin, pins.tc_egress]
+            .into_iter()
+            .flatten()
+            .collect(),
     })
+}
+
+/// The reason of a hook taken over from a previous run.
+const KEPT: &str = "kept: the previous run's pinned link";
+
+/// Attaches the ingress hook anew; returns it and why it is that one.
+fn attach_ingress(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    ifindex: u32,
+    choice: IngressHookChoice,
+    xdp_mode: XdpModeChoice,
+    pins: &Pins,
+) -> Result<(IngressHook, String)> {
+    let tc = |ebpf: &mut Ebpf, reason: String| -> Result<(IngressHook, String)> {
+        let tc: &mut SchedClassifier = super::program_mut(ebpf, TC_PROGRAM)?.try_into()?;
+        let link = tc.attach(iface, TcAttachType::Ingress).map_err(|err| {
+            DatapathError::new(format!("attach the TC ingress program to {iface}"), err)
+        })?;
+        if let Some(path) = &pins.tc_ingress {
+            pin_link(tc.take_link(link)?.try_into(), path)?;
+        }
+        Ok((IngressHook::Tc, reason))
+    };
+    let xdp = |ebpf: &mut Ebpf, mode: XdpModeChoice| -> Result<(IngressHook, String)> {
+        let xdp: &mut Xdp = super::program_mut(ebpf, XDP_PROGRAM)?.try_into()?;
+        let (link, mode) = attach_xdp_mode(xdp, ifindex, iface, mode)?;
+        if let Some(path) = &pins.xdp {
+            pin_link(xdp.take_link(link)?.try_into(), path)?;
+        }
+        Ok((
+            IngressHook::Xdp,
+            format!("{mode} XDP, as --ingress-hook xdp asks"),
+        ))
+    };
+    match choice {
+        IngressHookChoice::Tc => tc(ebpf, "as --ingress-hook tc asks".to_owned()),
+        IngressHookChoice::Xdp => xdp(ebpf, xdp_mode),
+        IngressHookChoice::Auto => match Device::probe(iface, ifindex).plan() {
+            Plan::Tc(why) => tc(ebpf, why),
+            Plan::TryNativeXdp => {
+                let program: &mut Xdp = super::program_mut(ebpf, XDP_PROGRAM)?.try_into()?;
+                match program.attach_to_if_index(ifindex, XdpMode::Driver) {
+                    Ok(link) => {
+                        if let Some(path) = &pins.xdp {
+                            pin_link(program.take_link(link)?.try_into(), path)?;
+                        }
+                        Ok((
+                            IngressHook::Xdp,
+                            "native XDP, on the driver's own receive buffers".to_owned(),
+                        ))
+                    }
+                    Err(err) => match DatapathError::new(format!("attach XDP to {iface}"), err) {
+                        denied @ DatapathError::PermissionDenied { .. } => Err(denied.into()),
+                        refused => tc(
+                            ebpf,
+                            format!("the driver refused native XDP ({:#})", anyhow!(refused)),
+                        ),
+                    },
+                }
+            }
+        },
+    }
 }
 
 /// The link pinned at `pin` by a previous run, if there is one.
@@ -141,7 +247,7 @@ fn attach_xdp_mode(
 ) -> Result<(aya::programs::xdp::XdpLinkId, &'static str)> {
     let attach = |xdp: &mut Xdp, mode| {
         xdp.attach_to_if_index(ifindex, mode)
-            .map_err(|err| explain(err.into(), &format!("attach XDP to {iface}")))
+            .map_err(|err| DatapathError::new(format!("attach XDP to {iface}"), err))
     };
     match mode {
         XdpModeChoice::Native => Ok((attach(xdp, XdpMode::Driver)?, "native")),
@@ -153,21 +259,5 @@ fn attach_xdp_mode(
                 Ok((attach(xdp, XdpMode::Skb)?, "generic"))
             }
         },
-    }
-}
-
-/// Turns an aya error into one line that says what went wrong and what to do about it.
-pub(super) fn explain(err: anyhow::Error, what: &str) -> anyhow::Error {
-    let errno = err
-        .chain()
-        .find_map(|cause| cause.downcast_ref::<std::io::Error>())
-        .and_then(std::io::Error::raw_os_error);
-    // EACCES is the verifier's refusal, not a privilege problem: keep its log in the message.
-    match errno {
-        Some(libc::EPERM) => anyhow!(
-            "permission denied trying to {what}: flowmon needs root (CAP_BPF, CAP_NET_ADMIN and \
-             CAP_PERFMON)"
-        ),
-        _ => anyhow!("the kernel refused to {what}: {err:#}"),
     }
 }

@@ -1,7 +1,8 @@
 //! Reading and pruning the flow map at batch-operation speed.
 //!
 //! aya 0.14 has no batch map operations, so `BPF_MAP_LOOKUP_BATCH` is issued through the raw
-//! `bpf()` syscall on the map's fd. A walk never deletes the key it stands on (the kernel's
+//! `bpf()` syscall on the map's fd, with the command numbers and `union bpf_attr` of the kernel
+//! headers as aya-obj's generated bindings give them. A walk never deletes the key it stands on (the kernel's
 //! get_next_key would restart from the first key): the agent reads the whole map, decides, and
 //! only then removes what ended, each with `BPF_MAP_LOOKUP_AND_DELETE_ELEM`, so that the final
 //! counts are the ones removed, not the ones read up to a poll earlier.
@@ -14,30 +15,18 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, Map};
+use aya_obj::generated::{
+    bpf_attr, bpf_attr__bindgen_ty_2, bpf_attr__bindgen_ty_2__bindgen_ty_1, bpf_attr__bindgen_ty_3,
+    bpf_cmd,
+};
 use flowmon_common::{FlowBlock, FlowKey};
 
 use super::jiffies::KernelClock;
 
-const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// The kernel's internal "operation not supported" errno, which leaks to userspace.
 const ENOTSUPP: i32 = 524;
 /// Entries asked for per batch call; also bounds how many keys one hash bucket may hold.
 const BATCH_ENTRIES: usize = 4096;
-
-/// The `batch` member of `union bpf_attr`.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
 
 /// Flows as the map holds them, keys and blocks in two flat vectors (a million flows are two
 /// allocations, not a million), with the clock that reads their times.
@@ -186,6 +175,11 @@ impl<'a> FlowMap<'a> {
         Ok(table)
     }
 
+    /// An empty table, for [`FlowMap::read_buckets`].
+    pub fn new_table(&self) -> FlowTable {
+        FlowTable::new(self.clock)
+    }
+
     /// [`FlowMap::read_all`] into `table`, whose memory is reused: a poll of a million flows
     /// then neither faults in nor zeroes a quarter gigabyte each time.
     pub fn read_into(&self, table: &mut FlowTable) -> Result<()> {
@@ -220,28 +214,62 @@ impl<'a> FlowMap<'a> {
 
     /// Reads batch after batch straight into the spare capacity of the table's vectors.
     fn lookup_batch(&self, table: &mut FlowTable) -> io::Result<()> {
-        let mut token: u32 = 0;
-        let mut first = true;
+        self.lookup_buckets(table, 0, u32::MAX, BATCH_ENTRIES)
+            .map(|_| ())
+    }
+
+    /// Hash buckets of the map: its capacity, rounded up to a power of two.
+    pub fn buckets(&self) -> Result<u32> {
+        Ok(self.capacity()?.next_power_of_two())
+    }
+
+    /// The flows of the buckets from `from` up to at least `to` (whole batches of about
+    /// `batch` flows, so a few more may come), into `table` (emptied first); returns the bucket
+    /// the next slice starts at, or `None` when the map's last bucket was read. A hash map's
+    /// batch token is a bucket index, so a read resumes from any bucket.
+    pub fn read_buckets(
+        &self,
+        table: &mut FlowTable,
+        from: u32,
+        to: u32,
+        batch: usize,
+    ) -> Result<Option<u32>> {
+        table.keys.clear();
+        table.blocks.clear();
+        table.clock = self.clock;
+        // A batch must hold a whole bucket, which rarely holds more than a few flows.
+        self.lookup_buckets(table, from, to, batch.clamp(256, BATCH_ENTRIES))
+            .context("BPF_MAP_LOOKUP_BATCH on the flow map")
+    }
+
+    /// Batch lookups from bucket `from` until the token passes `to` or the map ends.
+    fn lookup_buckets(
+        &self,
+        table: &mut FlowTable,
+        from: u32,
+        to: u32,
+        batch: usize,
+    ) -> io::Result<Option<u32>> {
+        let mut token = from;
         loop {
             let filled = table.keys.len();
-            table.keys.reserve(BATCH_ENTRIES);
-            table.blocks.reserve(BATCH_ENTRIES);
+            table.keys.reserve(batch);
+            table.blocks.reserve(batch);
             let mut next_token: u32 = 0;
-            let mut attr = BatchAttr {
-                in_batch: if first {
-                    0
-                } else {
-                    &token as *const u32 as u64
-                },
+            let mut attr = zeroed_attr();
+            attr.batch = bpf_attr__bindgen_ty_3 {
+                in_batch: &token as *const u32 as u64,
                 out_batch: &mut next_token as *mut u32 as u64,
                 keys: table.keys.spare_capacity_mut().as_mut_ptr() as u64,
                 values: table.blocks.spare_capacity_mut().as_mut_ptr() as u64,
-                count: BATCH_ENTRIES as u32,
+                count: batch as u32,
                 map_fd: self.fd as u32,
-                ..BatchAttr::default()
+                elem_flags: 0,
+                flags: 0,
             };
-            let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
-            let count = (attr.count as usize).min(BATCH_ENTRIES);
+            let result = bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr);
+            // SAFETY: the kernel answers a batch command in the `batch` member.
+            let count = (unsafe { attr.batch.count } as usize).min(batch);
             // SAFETY: the kernel wrote `count` whole keys and blocks (plain integers, any bytes
             // are valid) into the reserved capacity, also when it then reports ENOENT.
             unsafe {
@@ -251,11 +279,13 @@ impl<'a> FlowMap<'a> {
             // ENOENT ends the walk, possibly with a last partial batch.
             match result {
                 Ok(()) => {}
-                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
                 Err(err) => return Err(err),
             }
             token = next_token;
-            first = false;
+            if token >= to {
+                return Ok(Some(token));
+            }
         }
     }
 
@@ -264,35 +294,42 @@ impl<'a> FlowMap<'a> {
     /// already gone (evicted meanwhile) are left out.
     pub fn take(&self, keys: &[FlowKey]) -> Result<FlowTable> {
         let mut table = FlowTable::new(self.clock);
-        let mut block = FlowBlock::default();
         for key in keys {
-            let mut attr = ElemAttr {
-                map_fd: self.fd as u32,
-                key: key as *const FlowKey as u64,
-                value: &mut block as *mut FlowBlock as u64,
-                ..ElemAttr::default()
-            };
-            match bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
-                Ok(()) => table.push(*key, block),
-                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(err) => {
-                    return Err(err).context("BPF_MAP_LOOKUP_AND_DELETE_ELEM on the flow map");
-                }
+            if let Some(block) = self.element(bpf_cmd::BPF_MAP_LOOKUP_AND_DELETE_ELEM, key)? {
+                table.push(*key, block);
             }
         }
         Ok(table)
     }
+
+    /// The block of `key` as it is now; `None` when the map no longer holds the flow.
+    pub fn lookup(&self, key: &FlowKey) -> Result<Option<FlowBlock>> {
+        self.element(bpf_cmd::BPF_MAP_LOOKUP_ELEM, key)
+    }
+
+    /// One element command (lookup, or lookup and delete) on `key`.
+    fn element(&self, cmd: bpf_cmd, key: &FlowKey) -> Result<Option<FlowBlock>> {
+        let mut block = FlowBlock::default();
+        let mut attr = zeroed_attr();
+        attr.__bindgen_anon_2 = bpf_attr__bindgen_ty_2 {
+            map_fd: self.fd as u32,
+            key: key as *const FlowKey as u64,
+            __bindgen_anon_1: bpf_attr__bindgen_ty_2__bindgen_ty_1 {
+                value: &mut block as *mut FlowBlock as u64,
+            },
+            flags: 0,
+        };
+        match bpf(cmd, &mut attr) {
+            Ok(()) => Ok(Some(block)),
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(err) => Err(err).with_context(|| format!("{cmd:?} on the flow map")),
+        }
+    }
 }
 
-/// The element member of `union bpf_attr`.
-#[repr(C)]
-#[derive(Default)]
-struct ElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
+fn zeroed_attr() -> bpf_attr {
+    // SAFETY: `union bpf_attr` is plain integers; all zeroes is its "nothing set".
+    unsafe { std::mem::zeroed() }
 }
 
 fn batch_unsupported(err: &io::Error) -> bool {
@@ -302,15 +339,15 @@ fn batch_unsupported(err: &io::Error) -> bool {
     )
 }
 
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
-    // SAFETY: `attr` is a repr(C) prefix of `union bpf_attr` for `cmd`, and every pointer in it
-    // points to a live buffer of the size the kernel will use.
+fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<()> {
+    // SAFETY: `attr` holds the member of `union bpf_attr` that `cmd` reads, and every pointer
+    // in it points to a live buffer of the size the kernel will use.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            cmd,
-            attr as *mut T as *mut libc::c_void,
-            size_of::<T>() as u32,
+            cmd as libc::c_long,
+            attr as *mut bpf_attr as *mut libc::c_void,
+            size_of::<bpf_attr>() as u32,
         )
     };
     if ret < 0 {

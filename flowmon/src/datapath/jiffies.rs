@@ -59,6 +59,12 @@ impl KernelClock {
         (self.reference.coarse_ns as i128 + ticks * self.tick_ns as i128).max(0) as u64
     }
 
+    /// The jiffy CLOCK_MONOTONIC `monotonic_ns` falls in.
+    pub fn jiffies(&self, monotonic_ns: u64) -> u64 {
+        let since = monotonic_ns as i128 - self.reference.coarse_ns as i128;
+        (self.reference.jiffies as i128 + since.div_euclid(self.tick_ns as i128)).max(0) as u64
+    }
+
     pub fn tick_ns(&self) -> u64 {
         self.tick_ns
     }
@@ -179,5 +185,8 @@ mod tests {
         assert_eq!(clock.monotonic_ns(1_250), 6_000_000_000);
         assert_eq!(clock.monotonic_ns(750), 4_000_000_000);
         assert_eq!(clock.monotonic_ns(0), 0);
+        assert_eq!(clock.jiffies(6_000_000_000), 1_250);
+        assert_eq!(clock.jiffies(6_003_999_999), 1_250);
+        assert_eq!(clock.jiffies(4_000_000_000), 750);
     }
 }

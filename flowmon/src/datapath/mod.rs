@@ -3,25 +3,33 @@
 
 mod attach;
 mod capabilities;
+mod error;
 mod flow_map;
+mod hook;
 mod jiffies;
 mod pinning;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::PerCpuArray,
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{SchedClassifier, Xdp},
 };
+use aya_log::EbpfLogger;
 use flowmon_common::{
-    CLOCK_PROGRAM, COUNTERS_MAP, CREATE_ERRORS_MAP, DatapathCounters, FLOWS_MAP, FRAGMENTS_MAP,
-    TC_PROGRAM, XDP_PROGRAM,
+    CLOCK_PROGRAM, COUNTERS_MAP, CREATE_ERRORS_MAP, DatapathCounters, EVENTS_MAP, FLOWS_MAP,
+    FRAGMENTS_MAP, KernelSettings, SETTINGS_MAP, TC_PROGRAM, XDP_PROGRAM,
 };
 
 pub use attach::{Attachment, XdpModeChoice, ifindex};
+pub use error::{DatapathError, KernelError};
 pub use flow_map::{FlowMap, FlowTable};
+pub use hook::{IngressHook, IngressHookChoice};
 pub use jiffies::KernelClock;
 
 /// Where the maps and the links are pinned on bpffs.
@@ -32,6 +40,8 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/flowmon";
 pub struct DatapathConfig {
     /// Interfaces to attach to; each exists.
     pub ifaces: Vec<String>,
+    /// The hook that counts what each interface receives.
+    pub ingress_hook: IngressHookChoice,
     pub xdp_mode: XdpModeChoice,
     /// Capacity of the flow map, at least 1.
     pub max_flows: u32,
@@ -49,6 +59,10 @@ pub struct Datapath {
     pinned_here: bool,
     attachments: Vec<Attachment>,
     clock: KernelClock,
+    /// The ring of [`flowmon_common::FlowEvent`]s, taken out of the object to be read on its own.
+    events: RingBuf<MapData>,
+    /// What the programs log (rare: refusals of the flow or fragment map).
+    logger: Option<EbpfLogger<&'static dyn log::Log>>,
 }
 
 /// Every map of the object; all are pinned together so that a restarted agent finds the flows
@@ -73,24 +87,33 @@ impl Datapath {
         }
         let mut ebpf = loader
             .load(EBPF_OBJECT)
-            .map_err(|err| attach::explain(err.into(), "load the eBPF object"))?;
+            .map_err(|err| DatapathError::new("load the eBPF object", err))?;
         let xdp: &mut Xdp = program_mut(&mut ebpf, XDP_PROGRAM)?.try_into()?;
         xdp.load()
-            .map_err(|err| attach::explain(err.into(), "load the XDP program"))?;
+            .map_err(|err| DatapathError::new("load the XDP program", err))?;
         let tc: &mut SchedClassifier = program_mut(&mut ebpf, TC_PROGRAM)?.try_into()?;
         tc.load()
-            .map_err(|err| attach::explain(err.into(), "load the TC program"))?;
+            .map_err(|err| DatapathError::new("load the TC program", err))?;
         let clock_program: &mut Xdp = program_mut(&mut ebpf, CLOCK_PROGRAM)?.try_into()?;
         clock_program
             .load()
-            .map_err(|err| attach::explain(err.into(), "load the clock program"))?;
+            .map_err(|err| DatapathError::new("load the clock program", err))?;
         let clock = KernelClock::calibrate(clock_program)?;
+        let events = ebpf
+            .take_map(EVENTS_MAP)
+            .with_context(|| format!("map {EVENTS_MAP} missing from the object"))?
+            .try_into()?;
+        let logger = EbpfLogger::init(&mut ebpf)
+            .inspect_err(|err| tracing::warn!("the programs' log is not read: {err}"))
+            .ok();
         let datapath = Self {
             ebpf,
             pin_dir: pin_dir.map(Path::to_owned),
             pinned_here,
             attachments: Vec::new(),
             clock,
+            events,
+            logger,
         };
         let capacity = datapath.flow_map()?.capacity()?;
         if capacity != max_flows {
@@ -103,15 +126,22 @@ impl Datapath {
         Ok(datapath)
     }
 
-    /// Attaches XDP on ingress and TC on egress of `iface` (taking over links a previous run
-    /// pinned); they stay attached until [`Datapath::detach`], or for good when pinned.
-    pub fn attach(&mut self, iface: &str, mode: XdpModeChoice) -> Result<&Attachment> {
+    /// Attaches the ingress hook `hook` picks and TC on egress of `iface` (taking over links a
+    /// previous run pinned); they stay attached until [`Datapath::detach_programs`], or for good
+    /// when pinned.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        hook: IngressHookChoice,
+        xdp_mode: XdpModeChoice,
+    ) -> Result<&Attachment> {
         let links_dir = self.pin_dir.as_ref().map(|dir| dir.join("links"));
         if let Some(dir) = &links_dir {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let attachment = attach::attach(&mut self.ebpf, iface, mode, links_dir.as_deref())?;
+        let attachment =
+            attach::attach(&mut self.ebpf, iface, hook, xdp_mode, links_dir.as_deref())?;
         self.attachments.push(attachment);
         Ok(self.attachments.last().expect("just pushed"))
     }
@@ -145,6 +175,38 @@ impl Datapath {
             let _ = std::fs::remove_dir(dir.join("links"));
             let _ = std::fs::remove_dir(dir);
         }
+    }
+
+    /// Tells the programs the interim interval, so that they mark a flow's first packet of
+    /// each interval ([`flowmon_common::event::ACTIVE`]).
+    pub fn set_interim_interval(&mut self, interval: Duration) -> Result<()> {
+        let ticks = interval.as_nanos() / u128::from(self.clock.tick_ns());
+        let settings = KernelSettings {
+            interim_jiffies: u64::try_from(ticks.max(1)).unwrap_or(u64::MAX),
+        };
+        let map = self
+            .ebpf
+            .map_mut(SETTINGS_MAP)
+            .with_context(|| format!("map {SETTINGS_MAP} missing from the object"))?;
+        Array::<_, KernelSettings>::try_from(map)?.set(0, settings, 0)?;
+        Ok(())
+    }
+
+    /// The ring of events the programs write about flows.
+    pub fn events(&mut self) -> &mut RingBuf<MapData> {
+        &mut self.events
+    }
+
+    /// Hands what the programs logged to the agent's log.
+    pub fn flush_log(&mut self) {
+        if let Some(logger) = &mut self.logger {
+            logger.flush();
+        }
+    }
+
+    /// The kernel clock the flow map's times are read with.
+    pub fn clock(&self) -> &KernelClock {
+        &self.clock
     }
 
     /// The XDP program, for BPF_PROG_TEST_RUN (tests, benchmarks).
@@ -189,6 +251,7 @@ impl Datapath {
             sum.create_failures += c.create_failures;
             sum.fragments += c.fragments;
             sum.fragments_unmatched += c.fragments_unmatched;
+            sum.events_lost += c.events_lost;
         }
         Ok(sum)
     }

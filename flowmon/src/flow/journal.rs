@@ -23,14 +23,15 @@ use super::record::{FlowRecord, RecordType};
 /// Rewrite the journal when it holds this many lines more than the live flows need.
 const COMPACT_AFTER_LINES: u64 = 1_000_000;
 
+/// A line of the journal; written with the record borrowed, read with it owned.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "entry", rename_all = "lowercase")]
-enum Entry {
+enum Entry<R = Box<FlowRecord>> {
     Record {
         key: FlowKey,
-        /// Monotonic time the record was made, for the next interim's timing.
+        /// Monotonic time the record was made.
         made_ns: u64,
-        record: Box<FlowRecord>,
+        record: R,
     },
     /// Everything above reached the sinks; `deleted` is the running count of flows the agent
     /// removed from the kernel map (for loss accounting), `polled_ns` the monotonic time of the
@@ -94,7 +95,7 @@ impl Journal {
         for (key, last) in &state.flows {
             write_entry(&mut out, &record_entry(*key, last.made_ns, &last.record))?;
         }
-        write_entry(
+        write_entry::<&FlowRecord>(
             &mut out,
             &Entry::Exported {
                 deleted: state.deleted,
@@ -126,7 +127,7 @@ impl Journal {
 
     /// Notes that everything appended so far, up to the poll at `polled_ns`, reached the sinks.
     pub fn exported(&mut self, deleted: u64, polled_ns: u64) -> Result<()> {
-        write_entry(&mut self.out, &Entry::Exported { deleted, polled_ns })?;
+        write_entry::<&FlowRecord>(&mut self.out, &Entry::Exported { deleted, polled_ns })?;
         self.lines += 1;
         self.out.flush().context("cannot write the flow journal")
     }
@@ -154,15 +155,15 @@ impl Journal {
     }
 }
 
-fn record_entry(key: FlowKey, made_ns: u64, record: &FlowRecord) -> Entry {
+fn record_entry(key: FlowKey, made_ns: u64, record: &FlowRecord) -> Entry<&FlowRecord> {
     Entry::Record {
         key,
         made_ns,
-        record: Box::new(record.clone()),
+        record,
     }
 }
 
-fn write_entry(out: &mut impl std::io::Write, entry: &Entry) -> Result<()> {
+fn write_entry<R: Serialize>(out: &mut impl std::io::Write, entry: &Entry<R>) -> Result<()> {
     serde_json::to_writer(&mut *out, entry)?;
     out.write_all(b"\n")?;
     Ok(())

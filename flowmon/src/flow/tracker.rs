@@ -1,13 +1,22 @@
-//! The flow lifecycle: which flows are idle, closed or due an interim record at each poll, and
-//! the records that say so. Pure logic over snapshots of the kernel map, so it is tested without
-//! a kernel.
+//! The flow lifecycle: what the agent knows of every live flow, when each one next needs a look
+//! (its idle or close deadline, the end of an interim interval in which it was active), and the
+//! records those looks make. The kernel's events and the blocks the monitor reads are its only
+//! inputs, so it is pure logic, tested without a kernel.
+//!
+//! A flow costs nothing between its deadlines: the kernel tells the agent when a flow is
+//! created, when a side first sends FIN or RST, and when a flow sends its first packet of a new
+//! interim interval; the agent keeps each flow's next deadline in buckets of one poll interval
+//! and looks at a flow only when its deadline has come.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use uuid::Uuid;
 
-use flowmon_common::{FlowBlock, FlowKey, TcpState, ip_proto};
+use flowmon_common::{FlowBlock, FlowKey, TcpState, event, ip_proto};
 
 use super::{
     Flow,
@@ -15,7 +24,7 @@ use super::{
     record::{Deltas, EndReason, FlowRecord, Origin, RecordType},
     wall_clock::WallClock,
 };
-use crate::datapath::{FlowTable, KernelClock};
+use crate::datapath::KernelClock;
 
 /// Idle timeouts per protocol and the interim interval.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +37,7 @@ pub struct Timeouts {
     /// ICMP and ICMPv6.
     pub icmp: Duration,
     pub other: Duration,
-    /// Between two interim records of a live flow.
+    /// Between two interim records of a live flow that sends something.
     pub interim: Duration,
 }
 
@@ -43,6 +52,11 @@ pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
 };
 
 impl Timeouts {
+    /// The shortest idle timeout: how soon a flow that sends one packet may be due.
+    pub fn shortest_idle(&self) -> Duration {
+        self.tcp.min(self.udp).min(self.icmp).min(self.other)
+    }
+
     /// The idle timeout of a flow, in nanoseconds.
     fn idle_ns(&self, protocol: u8, closing: bool) -> u64 {
         let timeout = match protocol {
@@ -62,7 +76,7 @@ fn nanos(duration: Duration) -> u64 {
 
 /// What the agent keeps of a flow that has had a record: what the next one continues.
 #[derive(Clone, Debug)]
-struct Tracked {
+struct Reported {
     flow_id: Uuid,
     /// Records made so far; the next record's sequence number.
     records: u64,
@@ -71,12 +85,38 @@ struct Tracked {
     last_record_ns: u64,
 }
 
-/// The decision for one flow at one poll.
+/// What the agent knows of a live flow. Times are the kernel's jiffies.
+#[derive(Clone, Debug)]
+struct Live {
+    first_seen: u64,
+    /// The latest packet the agent knows of: from the last read of the block, or an event since.
+    last_seen: u64,
+    /// A side sent FIN or RST (an event, or the last read): the close timeout may apply.
+    closing: bool,
+    /// A packet came after the last read, in the interval that ends at `next_interim`.
+    active: bool,
+    /// End of the interim interval the flow is in.
+    next_interim: u64,
+    /// The bucket of the wheel that holds this flow's look, 0 when none.
+    bucket: u64,
+    /// The full read that last found the flow.
+    read: u32,
+    reported: Option<Reported>,
+}
+
+/// The decision for one flow at one look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Keep,
     Interim,
     Expire(EndReason),
+}
+
+/// A verdict and how late the look came after the moment that made it due (0 for `Keep`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Look {
+    pub verdict: Verdict,
+    pub lateness_ns: u64,
 }
 
 /// Resolves an interface index to the name records carry.
@@ -92,89 +132,318 @@ impl IfaceNames for HashMap<u32, String> {
     }
 }
 
-/// Decides each flow's fate from its block alone, and keeps state only for flows that have
-/// had a record: a poll of a million flows that are due nothing touches nothing but the table
-/// it read.
+/// Every live flow the agent knows of, and when each needs a look.
 pub struct FlowTracker<N> {
     /// FxHash: keys come from the kernel's own flows.
-    flows: FxHashMap<FlowKey, Tracked>,
-    /// Flows a previous run reported that no poll of this run has read yet.
-    unread_restored: FxHashSet<FlowKey>,
-    /// Monotonic time of the previous poll: an interim record is due when a flow's age
-    /// crosses a multiple of the interval between that poll and this one.
-    last_poll_ns: u64,
+    flows: FxHashMap<FlowKey, Live>,
+    /// Looks by bucket (a poll interval each, numbered from the clock's zero): the flows whose
+    /// deadline falls in it. A flow whose deadline moved later stays in its old bucket and is
+    /// put into the new one when the old comes; one that moved earlier is put into the earlier
+    /// one, and its entry in the later one is passed over.
+    wheel: BTreeMap<u64, Vec<FlowKey>>,
+    /// Flows an event named before the agent knew them (events of one flow from two CPUs may
+    /// come out of order): looked at in the next poll.
+    unknown: FxHashSet<FlowKey>,
+    /// Flows a previous run reported that no read of this run has found yet.
+    restored: FxHashMap<FlowKey, Reported>,
+    /// The number of the latest full read.
+    reads: u32,
+    bucket_ns: u64,
     timeouts: Timeouts,
-    clock: WallClock,
+    /// The interim interval, a whole number of the kernel clock's ticks.
+    interim_ticks: u64,
+    clock: KernelClock,
+    wall: WallClock,
     sensor_id: String,
     ifaces: N,
 }
 
 impl<N: IfaceNames> FlowTracker<N> {
-    pub fn new(timeouts: Timeouts, clock: WallClock, sensor_id: String, ifaces: N) -> Self {
+    /// A tracker with looks in buckets of `bucket_ns` (the poll interval), the interim
+    /// interval a whole number of the kernel clock's ticks (as the kernel counts it).
+    pub fn new(
+        timeouts: Timeouts,
+        bucket: Duration,
+        clock: KernelClock,
+        wall: WallClock,
+        sensor_id: String,
+        ifaces: N,
+    ) -> Self {
         Self {
             flows: FxHashMap::default(),
-            unread_restored: FxHashSet::default(),
-            last_poll_ns: 0,
+            wheel: BTreeMap::new(),
+            unknown: FxHashSet::default(),
+            restored: FxHashMap::default(),
+            reads: 0,
+            bucket_ns: nanos(bucket).max(1),
             timeouts,
+            interim_ticks: (nanos(timeouts.interim) / clock.tick_ns()).max(1),
             clock,
+            wall,
             sensor_id,
             ifaces,
         }
     }
 
-    /// Flows that have had a record and have not ended.
-    pub fn reported(&self) -> usize {
+    /// The interim interval in the kernel's ticks, as the programs must count it.
+    pub fn interim_ticks(&self) -> u64 {
+        self.interim_ticks
+    }
+
+    /// Whether the agent knows the flow of `key` that began at jiffy `first_seen`.
+    pub fn knows(&self, key: &FlowKey, first_seen: u64) -> bool {
+        self.flows
+            .get(key)
+            .is_some_and(|live| live.first_seen == first_seen)
+    }
+
+    /// The clock of the kernel the blocks come from.
+    pub fn clock(&self) -> &KernelClock {
+        &self.clock
+    }
+
+    /// Live flows the agent knows of.
+    pub fn live(&self) -> usize {
         self.flows.len()
     }
 
-    /// What to do with the flow of `key` now, from its block alone.
-    pub fn verdict(
-        &self,
-        key: &FlowKey,
+    /// The bucket a poll at `now_ns` works through; polls come at the start of each.
+    pub fn bucket_start_ns(&self, now_ns: u64) -> u64 {
+        now_ns / self.bucket_ns * self.bucket_ns
+    }
+
+    /// Notes an event of the kernel about the flow of `key` at jiffy `at`.
+    pub fn heard(&mut self, key: FlowKey, at: u64, what: u8) {
+        let Some(live) = self.flows.get_mut(&key) else {
+            if what & event::CREATED != 0 {
+                let live = Live::new(at, at, what & event::CLOSING != 0, self.interim_ticks());
+                self.flows.insert(key, live);
+                self.schedule(key);
+            } else {
+                self.unknown.insert(key);
+            }
+            return;
+        };
+        if what & event::CREATED != 0 && at != live.first_seen {
+            // A new flow under the key of one the LRU map dropped, or an old event: the next
+            // look at the block tells which.
+            self.unknown.insert(key);
+            return;
+        }
+        live.last_seen = live.last_seen.max(at);
+        live.closing |= what & event::CLOSING != 0;
+        if what & event::ACTIVE != 0 && !live.active {
+            // The record is due at the end of the interval the packet came in.
+            live.active = true;
+            live.next_interim = next_boundary(live.first_seen, at, self.interim_ticks);
+        }
+        self.schedule(key);
+    }
+
+    /// The flows whose look is due at `now_ns`: deadlines passed, and flows events named that
+    /// the agent did not know. Flows whose deadline moved later are put back, unlooked at.
+    pub fn due(&mut self, now_ns: u64) -> Vec<FlowKey> {
+        let now_bucket = now_ns / self.bucket_ns;
+        let mut due: Vec<FlowKey> = self.unknown.drain().collect();
+        while let Some(entry) = self.wheel.first_entry() {
+            if *entry.key() > now_bucket {
+                break;
+            }
+            let (bucket, keys) = entry.remove_entry();
+            for key in keys {
+                let deadline = match self.flows.get(&key) {
+                    Some(live) if live.bucket == bucket => self.deadline_ns(&key, live),
+                    _ => continue,
+                };
+                self.flows.get_mut(&key).expect("present").bucket = 0;
+                if deadline <= now_ns {
+                    due.push(key);
+                } else {
+                    self.schedule(key);
+                }
+            }
+        }
+        due
+    }
+
+    /// The earliest moment the flow of `key` may need a look.
+    fn deadline_ns(&self, key: &FlowKey, live: &Live) -> u64 {
+        let idle = self.clock.monotonic_ns(live.last_seen)
+            + self.timeouts.idle_ns(key.protocol, live.closing);
+        if live.active {
+            idle.min(self.clock.monotonic_ns(live.next_interim))
+        } else {
+            idle
+        }
+    }
+
+    /// Puts the flow's look into the bucket of its deadline, unless an earlier one holds it.
+    fn schedule(&mut self, key: FlowKey) {
+        let Some(live) = self.flows.get(&key) else {
+            return;
+        };
+        // The first bucket that starts at or after the deadline: a look is never early.
+        let bucket = self.deadline_ns(&key, live).div_ceil(self.bucket_ns).max(1);
+        let live = self.flows.get_mut(&key).expect("present");
+        if live.bucket == 0 || bucket < live.bucket {
+            live.bucket = bucket;
+            self.wheel.entry(bucket).or_default().push(key);
+        }
+    }
+
+    /// Decides the fate of the flow of `key` from its block as read at `now_ns`. A flow the
+    /// agent did not know is learnt; one the LRU map replaced by a new flow of the same key
+    /// ends as evicted first (its record, if it had reported, is returned).
+    pub fn look(
+        &mut self,
+        key: FlowKey,
         block: &FlowBlock,
-        clock: &KernelClock,
         now_ns: u64,
-    ) -> Verdict {
-        let last_seen = clock.monotonic_ns(block.last_seen());
-        // Closing (both FINs, or an RST) does not depend on which side is the client.
+    ) -> (Look, Option<FlowRecord>) {
+        let mut evicted = None;
+        match self.flows.get(&key) {
+            Some(live) if live.first_seen == block.first_seen => {}
+            known => {
+                if known.is_some() {
+                    evicted = self.vanished(&key, now_ns);
+                }
+                let mut live = Live::new(
+                    block.first_seen,
+                    block.last_seen(),
+                    false,
+                    self.interim_ticks(),
+                );
+                live.reported = self.restored.remove(&key);
+                if let Some(reported) = &live.reported {
+                    // A previous run's record covered the intervals up to when it was made.
+                    let made = self.clock.jiffies(reported.last_record_ns);
+                    live.next_interim = next_boundary(live.first_seen, made, self.interim_ticks());
+                }
+                self.flows.insert(key, live);
+            }
+        }
+        let look = self.verdict(&key, block, now_ns);
+        if !matches!(look.verdict, Verdict::Expire(_)) {
+            self.schedule(key);
+        }
+        (look, evicted)
+    }
+
+    /// The verdict on a known flow, its facts brought up to `block`.
+    fn verdict(&mut self, key: &FlowKey, block: &FlowBlock, now_ns: u64) -> Look {
+        let clock = self.clock;
+        let interim_ticks = self.interim_ticks();
+        let idle_timeouts = self.timeouts;
+        let reads = self.reads;
+        let live = self.flows.get_mut(key).expect("looked at flows are known");
+        live.read = reads;
         let closing = key.protocol == ip_proto::TCP
             && TcpState::from_flags(block.lo.tcp_flags(), block.hi.tcp_flags()).is_closing();
-        if now_ns.saturating_sub(last_seen) >= self.timeouts.idle_ns(key.protocol, closing) {
-            return Verdict::Expire(if closing {
+        let changed = match &live.reported {
+            Some(reported) => {
+                let record = &reported.last_record;
+                let (lo, hi) = (&block.lo, &block.hi);
+                lo.packets + hi.packets != record.client_packets + record.server_packets
+                    || lo.bytes + hi.bytes != record.client_bytes + record.server_bytes
+            }
+            None => block.last_seen() > block.first_seen,
+        };
+        live.last_seen = block.last_seen();
+        live.closing = closing;
+        live.active = false;
+        // Closing (both FINs, or an RST) does not depend on which side is the client.
+        let idle_deadline =
+            clock.monotonic_ns(live.last_seen) + idle_timeouts.idle_ns(key.protocol, closing);
+        if now_ns >= idle_deadline {
+            let reason = if closing {
                 EndReason::End
             } else {
                 EndReason::Idle
-            });
+            };
+            return Look {
+                verdict: Verdict::Expire(reason),
+                lateness_ns: now_ns - idle_deadline,
+            };
         }
-        // Interim records at every multiple of the interval after the first packet.
-        let first_seen = clock.monotonic_ns(block.first_seen);
-        let interval = nanos(self.timeouts.interim).max(1);
-        let intervals = |at: u64| at.saturating_sub(first_seen) / interval;
-        if intervals(now_ns) > intervals(self.last_poll_ns) {
-            Verdict::Interim
+        // Interim records at the end of each interval (counted from the first packet) in which
+        // the flow sent something.
+        let passed = clock.monotonic_ns(live.next_interim);
+        if now_ns < passed {
+            // Read before its interval ended: what it sent counts for this interval.
+            live.active = changed;
+            return Look {
+                verdict: Verdict::Keep,
+                lateness_ns: 0,
+            };
+        }
+        // What it sent since the interval's end is in this look's record; it tells that the
+        // flow is active in the next interval too (the kernel said so once, before this look).
+        live.active = live.last_seen >= live.next_interim;
+        live.next_interim = next_boundary(live.first_seen, clock.jiffies(now_ns), interim_ticks);
+        if changed {
+            Look {
+                verdict: Verdict::Interim,
+                lateness_ns: now_ns - passed,
+            }
         } else {
-            Verdict::Keep
+            Look {
+                verdict: Verdict::Keep,
+                lateness_ns: 0,
+            }
         }
     }
 
-    /// Ends a poll made at `now_ns`.
-    pub fn end_poll(&mut self, now_ns: u64) {
-        self.last_poll_ns = now_ns;
+    /// A known flow that the map no longer holds: the LRU map dropped it. Its final
+    /// "evicted" record, if it had reported (with its last record's totals).
+    pub fn vanished(&mut self, key: &FlowKey, now_ns: u64) -> Option<FlowRecord> {
+        let live = self.flows.remove(key)?;
+        let reported = live.reported?;
+        Some(
+            reported
+                .last_record
+                .evicted(reported.records, &self.wall, now_ns),
+        )
     }
 
-    pub fn last_poll_ns(&self) -> u64 {
-        self.last_poll_ns
+    /// Starts a full read of the map (after [`FlowTracker::look`] at each of its flows, ask
+    /// [`FlowTracker::unread`] for the ones it lacked).
+    pub fn begin_read(&mut self) {
+        self.reads = self.reads.wrapping_add(1).max(1);
     }
 
-    /// Continues the flows a previous run reported (from the journal), whose last poll was
-    /// at `polled_ns` (monotonic; a time ahead of now is from before a reboot).
-    pub fn restore(&mut self, flows: HashMap<FlowKey, LastRecord>, polled_ns: u64, now_ns: u64) {
-        self.last_poll_ns = polled_ns.min(now_ns);
+    /// Known flows the latest full read lacked, and the flows a previous run reported that no
+    /// read of this run has found: the LRU map dropped them. Their keys, and the "evicted"
+    /// records of those that had reported.
+    pub fn unread(&mut self, now_ns: u64) -> (Vec<FlowKey>, Vec<(FlowKey, FlowRecord)>) {
+        let reads = self.reads;
+        let gone: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, live)| live.read != reads)
+            .map(|(key, _)| *key)
+            .collect();
+        let mut records = Vec::new();
+        for key in &gone {
+            if let Some(record) = self.vanished(key, now_ns) {
+                records.push((*key, record));
+            }
+        }
+        for (key, reported) in std::mem::take(&mut self.restored) {
+            let record = reported
+                .last_record
+                .evicted(reported.records, &self.wall, now_ns);
+            records.push((key, record));
+        }
+        (gone, records)
+    }
+
+    /// Continues the flows a previous run reported (from the journal); the first full read
+    /// finds them.
+    pub fn restore(&mut self, flows: HashMap<FlowKey, LastRecord>) {
         for (key, last) in flows {
-            self.unread_restored.insert(key);
-            self.flows.insert(
+            self.restored.insert(
                 key,
-                Tracked {
+                Reported {
                     // Ids this agent made are uuids; anything else starts the flow anew.
                     flow_id: Uuid::parse_str(&last.record.flow_id)
                         .unwrap_or_else(|_| Uuid::new_v4()),
@@ -186,43 +455,19 @@ impl<N: IfaceNames> FlowTracker<N> {
         }
     }
 
-    /// Final "evicted" records for the flows a previous run reported that are not in
-    /// `table`, this run's first read of the map: the kernel dropped them while no agent
-    /// watched. They carry their last record's totals.
-    pub fn finish_unread_restored(
-        &mut self,
-        table: &FlowTable,
-        now_ns: u64,
-    ) -> Vec<(FlowKey, FlowRecord)> {
-        if self.unread_restored.is_empty() {
-            return Vec::new();
-        }
-        for (key, _) in table.iter() {
-            self.unread_restored.remove(&key);
-        }
-        let unread = std::mem::take(&mut self.unread_restored);
-        unread
-            .into_iter()
-            .filter_map(|key| {
-                let tracked = self.flows.remove(&key)?;
-                let record = tracked
-                    .last_record
-                    .evicted(tracked.records, &self.clock, now_ns);
-                Some((key, record))
-            })
-            .collect()
-    }
-
     /// The last record of every followed flow: what the journal must keep.
     pub fn last_records(&self) -> HashMap<FlowKey, LastRecord> {
-        self.flows
+        let live = self
+            .flows
             .iter()
-            .map(|(key, tracked)| {
+            .filter_map(|(key, live)| Some((key, live.reported.as_ref()?)));
+        live.chain(&self.restored)
+            .map(|(key, reported)| {
                 (
                     *key,
                     LastRecord {
-                        record: (*tracked.last_record).clone(),
-                        made_ns: tracked.last_record_ns,
+                        record: (*reported.last_record).clone(),
+                        made_ns: reported.last_record_ns,
                     },
                 )
             })
@@ -238,6 +483,7 @@ impl<N: IfaceNames> FlowTracker<N> {
     pub fn finish(&mut self, flow: &Flow, reason: EndReason, now_ns: u64) -> FlowRecord {
         let record = self.record(flow, RecordType::Final, Some(reason), now_ns);
         self.flows.remove(&flow.key);
+        self.restored.remove(&flow.key);
         record
     }
 
@@ -248,7 +494,10 @@ impl<N: IfaceNames> FlowTracker<N> {
         end_reason: Option<EndReason>,
         now_ns: u64,
     ) -> FlowRecord {
-        let previous = self.flows.get(&flow.key);
+        let previous = match self.flows.get(&flow.key) {
+            Some(live) => live.reported.as_ref(),
+            None => self.restored.get(&flow.key),
+        };
         let flow_id = previous.map_or_else(Uuid::new_v4, |t| t.flow_id);
         let sequence = previous.map_or(0, |t| t.records);
         let deltas = Deltas::since(flow, previous.map(|t| &*t.last_record));
@@ -265,19 +514,39 @@ impl<N: IfaceNames> FlowTracker<N> {
             record_type,
             end_reason,
             deltas,
-            &self.clock,
+            &self.wall,
             now_ns,
         );
-        self.flows.insert(
-            flow.key,
-            Tracked {
+        if let Some(live) = self.flows.get_mut(&flow.key) {
+            live.reported = Some(Reported {
                 flow_id,
                 records: sequence + 1,
                 last_record: Box::new(record.clone()),
                 last_record_ns: now_ns,
-            },
-        );
+            });
+        }
         record
+    }
+}
+
+/// The end of the interim interval (of `interval` jiffies, from `first_seen`) that jiffy `at`
+/// falls in.
+fn next_boundary(first_seen: u64, at: u64, interval: u64) -> u64 {
+    first_seen + (at.saturating_sub(first_seen) / interval + 1) * interval
+}
+
+impl Live {
+    fn new(first_seen: u64, last_seen: u64, closing: bool, interim_ticks: u64) -> Self {
+        Self {
+            first_seen,
+            last_seen,
+            closing,
+            active: false,
+            next_interim: first_seen + interim_ticks,
+            bucket: 0,
+            read: 0,
+            reported: None,
+        }
     }
 }
 
@@ -304,7 +573,14 @@ mod tests {
             other: minute,
             interim: Duration::from_secs(20),
         };
-        FlowTracker::new(timeouts, WallClock::new(), "test".into(), HashMap::new())
+        FlowTracker::new(
+            timeouts,
+            Duration::from_secs(1),
+            KernelClock::test_clock(),
+            WallClock::new(),
+            "test".into(),
+            HashMap::new(),
+        )
     }
 
     fn key(port: u16, protocol: u8) -> FlowKey {
@@ -336,20 +612,18 @@ mod tests {
         }
     }
 
-    /// The verdicts of one poll at `now` seconds; interim records are made as the monitor
-    /// makes them.
-    fn poll(
+    /// Looks at `flows` at `now` seconds as the monitor does, making the records it makes.
+    fn look(
         tracker: &mut FlowTracker<HashMap<u32, String>>,
         flows: &[(FlowKey, FlowBlock)],
         now: u64,
     ) -> Vec<Verdict> {
-        let clock = KernelClock::test_clock();
-        let verdicts = flows
+        flows
             .iter()
             .map(|(key, block)| {
-                let verdict = tracker.verdict(key, block, &clock, now * SECOND);
-                let flow = Flow::from_block(*key, block, &clock);
-                match verdict {
+                let (look, _) = tracker.look(*key, block, now * SECOND);
+                let flow = Flow::from_block(*key, block, tracker.clock());
+                match look.verdict {
                     Verdict::Interim => {
                         tracker.interim(&flow, now * SECOND);
                     }
@@ -358,11 +632,9 @@ mod tests {
                     }
                     Verdict::Keep => {}
                 }
-                verdict
+                look.verdict
             })
-            .collect();
-        tracker.end_poll(now * SECOND);
-        verdicts
+            .collect()
     }
 
     #[test]
@@ -374,10 +646,10 @@ mod tests {
             (key(3, ip_proto::UDP), block(3, 11, 0)),
             (key(4, ip_proto::TCP), block(3, 11, RST)),
         ];
-        assert_eq!(poll(&mut t, &flows, 15), [Verdict::Keep; 4]);
+        assert_eq!(look(&mut t, &flows, 15), [Verdict::Keep; 4]);
         // 9 s idle: past the close timeout for the RST flow and the one with FIN from both
         // sides, not for the others.
-        let verdicts = poll(&mut t, &flows, 20);
+        let verdicts = look(&mut t, &flows, 20);
         assert_eq!(
             verdicts,
             [
@@ -387,47 +659,179 @@ mod tests {
                 Verdict::Expire(EndReason::End),
             ]
         );
-        // UDP idle for 30 s ends idle; the TCP flow is not idle for a minute yet.
-        let verdicts = poll(&mut t, &[flows[0], flows[2]], 41);
+        // UDP idle for 30 s ends idle; the TCP flow's first interval (10-30 s) saw packets
+        // after its first one: an interim record.
+        let verdicts = look(&mut t, &[flows[0], flows[2]], 41);
         assert_eq!(
             verdicts,
             [Verdict::Interim, Verdict::Expire(EndReason::Idle)]
         );
+        assert_eq!(t.live(), 1);
     }
 
     #[test]
-    fn interim_records_come_once_per_interval_with_exact_deltas() {
+    fn interim_records_come_once_per_interval_in_which_the_flow_sent_something() {
         let mut t = tracker();
         let k = key(1, ip_proto::TCP);
         let mut interims = Vec::new();
-        // Polls every second from 11 s to 75 s; the flow grows by one packet a second.
-        for now in 11..=75 {
-            let flows = [(k, block(now - 10, now, ACK))];
-            if poll(&mut t, &flows, now) == [Verdict::Interim] {
+        // Looks every second from 11 s to 95 s; the flow sends a packet a second, except from
+        // 50 s to 72 s.
+        let mut sent = 0;
+        for now in 11..=95 {
+            if !(50..=72).contains(&now) {
+                sent += 1;
+            }
+            let last = if (50..=72).contains(&now) { 49 } else { now };
+            if look(&mut t, &[(k, block(sent, last, ACK))], now) == [Verdict::Interim] {
                 interims.push(now);
             }
         }
-        // Its first packet was at 10 s: intervals end at 30, 50 and 70 s.
-        assert_eq!(interims, [30, 50, 70]);
+        // Its first packet was at 10 s: intervals end at 30, 50, 70 and 90 s; the one from 50
+        // to 70 s was silent.
+        assert_eq!(interims, [30, 50, 90]);
         let last = t.last_records().remove(&k).unwrap().record;
         assert_eq!(last.sequence, 2);
-        assert_eq!((last.client_packets, last.client_packets_delta), (60, 20));
-        // A record only for flows that had one: nothing is kept for the others.
-        assert_eq!(t.reported(), 1);
+        // 39 packets by 49 s, 18 more from 73 to 90 s.
+        assert_eq!((last.client_packets, last.client_packets_delta), (57, 18));
+    }
+
+    #[test]
+    fn a_flow_is_looked_at_only_when_a_deadline_comes() {
+        let mut t = tracker();
+        let (udp, tcp) = (key(1, ip_proto::UDP), key(2, ip_proto::TCP));
+        t.heard(udp, jiffies(10), event::CREATED);
+        t.heard(tcp, jiffies(10), event::CREATED);
+        // Nothing is due before the UDP idle deadline at 40 s.
+        for now in 11..40 {
+            assert!(t.due(now * SECOND).is_empty(), "{now}");
+        }
+        assert_eq!(t.due(40 * SECOND), [udp]);
+        // The TCP flow said it is closing at 12 s: a look at the close deadline, 17 s later.
+        t.heard(tcp, jiffies(12), event::CLOSING);
+        assert_eq!(t.due(16 * SECOND), []);
+        assert_eq!(t.due(17 * SECOND), [tcp]);
+        // It had sent more since: the look finds it not idle and it waits again.
+        let (look, _) = t.look(tcp, &block(5, 16, FIN | ACK), 17 * SECOND);
+        assert_eq!(look.verdict, Verdict::Keep);
+        assert_eq!(t.due(20 * SECOND), []);
+        assert_eq!(t.due(21 * SECOND), [tcp]);
+    }
+
+    #[test]
+    fn activity_brings_a_look_at_the_end_of_its_interval_and_then_is_spent() {
+        let mut t = tracker();
+        let k = key(1, ip_proto::TCP);
+        t.heard(k, jiffies(10), event::CREATED);
+        t.heard(k, jiffies(12), event::ACTIVE);
+        assert!(t.due(29 * SECOND).is_empty());
+        assert_eq!(t.due(30 * SECOND), [k]);
+        let (look, _) = t.look(k, &block(2, 12, ACK), 30 * SECOND + 300_000_000);
+        assert_eq!(look.verdict, Verdict::Interim);
+        assert_eq!(look.lateness_ns, 300_000_000);
+        t.interim(
+            &Flow::from_block(k, &block(2, 12, ACK), t.clock()),
+            30 * SECOND,
+        );
+        // Silent since: the next look is the idle deadline, a minute after 12 s.
+        assert!(t.due(71 * SECOND).is_empty());
+        assert_eq!(t.due(72 * SECOND), [k]);
+    }
+
+    #[test]
+    fn activity_in_a_later_interval_is_due_at_its_end() {
+        let mut t = tracker();
+        let k = key(1, ip_proto::TCP);
+        t.heard(k, jiffies(10), event::CREATED);
+        // Silent through the first interval (10-30 s); a packet at 41 s.
+        t.heard(k, jiffies(41), event::ACTIVE);
+        assert!(t.due(49 * SECOND).is_empty());
+        assert_eq!(t.due(50 * SECOND), [k]);
+        let (look, _) = t.look(k, &block(2, 41, ACK), 50 * SECOND);
+        assert_eq!(
+            look,
+            Look {
+                verdict: Verdict::Interim,
+                lateness_ns: 0
+            }
+        );
+    }
+
+    #[test]
+    fn activity_heard_before_the_look_at_an_intervals_end_counts_for_the_next() {
+        let mut t = tracker();
+        let k = key(1, ip_proto::TCP);
+        t.heard(k, jiffies(10), event::CREATED);
+        t.heard(k, jiffies(12), event::ACTIVE);
+        // The kernel's news of the next interval comes before the poll that looks at the end of
+        // the first: it is in the look's record, and the next interval still needs a look.
+        t.heard(k, jiffies(30), event::ACTIVE);
+        assert_eq!(t.due(31 * SECOND), [k]);
+        let (look, _) = t.look(k, &block(3, 30, ACK), 31 * SECOND);
+        assert_eq!(look.verdict, Verdict::Interim);
+        t.interim(
+            &Flow::from_block(k, &block(3, 30, ACK), t.clock()),
+            31 * SECOND,
+        );
+        assert!(t.due(49 * SECOND).is_empty());
+        assert_eq!(t.due(50 * SECOND), [k]);
+    }
+
+    #[test]
+    fn an_event_of_a_flow_not_known_yet_brings_a_look() {
+        let mut t = tracker();
+        let k = key(1, ip_proto::UDP);
+        // Another CPU's event came before the one of the packet that created the flow.
+        t.heard(k, jiffies(11), event::CLOSING);
+        assert_eq!(t.due(11 * SECOND), [k]);
+        let (look, _) = t.look(k, &block(2, 11, 0), 11 * SECOND);
+        assert_eq!(look.verdict, Verdict::Keep);
+        t.heard(k, jiffies(10), event::CREATED);
+        assert!(t.due(12 * SECOND).is_empty(), "its creation is no news");
+        assert_eq!(t.live(), 1);
+    }
+
+    #[test]
+    fn flows_a_read_lacks_were_evicted_and_those_that_reported_get_a_record() {
+        let mut t = tracker();
+        let (kept, lost, unreported) = (
+            key(1, ip_proto::TCP),
+            key(2, ip_proto::TCP),
+            key(3, ip_proto::TCP),
+        );
+        look(
+            &mut t,
+            &[(kept, block(20, 29, ACK)), (lost, block(5, 29, ACK))],
+            30,
+        );
+        t.heard(unreported, jiffies(30), event::CREATED);
+        t.begin_read();
+        t.look(kept, &block(21, 31, ACK), 31 * SECOND);
+        let (mut gone, records) = t.unread(31 * SECOND);
+        gone.sort();
+        assert_eq!(gone, [lost, unreported]);
+        assert_eq!(records.len(), 1);
+        let (evicted_key, record) = &records[0];
+        assert_eq!(*evicted_key, lost);
+        assert_eq!(record.end_reason, Some(EndReason::Evicted));
+        assert_eq!((record.sequence, record.client_packets), (1, 5));
+        assert_eq!(t.live(), 1);
     }
 
     #[test]
     fn a_restarted_tracker_continues_ids_and_reports_what_the_map_lost() {
         let mut first = tracker();
         let (kept, lost) = (key(1, ip_proto::TCP), key(2, ip_proto::TCP));
-        let flows = [(kept, block(20, 30, ACK)), (lost, block(5, 30, ACK))];
-        poll(&mut first, &flows, 30);
+        let flows = [(kept, block(20, 29, ACK)), (lost, block(5, 29, ACK))];
+        look(&mut first, &flows, 30);
         let journal = first.last_records();
 
         let mut second = tracker();
-        second.restore(journal, 30 * SECOND, 31 * SECOND);
-        let table = FlowTable::from_blocks(KernelClock::test_clock(), &flows[..1]);
-        let evicted = second.finish_unread_restored(&table, 31 * SECOND);
+        second.restore(journal);
+        second.begin_read();
+        let (look_kept, _) = second.look(kept, &block(25, 31, ACK), 31 * SECOND);
+        assert_eq!(look_kept.verdict, Verdict::Keep);
+        let (gone, evicted) = second.unread(31 * SECOND);
+        assert!(gone.is_empty(), "the restored flow was not live yet");
         assert_eq!(evicted.len(), 1);
         let (evicted_key, record) = &evicted[0];
         assert_eq!(*evicted_key, lost);
@@ -435,7 +839,7 @@ mod tests {
         assert_eq!((record.sequence, record.client_packets), (1, 5));
         // The other one goes on with its id and the next sequence number.
         let interim = second.interim(
-            &Flow::from_block(kept, &block(25, 31, ACK), &KernelClock::test_clock()),
+            &Flow::from_block(kept, &block(25, 31, ACK), second.clock()),
             31 * SECOND,
         );
         let before = &first.last_records()[&kept].record;

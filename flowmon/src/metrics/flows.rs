@@ -4,7 +4,12 @@
 use flowmon_common::DatapathCounters;
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
 
@@ -26,6 +31,27 @@ pub struct SinkLabel {
     pub sink: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabel {
+    pub iface: String,
+    pub hook: &'static str,
+}
+
+/// Seconds from 10 ms to about 20 s.
+pub struct Lateness(Histogram);
+
+impl Default for Lateness {
+    fn default() -> Self {
+        Self(Histogram::new(exponential_buckets(0.01, 2.0, 12)))
+    }
+}
+
+impl Lateness {
+    pub fn observe(&self, seconds: f64) {
+        self.0.observe(seconds);
+    }
+}
+
 /// What the flow monitor reports.
 #[derive(Default)]
 pub struct FlowMetrics {
@@ -42,6 +68,8 @@ pub struct FlowMetrics {
     pub map_utilisation: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub poll_duration_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub records_written: Family<SinkLabel, Counter>,
+    pub hook_info: Family<HookLabel, Gauge>,
+    pub record_lateness_seconds: Lateness,
     /// The kernel counters at the previous poll.
     last_kernel: std::sync::Mutex<DatapathCounters>,
 }
@@ -109,6 +137,16 @@ impl FlowMetrics {
             "Flow records written to the log or handed to the Redis store, by sink",
             self.records_written.clone(),
         );
+        r.register(
+            "record_lateness_seconds",
+            "How long after it was due each interim and final record was made",
+            self.record_lateness_seconds.0.clone(),
+        );
+        r.register(
+            "hook_info",
+            "The hook (xdp or tc) that counts what each interface receives; always 1",
+            self.hook_info.clone(),
+        );
         counters_of(
             &self.flows_finalised,
             EndReason::ALL.map(|reason| EndReasonLabel {
@@ -149,6 +187,16 @@ impl FlowMetrics {
         );
         inc(&self.fragments, now.fragments, last.fragments);
         *last = *now;
+    }
+
+    /// Notes the ingress hook of `iface`.
+    pub fn hook(&self, iface: &str, hook: &'static str) {
+        self.hook_info
+            .get_or_create(&HookLabel {
+                iface: iface.to_owned(),
+                hook,
+            })
+            .set(1);
     }
 
     pub fn finalised(&self, reason: EndReason) {
