@@ -3,10 +3,10 @@
 //! records those looks make. The kernel's events and the blocks the monitor reads are its only
 //! inputs, so it is pure logic, tested without a kernel.
 //!
-//! A flow costs nothing between its deadlines: the kernel tells the agent when a flow is
-//! created, when a side first sends FIN or RST, and when a flow sends its first packet of a new
-//! interim interval; the agent keeps each flow's next deadline in buckets of one poll interval
-//! and looks at a flow only when its deadline has come.
+//! A flow costs nothing between its deadlines: the kernel tells the agent when a side first
+//! sends FIN or RST and when a flow sends its first packet of a new interim interval (the monitor
+//! finds new flows by reading the map in slices); the agent keeps each flow's next deadline in
+//! buckets of one poll interval and looks at a flow only when its deadline has come.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -205,11 +205,6 @@ impl<N: IfaceNames> FlowTracker<N> {
     /// Live flows the agent knows of.
     pub fn live(&self) -> usize {
         self.flows.len()
-    }
-
-    /// The bucket a poll at `now_ns` works through; polls come at the start of each.
-    pub fn bucket_start_ns(&self, now_ns: u64) -> u64 {
-        now_ns / self.bucket_ns * self.bucket_ns
     }
 
     /// Notes an event of the kernel about the flow of `key` at jiffy `at`.
