@@ -122,3 +122,76 @@ fn a_kernel_refusal_is_reported_and_undone() {
     let link = netns.exec(&["ip", "-d", "link", "show", "lo"]);
     assert!(!String::from_utf8_lossy(&link.stdout).contains("prog/xdp"));
 }
+
+/// Maps pinned by another version, laid out otherwise, are refused with one line that says
+/// what to do, before the programs are loaded against them.
+#[test]
+fn maps_pinned_by_another_version_are_named() {
+    let pins = PinDir::new("old-version");
+    std::fs::create_dir_all(pins.path()).unwrap();
+    // A flow map whose blocks are 8 bytes shorter than this build's.
+    let block = std::mem::size_of::<flowmon_common::FlowBlock>() as u32;
+    let key = std::mem::size_of::<flowmon_common::FlowKey>() as u32;
+    pin_map(&pins.path().join("FLOWS"), LRU_HASH, key, block - 8);
+    let netns = Netns::new("old-version");
+    let output = netns
+        .command(flowmon_binary().to_str().unwrap())
+        .args([
+            "--iface",
+            "lo",
+            "--no-redis",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--pin-dir")
+        .arg(pins.path())
+        .output()
+        .expect("run flowmon");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let line = stderr.lines().last().unwrap_or_default();
+    assert_eq!(
+        line,
+        format!(
+            "flowmon: the maps pinned in {} are another flowmon version's (FLOWS: {key}-byte \
+             keys and {}-byte values, this one's {key} and {block}): stop the programs they \
+             belong to and remove the directory",
+            pins.path().display(),
+            block - 8
+        )
+    );
+}
+
+const LRU_HASH: u32 = 9;
+
+/// Creates a map of `map_type` and pins it at `path`, with the bpf(2) system call itself.
+fn pin_map(path: &std::path::Path, map_type: u32, key_size: u32, value_size: u32) {
+    // The leading members of `union bpf_attr` for BPF_MAP_CREATE (include/uapi/linux/bpf.h),
+    // the rest zero.
+    let mut create = [0u32; 32];
+    create[..4].copy_from_slice(&[map_type, key_size, value_size, 16]);
+    // SAFETY: bpf(BPF_MAP_CREATE) reads the attribute we own, of the size we give.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            0, // BPF_MAP_CREATE
+            create.as_ptr(),
+            std::mem::size_of_val(&create),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // BPF_OBJ_PIN's attribute: the path (a pointer) and the descriptor.
+    let mut pin = [0u64; 4];
+    pin[0] = c_path.as_ptr() as u64;
+    pin[1] = fd as u64;
+    // SAFETY: bpf(BPF_OBJ_PIN) reads the attribute we own and the NUL-terminated path.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, 6, pin.as_ptr(), std::mem::size_of_val(&pin)) };
+    assert_eq!(rc, 0, "BPF_OBJ_PIN: {}", std::io::Error::last_os_error());
+    // SAFETY: the descriptor is ours; the pin keeps the map.
+    unsafe { libc::close(fd as i32) };
+}

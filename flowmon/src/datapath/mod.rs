@@ -81,6 +81,7 @@ impl Datapath {
         let pinned_here = pin_dir.is_some_and(|dir| !dir.join(FLOWS_MAP).exists());
         if let Some(dir) = pin_dir {
             pinning::prepare(dir)?;
+            pinning::check_layouts(dir)?;
             for map in MAPS {
                 loader.map_pin_path(map, dir.join(map));
             }

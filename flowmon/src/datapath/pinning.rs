@@ -2,9 +2,14 @@
 //! without systemd leaves it), never when the directory is on one already (a bind mount, as in
 //! dist/flowmon.service), refused elsewhere when the directory is not on one.
 
-use std::{ffi::CString, os::unix::ffi::OsStrExt as _, path::Path};
+use std::{ffi::CString, mem::size_of, os::unix::ffi::OsStrExt as _, path::Path};
 
 use anyhow::{Context as _, Result, bail};
+use aya::maps::MapInfo;
+use flowmon_common::{
+    COUNTERS_MAP, CREATE_ERRORS_MAP, DatapathCounters, FLOWS_MAP, FRAGMENTS_MAP, FlowBlock,
+    FlowKey, FragmentKey, FragmentPorts,
+};
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const DEFAULT_MOUNT: &str = "/sys/fs/bpf";
@@ -55,6 +60,48 @@ pub fn prepare(dir: &Path) -> Result<()> {
     }
     if !on_bpffs(dir) {
         bail!("pin directory {} is not on a bpf filesystem", dir.display());
+    }
+    Ok(())
+}
+
+/// The key and value sizes of each pinned map, as this build lays them out.
+const LAYOUTS: [(&str, usize, usize); 4] = [
+    (FLOWS_MAP, size_of::<FlowKey>(), size_of::<FlowBlock>()),
+    (
+        COUNTERS_MAP,
+        size_of::<u32>(),
+        size_of::<DatapathCounters>(),
+    ),
+    (CREATE_ERRORS_MAP, size_of::<u32>(), size_of::<u64>()),
+    (
+        FRAGMENTS_MAP,
+        size_of::<FragmentKey>(),
+        size_of::<FragmentPorts>(),
+    ),
+];
+
+/// Fails, with one line that says what to do, when maps a previous run pinned in `dir` are
+/// laid out otherwise than this build's: the programs could not use them (the verifier refuses
+/// them with a message about offsets), and their counts could not be read.
+pub fn check_layouts(dir: &Path) -> Result<()> {
+    for (map, key, value) in LAYOUTS {
+        let path = dir.join(map);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapInfo::from_pin(&path)
+            .with_context(|| format!("cannot open the pinned map {}", path.display()))?;
+        let pinned = (info.key_size() as usize, info.value_size() as usize);
+        if pinned != (key, value) {
+            bail!(
+                "the maps pinned in {} are another flowmon version's ({map}: {}-byte keys and \
+                 {}-byte values, this one's {key} and {value}): stop the programs they belong \
+                 to and remove the directory",
+                dir.display(),
+                pinned.0,
+                pinned.1
+            );
+        }
     }
     Ok(())
 }
