@@ -336,6 +336,17 @@ pub enum TcpState {
 }
 
 impl TcpState {
+    pub const ALL: [TcpState; 8] = [
+        Self::None,
+        Self::Syn,
+        Self::SynAck,
+        Self::Established,
+        Self::FinClient,
+        Self::FinServer,
+        Self::Closed,
+        Self::Rst,
+    ];
+
     pub fn from_flags(client: u8, server: u8) -> Self {
         use tcp_flags::{ACK, FIN, RST, SYN};
         let both = client | server;

@@ -4,6 +4,7 @@
 pub mod journal;
 pub mod monitor;
 pub mod peers;
+pub mod query;
 pub mod record;
 pub mod tracker;
 pub mod wall_clock;

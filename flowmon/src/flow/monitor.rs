@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Flow,
     journal::Journal,
+    query::{Asked, LiveFlowTable, Question, ViewMaker},
     record::{EndReason, FlowRecord},
     tracker::{FlowTracker, Timeouts, Verdict},
     wall_clock::{WallClock, monotonic_ns},
@@ -64,6 +65,10 @@ pub struct MonitorConfig {
 pub struct FlowMonitor {
     datapath: Datapath,
     tracker: FlowTracker<HashMap<u32, String>>,
+    /// Names of the monitored interfaces by index.
+    ifaces: HashMap<u32, String>,
+    /// Where questions about the live flows come from, once a [`LiveFlowTable`] was made.
+    asked: Option<Asked>,
     /// Full reads of the map: the buffers of the latest and the one before, kept only while
     /// reads follow each other (the LRU may evict), so that a flow one read has and the next
     /// lacks ends with the counts read.
@@ -144,7 +149,7 @@ impl FlowMonitor {
             *datapath.clock(),
             WallClock::new(),
             config.sensor_id.clone(),
-            ifaces,
+            ifaces.clone(),
         );
         datapath.set_interim_interval(Duration::from_nanos(
             tracker.interim_ticks() * datapath.clock().tick_ns(),
@@ -184,6 +189,8 @@ impl FlowMonitor {
         let mut monitor = Self {
             datapath,
             tracker,
+            ifaces,
+            asked: None,
             reads: None,
             read_next: true,
             sweep,
@@ -199,6 +206,13 @@ impl FlowMonitor {
         };
         monitor.mark_exported(recovered.polled_ns)?;
         Ok(monitor)
+    }
+
+    /// A handle for asking this monitor about its live flows while it runs.
+    pub fn live_flows(&mut self) -> Result<LiveFlowTable> {
+        let (table, asked) = LiveFlowTable::new()?;
+        self.asked = Some(asked);
+        Ok(table)
     }
 
     /// The datapath the monitor reads (for benchmarks that run packets through its programs).
@@ -224,6 +238,7 @@ impl FlowMonitor {
                 if self.wait_for_events(wait) {
                     self.drain_events();
                 }
+                self.answer_questions();
                 if stop.is_cancelled() {
                     return self.shutdown();
                 }
@@ -231,15 +246,57 @@ impl FlowMonitor {
         }
     }
 
-    /// Waits up to `wait` for the programs to wake the agent (a ring half full).
+    /// Waits up to `wait` for the programs to wake the agent (a ring half full), or for a
+    /// question; whether events came.
     fn wait_for_events(&mut self, wait: Duration) -> bool {
-        let mut fd = libc::pollfd {
-            fd: self.datapath.events().as_raw_fd(),
+        let watch = |fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one pollfd we own, for a descriptor that outlives the call.
-        unsafe { libc::poll(&mut fd, 1, wait.as_millis() as libc::c_int) > 0 }
+        let mut fds = [watch(self.datapath.events().as_raw_fd()), watch(-1)];
+        if let Some(asked) = &self.asked {
+            fds[1] = watch(asked.fd());
+        }
+        // SAFETY: two pollfds we own (a negative descriptor is ignored), for descriptors that
+        // outlive the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait.as_millis() as libc::c_int) };
+        ready > 0 && fds[0].revents != 0
+    }
+
+    /// Answers the questions about the live flows that came: the top ones ranked by what the
+    /// tracker last read of each, then looked up for their counts of this moment; one flow
+    /// looked up.
+    fn answer_questions(&self) {
+        let Some(asked) = &self.asked else {
+            return;
+        };
+        for question in asked.take() {
+            let flow_id = |key: &FlowKey| self.tracker.flow_id(key).map(|id| id.to_string());
+            let views = ViewMaker {
+                clock: self.tracker.clock(),
+                wall: self.tracker.wall_clock(),
+                ifaces: &self.ifaces,
+                flow_id: &flow_id,
+            };
+            let lookup = |key: &FlowKey| self.datapath.flow_map()?.lookup(key);
+            match question {
+                Question::Top(query, answer) => {
+                    let known = self.tracker.known();
+                    let live = self.tracker.live();
+                    let _ = answer.send(views.top(known, live, &query, lookup, monotonic_ns()));
+                }
+                Question::One(key, answer) => {
+                    let _ = answer.send(match lookup(&key) {
+                        Ok(block) => block.map(|block| views.view(key, &block)),
+                        Err(err) => {
+                            tracing::warn!("cannot look a flow up: {err:#}");
+                            None
+                        }
+                    });
+                }
+            }
+        }
     }
 
     /// Hands every event in the ring to the tracker.

@@ -21,6 +21,7 @@ use flowmon_common::{FlowBlock, FlowKey, TcpState, event, ip_proto};
 use super::{
     Flow,
     journal::LastRecord,
+    query::Known,
     record::{Deltas, EndReason, FlowRecord, Origin, RecordType},
     wall_clock::WallClock,
 };
@@ -102,6 +103,11 @@ struct Live {
     /// The full read that last found the flow.
     read: u32,
     reported: Option<Reported>,
+    /// What the latest look read, for the console's top flows.
+    ifindex: u32,
+    state: TcpState,
+    bytes: u64,
+    packets: u64,
 }
 
 /// The decision for one flow at one look.
@@ -205,6 +211,30 @@ impl<N: IfaceNames> FlowTracker<N> {
     /// Live flows the agent knows of.
     pub fn live(&self) -> usize {
         self.flows.len()
+    }
+
+    /// What the agent knows of each live flow, as of its latest look.
+    pub fn known(&self) -> impl Iterator<Item = Known> + '_ {
+        self.flows.iter().map(|(key, live)| Known {
+            key: *key,
+            ifindex: live.ifindex,
+            state: live.state,
+            bytes: live.bytes,
+            packets: live.packets,
+            first_seen_ns: self.clock.monotonic_ns(live.first_seen),
+            last_seen_ns: self.clock.monotonic_ns(live.last_seen),
+        })
+    }
+
+    /// The id of the flow of `key`, if it has had a record.
+    pub fn flow_id(&self, key: &FlowKey) -> Option<Uuid> {
+        let live = self.flows.get(key)?;
+        live.reported.as_ref().map(|reported| reported.flow_id)
+    }
+
+    /// The clock records are dated with.
+    pub fn wall_clock(&self) -> &WallClock {
+        &self.wall
     }
 
     /// Notes an event of the kernel about the flow of `key` at jiffy `at`.
@@ -346,6 +376,9 @@ impl<N: IfaceNames> FlowTracker<N> {
         live.last_seen = block.last_seen();
         live.closing = closing;
         live.active = false;
+        let seen = Known::of_block(*key, block, &clock);
+        (live.ifindex, live.state) = (seen.ifindex, seen.state);
+        (live.bytes, live.packets) = (seen.bytes, seen.packets);
         // Closing (both FINs, or an RST) does not depend on which side is the client.
         let idle_deadline =
             clock.monotonic_ns(live.last_seen) + idle_timeouts.idle_ns(key.protocol, closing);
@@ -541,6 +574,10 @@ impl Live {
             bucket: 0,
             read: 0,
             reported: None,
+            ifindex: 0,
+            state: TcpState::None,
+            bytes: 0,
+            packets: 0,
         }
     }
 }
