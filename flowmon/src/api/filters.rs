@@ -4,10 +4,13 @@
 use serde_json::Value;
 
 use super::{finite, reads::attack_types};
-use crate::analyzer::storage::sensor_key;
+use crate::{
+    analyzer::storage::sensor_key,
+    snare::{AttackType, Session},
+};
 
 /// One of Tanner's session filters, `name:value`; several are separated by spaces.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Filter {
     /// The user agent contains the value (a null one contains nothing).
     UserAgent(String),
@@ -51,26 +54,113 @@ impl Filter {
         })
     }
 
-    pub fn matches(&self, session: &Value) -> bool {
-        let text = |key: &str| session[key].as_str();
+    pub fn matches(&self, session: &impl Filterable) -> bool {
         match self {
-            Self::UserAgent(part) => {
-                text("user_agent").is_some_and(|ua| ua.contains(part.as_str()))
-            }
-            Self::PeerIp(ip) => text("peer_ip") == Some(ip.as_str()),
-            Self::AttackType(attack) => attack_types(session).any(|a| a == attack),
-            Self::PossibleOwner(owner) => session["possible_owners"].get(owner).is_some(),
-            Self::StartTime(since) => session["start_time"].as_f64().is_some_and(|t| *since <= t),
-            Self::EndTime(by) => session["end_time"].as_f64().is_some_and(|t| *by >= t),
-            Self::SnareUuid(uuid) => text("snare_uuid")
+            Self::UserAgent(part) => session
+                .user_agent()
+                .is_some_and(|ua| ua.contains(part.as_str())),
+            Self::PeerIp(ip) => session.peer_ip() == Some(ip.as_str()),
+            Self::AttackType(attack) => session.has_attack_type(attack),
+            Self::PossibleOwner(owner) => session.has_possible_owner(owner),
+            Self::StartTime(since) => session.start_time().is_some_and(|t| *since <= t),
+            Self::EndTime(by) => session.end_time().is_some_and(|t| *by >= t),
+            Self::SnareUuid(uuid) => session
+                .snare_uuid()
                 .and_then(sensor_key)
                 .is_some_and(|s| Some(s) == sensor_key(uuid)),
-            Self::Location(place) => ["country_code", "country", "city"].iter().any(|key| {
-                session["location"][key]
-                    .as_str()
-                    .is_some_and(|name| name.eq_ignore_ascii_case(place))
-            }),
+            Self::Location(place) => session.is_located_in(place),
         }
+    }
+}
+
+/// What Tanner's filters look at in a session: a stored analysis, or a live session.
+pub trait Filterable {
+    fn user_agent(&self) -> Option<&str>;
+    fn peer_ip(&self) -> Option<&str>;
+    fn has_attack_type(&self, name: &str) -> bool;
+    fn has_possible_owner(&self, owner: &str) -> bool;
+    fn start_time(&self) -> Option<f64>;
+    /// `None` while the session lasts.
+    fn end_time(&self) -> Option<f64>;
+    fn snare_uuid(&self) -> Option<&str>;
+    /// Whether its country code, country or city is `place`, in any case.
+    fn is_located_in(&self, place: &str) -> bool;
+}
+
+/// An analysis as JSON.
+impl Filterable for Value {
+    fn user_agent(&self) -> Option<&str> {
+        self["user_agent"].as_str()
+    }
+
+    fn peer_ip(&self) -> Option<&str> {
+        self["peer_ip"].as_str()
+    }
+
+    fn has_attack_type(&self, name: &str) -> bool {
+        attack_types(self).any(|attack| attack == name)
+    }
+
+    fn has_possible_owner(&self, owner: &str) -> bool {
+        self["possible_owners"].get(owner).is_some()
+    }
+
+    fn start_time(&self) -> Option<f64> {
+        self["start_time"].as_f64()
+    }
+
+    fn end_time(&self) -> Option<f64> {
+        self["end_time"].as_f64()
+    }
+
+    fn snare_uuid(&self) -> Option<&str> {
+        self["snare_uuid"].as_str()
+    }
+
+    fn is_located_in(&self, place: &str) -> bool {
+        ["country_code", "country", "city"].iter().any(|key| {
+            self["location"][key]
+                .as_str()
+                .is_some_and(|name| name.eq_ignore_ascii_case(place))
+        })
+    }
+}
+
+/// A session not analysed yet: it has no owners and no location.
+impl Filterable for Session {
+    fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_deref()
+    }
+
+    fn peer_ip(&self) -> Option<&str> {
+        self.ip.as_deref()
+    }
+
+    fn has_attack_type(&self, name: &str) -> bool {
+        use serde::{Deserialize as _, de::value::StrDeserializer};
+        let name = StrDeserializer::<serde::de::value::Error>::new(name);
+        AttackType::deserialize(name)
+            .is_ok_and(|wanted| self.paths.iter().any(|entry| entry.attack_type == wanted))
+    }
+
+    fn has_possible_owner(&self, _: &str) -> bool {
+        false
+    }
+
+    fn start_time(&self) -> Option<f64> {
+        Some(self.start_timestamp)
+    }
+
+    fn end_time(&self) -> Option<f64> {
+        None
+    }
+
+    fn snare_uuid(&self) -> Option<&str> {
+        self.snare_uuid.as_deref()
+    }
+
+    fn is_located_in(&self, _: &str) -> bool {
+        false
     }
 }
 
@@ -137,5 +227,31 @@ mod tests {
                 .unwrap()
                 .matches(&unlocated)
         );
+    }
+
+    #[test]
+    fn live_sessions_match_what_they_have_so_far() {
+        let mut session = crate::analyzer::analysis::tests::tanner_fixture();
+        let matches =
+            |session: &Session, filter: &str| Filter::parse(filter).unwrap().matches(session);
+        assert!(matches(&session, "attack_types:lfi") && !matches(&session, "attack_types:xss"));
+        assert!(!matches(&session, "attack_types:no_such_attack"));
+        assert!(matches(&session, "peer_ip:74.217.37.84"));
+        assert!(matches(&session, "user_agent:Chrome/53"));
+        assert!(matches(&session, "start_time:1466091813"));
+        assert!(matches(
+            &session,
+            "snare_uuid:78e51180bf0d47578a04f000e5efa179"
+        ));
+        // Not known before the session ends and is analysed.
+        for later in [
+            "end_time:9999999999",
+            "possible_owners:attacker",
+            "location:US",
+        ] {
+            assert!(!matches(&session, later), "{later}");
+        }
+        session.user_agent = None;
+        assert!(!matches(&session, "user_agent:Chrome"));
     }
 }

@@ -249,7 +249,7 @@ async fn sessions(
     let sessions = reads::sensor_sessions(&mut redis, &uuid, -1).await?;
     let matching: Vec<&Value> = sessions
         .iter()
-        .filter(|session| filters.iter().all(|filter| filter.matches(session)))
+        .filter(|session| filters.iter().all(|filter| filter.matches(*session)))
         .map(|session| &session["sess_uuid"])
         .collect();
     Ok(message(StatusCode::OK, matching))
