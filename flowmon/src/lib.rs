@@ -14,6 +14,7 @@ pub mod agent;
 pub mod analyzer;
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod datapath;
 pub mod emulation;
 pub mod flow;

@@ -196,6 +196,14 @@ impl SnareMetrics {
         self.rejected.get()
     }
 
+    pub fn detections_count(&self, attack: AttackType) -> u64 {
+        self.by_attack_type[attack as usize].get()
+    }
+
+    pub fn live_sessions_count(&self) -> u64 {
+        self.live_sessions.get().max(0) as u64
+    }
+
     pub fn ended_count(&self, reason: SessionEndReason) -> u64 {
         self.by_end_reason[reason as usize].get()
     }
@@ -242,6 +250,11 @@ impl AnalyzerMetrics {
 
     pub fn failed(&self) {
         self.failures.inc();
+    }
+
+    /// Sessions analysed whose likeliest owner is `owner` (one of [`PossibleOwners::NAMES`]).
+    pub fn analysed_count(&self, owner: &'static str) -> u64 {
+        self.analysed.get_or_create(&OwnerLabel { owner }).get()
     }
 
     pub fn unstored(&self) {

@@ -22,7 +22,7 @@ pub mod replay;
 mod sensors;
 mod service;
 pub mod session;
-mod tanner_time;
+pub mod tanner_time;
 mod wire;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
