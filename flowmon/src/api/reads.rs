@@ -42,14 +42,42 @@ pub async fn sensor_sessions(
     uuid: &str,
     limit: isize,
 ) -> Result<Vec<Value>, ReadError> {
+    Ok(sensor_page(redis, uuid, 0, limit).await?.sessions)
+}
+
+/// A page of a sensor's sessions, newest first.
+#[derive(Debug, Default)]
+pub struct SessionPage {
+    pub sessions: Vec<Value>,
+    /// Members read (non-JSON ones included): fewer than asked for means the last page.
+    pub read: u64,
+    /// The sensor's sessions in all.
+    pub total: u64,
+}
+
+/// The sessions of sensor `uuid` after the newest `skip`, newest first, at most `limit` (-1:
+/// all); a sensor none of whose sessions are left (retention) has none, one never seen is
+/// unknown.
+pub async fn sensor_page(
+    redis: &mut Connection,
+    uuid: &str,
+    skip: isize,
+    limit: isize,
+) -> Result<SessionPage, ReadError> {
     let sensor = sensor_key(uuid).ok_or(ReadError::UnknownSensor)?;
-    let members: Vec<String> = redis
-        .zrevrangebyscore_limit(&sensor, "+inf", "-inf", 0, limit)
+    let (members, total): (Vec<String>, u64) = redis::pipe()
+        .zrevrangebyscore_limit(&sensor, "+inf", "-inf", skip, limit)
+        .zcard(&sensor)
+        .query_async(redis)
         .await?;
-    if members.is_empty() && !redis.sismember(SNARE_IDS, &sensor).await? {
+    if total == 0 && !redis.sismember(SNARE_IDS, &sensor).await? {
         return Err(ReadError::UnknownSensor);
     }
-    Ok(parse_members(&members))
+    Ok(SessionPage {
+        sessions: parse_members(&members),
+        read: members.len() as u64,
+        total,
+    })
 }
 
 /// The stored session `sess_uuid` (any spelling of a uuid), from whichever sensor holds it.

@@ -11,12 +11,16 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
-    api::filters::Filter,
+    api::{
+        filters::Filter,
+        reads::{self, ReadError, SensorStats},
+    },
     flow::{
-        query::{FlowPage, FlowQuery, FlowView},
+        query::{FlowPage, FlowQuery, FlowView, LiveFlowTable},
         record::FlowRecord,
     },
-    snare::Session,
+    snare::{LiveSessionTable, Session},
+    store::Connection,
 };
 
 pub type Answer<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
@@ -38,16 +42,12 @@ pub trait LiveSessions: Send + Sync {
     fn by_sensor(&self) -> BTreeMap<Option<String>, usize>;
 }
 
-/// Tanner's `/snare-stats` of a sensor, over the sessions read.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SensorStats {
-    /// Sessions the sensor has stored.
+/// A sensor's stored sessions: how many, and Tanner's `/snare-stats` of the newest.
+#[derive(Debug, PartialEq)]
+pub struct StoredSensor {
     pub total_sessions: u64,
-    /// Sessions the figures below are over: the newest, at most a bound.
-    pub read: u64,
-    pub total_duration: f64,
-    /// Paths by attack type, every type seen.
-    pub attack_frequency: BTreeMap<String, u64>,
+    /// Over the newest sessions, at most a bound (its `total_sessions` says how many).
+    pub stats: SensorStats,
 }
 
 /// Stored sessions that passed the filters, newest first.
@@ -68,7 +68,7 @@ pub trait Storage: Send + Sync {
     /// Sensor uuids (`snare_ids`), sorted.
     fn sensors(&self) -> Answer<'_, Vec<String>>;
     /// `None`: no such sensor.
-    fn sensor_stats<'a>(&'a self, sensor: &'a str) -> Answer<'a, Option<SensorStats>>;
+    fn sensor_stats<'a>(&'a self, sensor: &'a str) -> Answer<'a, Option<StoredSensor>>;
     /// The newest sessions of `sensor` (of every sensor when `None`) that pass every filter,
     /// at most `limit`, reading at most `budget` sessions.
     fn sessions<'a>(
@@ -82,6 +82,168 @@ pub trait Storage: Send + Sync {
     /// Flow records of `peer`, from every sensor, last seen between `from` and `to` (epoch
     /// seconds), oldest first, at most a bound.
     fn peer_records(&self, peer: IpAddr, from: f64, to: f64) -> Answer<'_, Vec<FlowRecord>>;
+}
+
+impl LiveFlows for LiveFlowTable {
+    fn top(&self, query: FlowQuery) -> Answer<'_, FlowPage> {
+        Box::pin(LiveFlowTable::top(self, query))
+    }
+
+    fn one(&self, key: FlowKey) -> Answer<'_, Option<FlowView>> {
+        Box::pin(LiveFlowTable::one(self, key))
+    }
+}
+
+impl LiveSessions for LiveSessionTable {
+    fn recent(&self, filters: &[Filter], limit: usize) -> (Vec<Session>, usize) {
+        LiveSessionTable::recent(
+            self,
+            |session| filters.iter().all(|filter| filter.matches(session)),
+            limit,
+        )
+    }
+
+    fn get(&self, sess_uuid: Uuid) -> Option<Session> {
+        LiveSessionTable::get(self, &sess_uuid)
+    }
+
+    fn by_sensor(&self) -> BTreeMap<Option<String>, usize> {
+        LiveSessionTable::by_sensor(self)
+    }
+}
+
+/// Sessions read from Redis at a time, newest first.
+const PAGE: isize = 500;
+/// Sessions a sensor's stats are made of at most: the newest.
+const STATS_READ: isize = 10_000;
+
+/// What Redis holds, read as Tanner's read API reads it.
+pub struct RedisStorage {
+    connection: Connection,
+}
+
+impl RedisStorage {
+    pub fn new(connection: Connection) -> Self {
+        Self { connection }
+    }
+
+    /// The newest sessions of `sensor` that pass `filters`, at most `limit`, reading at most
+    /// `budget`; how many were read, and whether all were searched or `limit` found.
+    async fn search(
+        &self,
+        sensor: &str,
+        filters: &[Filter],
+        limit: usize,
+        budget: u64,
+    ) -> Result<(Vec<Value>, u64, bool)> {
+        let mut connection = self.connection.clone();
+        let (mut found, mut read) = (Vec::new(), 0);
+        loop {
+            let page = match reads::sensor_page(&mut connection, sensor, read as isize, PAGE).await
+            {
+                Ok(page) => page,
+                Err(ReadError::UnknownSensor) => return Ok((found, read, true)),
+                Err(ReadError::Redis(err)) => return Err(err.into()),
+            };
+            read += page.read;
+            found.extend(
+                page.sessions
+                    .into_iter()
+                    .filter(|session| filters.iter().all(|filter| filter.matches(session))),
+            );
+            if found.len() >= limit {
+                found.truncate(limit);
+                return Ok((found, read, true));
+            }
+            let end = (page.read as isize) < PAGE;
+            if end || read >= budget {
+                return Ok((found, read, end));
+            }
+        }
+    }
+}
+
+impl Storage for RedisStorage {
+    fn ping(&self) -> Answer<'_, ()> {
+        let mut connection = self.connection.clone();
+        Box::pin(async move {
+            redis::cmd("PING")
+                .query_async::<()>(&mut connection)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn sensors(&self) -> Answer<'_, Vec<String>> {
+        let mut connection = self.connection.clone();
+        Box::pin(async move { Ok(reads::sensors(&mut connection).await?) })
+    }
+
+    fn sensor_stats<'a>(&'a self, sensor: &'a str) -> Answer<'a, Option<StoredSensor>> {
+        let mut connection = self.connection.clone();
+        Box::pin(async move {
+            let newest = match reads::sensor_page(&mut connection, sensor, 0, STATS_READ).await {
+                Ok(page) => page,
+                Err(ReadError::UnknownSensor) => return Ok(None),
+                Err(ReadError::Redis(err)) => return Err(err.into()),
+            };
+            Ok(Some(StoredSensor {
+                total_sessions: newest.total,
+                stats: SensorStats::of(&newest.sessions),
+            }))
+        })
+    }
+
+    fn sessions<'a>(
+        &'a self,
+        sensor: Option<&'a str>,
+        filters: &'a [Filter],
+        limit: usize,
+        budget: u64,
+    ) -> Answer<'a, StoredSessions> {
+        Box::pin(async move {
+            let sensors = match sensor {
+                Some(sensor) => vec![sensor.to_owned()],
+                None => reads::sensors(&mut self.connection.clone()).await?,
+            };
+            // Each sensor's newest matches, merged: the newest of all.
+            let share = (budget / sensors.len().max(1) as u64).max(PAGE as u64);
+            let mut all = StoredSessions {
+                complete: true,
+                ..StoredSessions::default()
+            };
+            for sensor in sensors {
+                let (found, read, complete) = self.search(&sensor, filters, limit, share).await?;
+                all.sessions.extend(found);
+                all.read += read;
+                all.complete &= complete;
+            }
+            let start = |session: &Value| session["start_time"].as_f64().unwrap_or(0.0);
+            all.sessions.sort_by(|a, b| start(b).total_cmp(&start(a)));
+            all.sessions.truncate(limit);
+            Ok(all)
+        })
+    }
+
+    fn session(&self, sess_uuid: Uuid) -> Answer<'_, Option<Value>> {
+        let mut connection = self.connection.clone();
+        Box::pin(async move {
+            let sess_uuid = sess_uuid.simple().to_string();
+            Ok(reads::session(&mut connection, &sess_uuid).await?)
+        })
+    }
+
+    fn peer_records(&self, peer: IpAddr, from: f64, to: f64) -> Answer<'_, Vec<FlowRecord>> {
+        let mut connection = self.connection.clone();
+        Box::pin(async move {
+            let records = reads::peer_flows(&mut connection, peer, from, to).await?;
+            // Anything not a record (not written by a flowmon) is left out.
+            Ok(records
+                .into_iter()
+                .filter_map(|record| serde_json::from_value(record).ok())
+                .collect())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -213,25 +375,11 @@ pub mod fake {
             Box::pin(async move { result })
         }
 
-        fn sensor_stats<'a>(&'a self, sensor: &'a str) -> Answer<'a, Option<SensorStats>> {
+        fn sensor_stats<'a>(&'a self, sensor: &'a str) -> Answer<'a, Option<StoredSensor>> {
             let result = self.check().map(|()| {
-                self.sensors.get(sensor).map(|sessions| {
-                    let mut stats = SensorStats {
-                        total_sessions: sessions.len() as u64,
-                        read: sessions.len() as u64,
-                        ..SensorStats::default()
-                    };
-                    for session in sessions {
-                        stats.total_duration += session["end_time"].as_f64().unwrap_or(0.0)
-                            - session["start_time"].as_f64().unwrap_or(0.0);
-                        for attack in session["attack_types"].as_array().into_iter().flatten() {
-                            *stats
-                                .attack_frequency
-                                .entry(attack.as_str().unwrap_or("?").to_owned())
-                                .or_default() += 1;
-                        }
-                    }
-                    stats
+                self.sensors.get(sensor).map(|sessions| StoredSensor {
+                    total_sessions: sessions.len() as u64,
+                    stats: SensorStats::of(sessions),
                 })
             });
             Box::pin(async move { result })

@@ -29,7 +29,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 pub use detection::AttackType;
 pub use pipeline::Stats;
-pub use service::Service;
+pub use service::{LiveSessionTable, Service};
 pub use session::{PathEntry, Session, SessionLimits};
 pub use wire::{Payload, TANNER_VERSION};
 

@@ -223,6 +223,25 @@ impl Pipeline {
             .await;
     }
 
+    /// Copies of the live sessions `keep` accepts, the most recently active first, at most
+    /// `limit`; and the number of live sessions.
+    pub fn recent(
+        &self,
+        keep: impl FnMut(&Session) -> bool,
+        limit: usize,
+    ) -> (Vec<Session>, usize) {
+        let table = self.table();
+        (table.recent(keep, limit), table.len())
+    }
+
+    pub fn live_session(&self, sess_uuid: &uuid::Uuid) -> Option<Session> {
+        self.table().get(sess_uuid).cloned()
+    }
+
+    pub fn live_by_sensor(&self) -> std::collections::BTreeMap<Option<String>, usize> {
+        self.table().by_sensor()
+    }
+
     pub fn stats(&self) -> Stats {
         let ended = |reason| self.metrics.ended_count(reason);
         Stats {

@@ -108,6 +108,11 @@ impl Service {
         self.pipeline.stats()
     }
 
+    /// A look at the live sessions, for as long as the service runs.
+    pub fn live_sessions(&self) -> LiveSessionTable {
+        LiveSessionTable(self.pipeline.clone())
+    }
+
     /// Stops accepting events, lets those in flight finish (for at most five seconds), ends
     /// and hands on every live session and completes the event log.
     pub async fn shutdown(self) -> Stats {
@@ -123,6 +128,31 @@ impl Service {
         }
         tracing::info!(?stats, "SNARE service stopped");
         stats
+    }
+}
+
+/// The service's live sessions; clones look at the same.
+#[derive(Clone)]
+pub struct LiveSessionTable(Arc<Pipeline>);
+
+impl LiveSessionTable {
+    /// Copies of the live sessions `keep` accepts, the most recently active first, at most
+    /// `limit`; and the number of live sessions. `keep` runs with the table locked.
+    pub fn recent(
+        &self,
+        keep: impl FnMut(&Session) -> bool,
+        limit: usize,
+    ) -> (Vec<Session>, usize) {
+        self.0.recent(keep, limit)
+    }
+
+    pub fn get(&self, sess_uuid: &uuid::Uuid) -> Option<Session> {
+        self.0.live_session(sess_uuid)
+    }
+
+    /// Live sessions by sensor uuid.
+    pub fn by_sensor(&self) -> std::collections::BTreeMap<Option<String>, usize> {
+        self.0.live_by_sensor()
     }
 }
 

@@ -257,6 +257,32 @@ impl SessionTable {
         }
     }
 
+    /// Copies of the live sessions that `keep` accepts, the most recently active first, at
+    /// most `limit`.
+    pub fn recent(&self, mut keep: impl FnMut(&Session) -> bool, limit: usize) -> Vec<Session> {
+        self.by_activity
+            .values()
+            .rev()
+            .map(|id| &self.live[id].session)
+            .filter(|session| keep(session))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    pub fn get(&self, sess_uuid: &Uuid) -> Option<&Session> {
+        self.live.get(sess_uuid).map(|live| &live.session)
+    }
+
+    /// Live sessions by sensor uuid.
+    pub fn by_sensor(&self) -> BTreeMap<Option<String>, usize> {
+        let mut sensors = BTreeMap::new();
+        for live in self.live.values() {
+            *sensors.entry(live.session.snare_uuid.clone()).or_default() += 1;
+        }
+        sensors
+    }
+
     /// Ends the sessions idle for longer than the timeout at `now`.
     pub fn sweep(&mut self, now: f64) -> Vec<Session> {
         let mut expired = Vec::new();
@@ -543,8 +569,23 @@ mod tests {
         // A cookie of another sensor's session does not continue it.
         let mut elsewhere = request("10.0.0.3", "ua", "/", Some(a));
         elsewhere.uuid = Some("another-sensor".into());
-        assert!(![a, b, c].contains(&table.record(&elsewhere, index, 7.0).sess_uuid));
+        let d = table.record(&elsewhere, index, 7.0).sess_uuid;
+        assert!(![a, b, c].contains(&d));
         assert_eq!(table.len(), 4);
+        // The most recently active first.
+        let ids = |sessions: Vec<Session>| sessions.iter().map(|s| s.sess_uuid).collect::<Vec<_>>();
+        assert_eq!(ids(table.recent(|_| true, 2)), [d, a]);
+        let of_sensor = |s: &Session| s.snare_uuid.as_deref() == Some(SENSOR);
+        assert_eq!(ids(table.recent(of_sensor, 9)), [a, c, b]);
+        assert_eq!(table.get(&a).map(|s| s.count), Some(4));
+        assert_eq!(
+            table.by_sensor(),
+            [
+                (Some(SENSOR.to_owned()), 3),
+                (Some("another-sensor".to_owned()), 1)
+            ]
+            .into()
+        );
         assert_eq!(table.end_all().iter().map(|s| s.count).sum::<u64>(), 7);
     }
 

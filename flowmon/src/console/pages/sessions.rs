@@ -22,7 +22,10 @@ use super::{
 use crate::{
     analyzer::owners::{self, Evidence, PossibleOwners},
     api::filters::Filter,
-    console::{Ctx, sources::StoredSessions},
+    console::{
+        Ctx,
+        sources::{StoredSensor, StoredSessions},
+    },
     flow::{
         query::{FlowFilter, FlowOrder, FlowQuery, FlowRef},
         record::FlowRecord,
@@ -727,6 +730,17 @@ pub async fn of_peers(ctx: &Ctx, peers: &[IpAddr], notices: &mut Vec<Notice>) ->
     }
 }
 
+/// Tanner's attack frequency as (attack type, paths) pairs.
+fn attack_frequency(stored: &StoredSensor) -> Vec<(String, u64)> {
+    match serde_json::to_value(&stored.stats.attack_frequency) {
+        Ok(Value::Object(counts)) => counts
+            .into_iter()
+            .map(|(attack, n)| (attack, n.as_u64().unwrap_or(0)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 pub async fn sensors(State(ctx): State<Ctx>) -> Response {
     let mut notices = Vec::new();
     let live = ctx.sources.sessions.by_sensor();
@@ -767,16 +781,14 @@ pub async fn sensors(State(ctx): State<Ctx>) -> Response {
                             td { @match sensor { Some(sensor) => a href=(format!("/sessions{}", query(&[("sensor", sensor)]))) { code { (sensor) } }, None => "(no sensor id)" } }
                             td.num { (count(live.get(sensor).copied().unwrap_or(0) as u64)) }
                             td.num { @match stats { Some(stats) => (count(stats.total_sessions)), None => "-" } }
-                            td.num { @if let Some(stats) = stats { (span(stats.total_duration)) } }
+                            td.num { @if let Some(stored) = stats { (span(stored.stats.total_duration)) } }
                             td {
-                                @if let Some(stats) = stats {
-                                    @for (attack, n) in &stats.attack_frequency {
-                                        @if !matches!(attack.as_str(), "index" | "unknown" | "wp-content") {
-                                            (attack_chip(attack)) " " (count(*n)) " "
-                                        }
+                                @if let Some(stored) = stats {
+                                    @for (attack, n) in attack_frequency(stored) {
+                                        (attack_chip(&attack)) " " (count(n)) " "
                                     }
-                                    @if stats.read < stats.total_sessions {
-                                        span.hint { "(newest " (count(stats.read)) ")" }
+                                    @if stored.stats.total_sessions < stored.total_sessions as usize {
+                                        span.hint { "(of the newest " (count(stored.stats.total_sessions as u64)) ")" }
                                     }
                                 }
                             }
