@@ -87,9 +87,13 @@ impl Agent {
 
     /// The value of the metric line that starts with `name` (labels included).
     pub fn metric(&self, netns: &Netns, name: &str) -> f64 {
+        metric(&self.scrape(netns), name)
+    }
+
+    /// The whole Prometheus exposition.
+    pub fn scrape(&self, netns: &Netns) -> String {
         assert_eq!(netns.name, self.netns_name);
-        let body = scrape_metrics(netns).expect("metrics endpoint");
-        metric(&body, name)
+        scrape_metrics(netns).expect("metrics endpoint")
     }
 }
 

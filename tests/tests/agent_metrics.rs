@@ -9,11 +9,12 @@ use std::{
 };
 
 use flowmon_tests::{
-    agent::metric,
+    agent::{Agent, metric},
+    netns::VethPair,
     process::{ChildGuard, TempDir, flowmon_binary, free_port, wait_for_port},
     redis_server::RedisServer,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 const SENSOR: &str = "9c10172f-7ce2-4fb4-b1c6-abc70141db56";
 
@@ -145,4 +146,129 @@ fn snare_analyzer_and_store_figures_are_exact() {
 
     let status = flowmon.signal_and_wait(libc::SIGTERM, Duration::from_secs(10));
     assert!(status.success(), "flowmon exited with {status}");
+}
+
+/// Every string under `key` anywhere in `value`.
+fn strings_under<'a>(value: &'a Value, key: &str, found: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(map) => {
+            for (name, inner) in map {
+                match inner.as_str() {
+                    Some(text) if name == key => found.push(text),
+                    _ => strings_under(inner, key, found),
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| strings_under(item, key, found)),
+        _ => {}
+    }
+}
+
+/// The metric names a PromQL expression reads, and the labels it groups by.
+fn names_and_labels(expr: &str) -> (Vec<String>, Vec<String>) {
+    let words = |text: &str| -> Vec<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| !word.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let names = words(expr)
+        .into_iter()
+        .filter(|word| word.starts_with("flowmon_"))
+        .collect();
+    let labels = expr
+        .split("by (")
+        .skip(1)
+        .flat_map(|rest| words(rest.split(')').next().unwrap_or_default()))
+        .collect();
+    (names, labels)
+}
+
+/// The Grafana dashboard imports as is (a datasource input, a current schema) and queries only
+/// what the agent exposes: every metric name, and every label it groups by on series that
+/// have labels.
+#[test]
+fn the_grafana_dashboard_queries_what_the_agent_exposes() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../dist/grafana/flowmon.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap())
+        .expect("the dashboard is JSON");
+    assert_eq!(dashboard["__inputs"][0]["name"], "DS_PROMETHEUS");
+    assert_eq!(dashboard["__inputs"][0]["type"], "datasource");
+    assert_eq!(dashboard["__inputs"][0]["pluginId"], "prometheus");
+    assert!(dashboard["schemaVersion"].as_u64().unwrap() >= 39);
+    assert_eq!(
+        dashboard["id"],
+        Value::Null,
+        "an importable dashboard has no id"
+    );
+    let mut uids = Vec::new();
+    strings_under(&dashboard["panels"], "uid", &mut uids);
+    assert!(
+        !uids.is_empty() && uids.iter().all(|uid| *uid == "${DS_PROMETHEUS}"),
+        "{uids:?}"
+    );
+
+    // An agent with a flow that ends at once, so that the labelled series of the kernel's
+    // counters and of the records written exist too.
+    let pair = VethPair::new();
+    let agent = Agent::start(
+        &pair.server,
+        VethPair::SERVER_IF,
+        &[
+            "--no-redis",
+            "--icmp-timeout",
+            "0.3",
+            "--poll-interval",
+            "0.1",
+        ],
+    );
+    pair.client
+        .exec(&["ping", "-c", "1", "-W", "5", VethPair::SERVER_IP]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let body = agent.scrape(&pair.server);
+        if body.contains("flowmon_records_written_total{") {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no record written:\n{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let series = |name: &str| -> Vec<&str> {
+        body.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
+            .collect()
+    };
+    let mut exprs = Vec::new();
+    strings_under(&dashboard["panels"], "expr", &mut exprs);
+    assert!(exprs.len() >= 25, "{} queries", exprs.len());
+    let mut checked_labels = 0;
+    for expr in exprs {
+        let (names, labels) = names_and_labels(expr);
+        assert!(!names.is_empty(), "{expr} reads no flowmon metric");
+        for name in &names {
+            let lines = series(name);
+            assert!(
+                !lines.is_empty(),
+                "{name} (in {expr}) is not exposed:\n{body}"
+            );
+            for label in labels.iter().filter(|label| *label != "instance") {
+                if lines.iter().any(|line| line.contains('{')) {
+                    assert!(
+                        lines
+                            .iter()
+                            .any(|line| line.contains(&format!("{label}=\""))),
+                        "{name} has no label {label} (in {expr})"
+                    );
+                    checked_labels += 1;
+                }
+            }
+        }
+    }
+    assert!(checked_labels >= 5, "labels checked: {checked_labels}");
 }
