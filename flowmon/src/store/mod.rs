@@ -4,6 +4,7 @@
 //! The Redis layout and the spool's behaviour are documented in `docs/redis-schema.md`.
 
 pub mod connection;
+pub mod local_redis;
 pub mod ops;
 pub mod spool;
 mod writer;
