@@ -130,6 +130,13 @@
     this.stacked("owners", points, "analysed", x, slot);
   };
 
+  // Says why a chart is empty.
+  function empty(svg, text) {
+    var label = el("text", { x: WIDTH / 2, y: HEIGHT / 2, "text-anchor": "middle", "class": "empty" });
+    label.textContent = text;
+    svg.appendChild(label);
+  }
+
   function setMax(id, text) {
     var node = document.querySelector('[data-max="' + id + '"]');
     if (node) node.textContent = text;
@@ -139,7 +146,10 @@
     var svg = document.getElementById("chart-traffic");
     if (!svg) return;
     clear(svg);
-    if (points.length === 0) return;
+    if (points.length === 0) {
+      empty(svg, "the first point comes 10 s after start");
+      return;
+    }
     var maxBytes = 0, maxPackets = 0;
     points.forEach(function (p) {
       maxBytes = Math.max(maxBytes, p.bytes_per_s);
@@ -167,7 +177,10 @@
       max = Math.max(max, p[key].reduce(function (a, b) { return a + b; }, 0));
     });
     setMax(id, "peak " + format(max, "count") + " per 10 s");
-    if (max === 0) return;
+    if (max === 0) {
+      empty(svg, points.length === 0 ? "the first point comes 10 s after start" : "none in the last hour");
+      return;
+    }
     points.forEach(function (p) {
       var top = HEIGHT;
       p[key].forEach(function (n, series) {

@@ -125,7 +125,7 @@ fn chart(id: &str, title: &str, names: &[&str]) -> Markup {
             svg id=(format!("chart-{id}")) viewBox="0 0 720 160" preserveAspectRatio="none" role="img" aria-label=(title) {}
             ul.legend {
                 @for (index, name) in names.iter().enumerate() {
-                    li { span.swatch class=(format!("c{index}")) {} (name) }
+                    li { span class=(format!("swatch c{index}")) {} (name) }
                 }
             }
         }

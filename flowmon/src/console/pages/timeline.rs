@@ -9,8 +9,10 @@ use super::{css_name, span, time};
 const MAX_BARS: usize = 40;
 const WIDTH: f64 = 720.0;
 const TICK_LANE: f64 = 28.0;
-const BAR_HEIGHT: f64 = 16.0;
-const BAR_GAP: f64 = 4.0;
+/// A flow's row: its label, then its bar.
+const ROW: f64 = 30.0;
+const LABEL_HEIGHT: f64 = 13.0;
+const BAR_HEIGHT: f64 = 9.0;
 
 /// A request.
 pub struct Tick {
@@ -41,7 +43,7 @@ pub fn render(ticks: &[Tick], bars: &[Bar], from: f64, to: f64) -> Markup {
     let length = (to - from).max(1.0);
     let x = |t: f64| ((t - from) / length * WIDTH).clamp(0.0, WIDTH);
     let shown = &bars[..bars.len().min(MAX_BARS)];
-    let height = TICK_LANE + shown.len() as f64 * (BAR_HEIGHT + BAR_GAP) + BAR_GAP;
+    let height = TICK_LANE + shown.len() as f64 * ROW + 4.0;
     html! {
         figure.timeline {
             svg viewBox=(format!("0 0 {WIDTH} {height}")) role="img" aria-label="Requests and flows over time" {
@@ -53,14 +55,13 @@ pub fn render(ticks: &[Tick], bars: &[Bar], from: f64, to: f64) -> Markup {
                     }
                 }
                 @for (index, bar) in shown.iter().enumerate() {
-                    @let y = TICK_LANE + BAR_GAP + index as f64 * (BAR_HEIGHT + BAR_GAP);
+                    @let y = TICK_LANE + index as f64 * ROW;
                     @let (left, right) = (x(bar.start), x(bar.end));
                     @let rect = html! {
-                        rect.bar x=(left) y=(y) width=((right - left).max(2.0)) height=(BAR_HEIGHT) {
+                        text.bar-label x=(left.min(WIDTH * 0.55)) y=(y + LABEL_HEIGHT) { (bar.label) }
+                        rect.bar x=(left) y=(y + LABEL_HEIGHT + 3.0) width=((right - left).max(2.0)) height=(BAR_HEIGHT) {
                             title { (bar.label) " · " (time(bar.start)) " to " (time(bar.end)) }
                         }
-                        text.bar-label x=(if left < WIDTH / 2.0 { right.max(left + 2.0) + 4.0 } else { left - 4.0 })
-                            y=(y + BAR_HEIGHT - 4.0) text-anchor=(if left < WIDTH / 2.0 { "start" } else { "end" }) { (bar.label) }
                     };
                     @match &bar.link {
                         Some(link) => a href=(link) { (rect) },
