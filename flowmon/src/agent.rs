@@ -1,7 +1,7 @@
 //! The daemon: attaches the datapath, runs the flow monitor and the services, and stops all of
 //! it cleanly on SIGINT or SIGTERM.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, path::Path, sync::Arc};
 
 use anyhow::{Context as _, Result};
 use tokio::signal::unix::{SignalKind, signal};
@@ -10,13 +10,20 @@ use crate::{
     analyzer::{self, FlowSource},
     api::ApiServer,
     config::{Config, FlowsConfig},
+    console::{
+        About, Console, Sources,
+        sources::{LiveFlows, RedisStorage, Storage},
+    },
     datapath::Datapath,
-    flow::{monitor::FlowMonitor, peers::PeerFlows},
+    flow::{monitor::FlowMonitor, peers::PeerFlows, query::LiveFlowTable},
     lifecycle::Part,
     metrics::{self, Metrics},
     sinks::{FlowSinks, json_lines::JsonLines, redis::RedisFlowSink},
     snare,
-    store::Store,
+    store::{
+        Connection, Patience, RedisTarget, Store,
+        local_redis::{self, LocalRedis, LocalRedisConfig},
+    },
 };
 
 pub async fn run(config: Config) -> Result<()> {
@@ -25,6 +32,17 @@ pub async fn run(config: Config) -> Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     raise_open_file_limit();
     let metrics = Metrics::new();
+    // Before the store, so that its first writes find the server up.
+    let local_redis = match config.local_redis {
+        Some(local) => start_local_redis(local).await,
+        None => None,
+    };
+    let redis_target = config.store.as_ref().map(|store| store.redis.clone());
+    let spool_dir = config.store.as_ref().map(|store| store.spool_dir.clone());
+    let flow_log = config
+        .flows
+        .as_ref()
+        .and_then(|flows| flows.monitor.sinks.flow_log.clone());
     let store = config.store.map(Store::start).transpose()?;
     if let Some(store) = &store {
         metrics.watch_store(store.clone());
@@ -65,25 +83,77 @@ pub async fn run(config: Config) -> Result<()> {
         metrics.snare.clone(),
     )
     .await?;
+    let live_sessions = snare.live_sessions();
     let snare = Part::hold("SNARE service", snare, |snare| async {
         snare.shutdown().await;
     });
-    let monitor = match (config.flows, peers) {
-        (Some(flows), Some(peers)) => Some(start_flow_monitor(
-            flows,
-            store.clone(),
-            peers,
-            metrics.clone(),
-        )?),
+    let ifaces = config
+        .flows
+        .as_ref()
+        .map(|flows| flows.datapath.ifaces.clone())
+        .unwrap_or_default();
+    let (monitor, live_flows) = match (config.flows, peers.clone()) {
+        (Some(flows), Some(peers)) => {
+            let (monitor, live_flows) =
+                start_flow_monitor(flows, store.clone(), peers, metrics.clone())?;
+            (Some(monitor), Some(live_flows))
+        }
         _ => {
             tracing::info!("no --iface given: not monitoring flows");
-            None
+            (None, None)
         }
     };
+    let redis_state = match &redis_target {
+        Some(target) => Some(redis_answers(target).await),
+        None => None,
+    };
+    let destinations = Destinations {
+        redis: redis_target.as_ref(),
+        answers: redis_state,
+        local: local_redis.as_ref(),
+        spool_dir: spool_dir.as_deref(),
+        flow_log: flow_log.as_deref(),
+        monitoring: !ifaces.is_empty(),
+    }
+    .to_string();
+    let console = match config.console {
+        Some(console_config) => {
+            let storage = console_config
+                .redis
+                .as_ref()
+                .map(|target| -> Result<Arc<dyn Storage>> {
+                    let connection = Connection::open(target, Patience::READ)?;
+                    Ok(Arc::new(RedisStorage::new(connection)))
+                })
+                .transpose()?;
+            let sources = Sources {
+                metrics: metrics.clone(),
+                store: store.clone(),
+                flows: live_flows.map(|table| Arc::new(table) as Arc<dyn LiveFlows>),
+                sessions: Arc::new(live_sessions),
+                storage,
+                records: peers.map(|peers| peers as Arc<dyn FlowSource>),
+            };
+            let about = About {
+                sensor_id: config.sensor_id.clone(),
+                ifaces,
+                records: destinations.clone(),
+            };
+            Some(Console::start(console_config, sources, about).await?)
+        }
+        None => None,
+    };
+    let console_line = match &console {
+        Some(console) => format!("console http://{}/", console.local_addr()),
+        None => "no console (--no-console)".to_owned(),
+    };
+    let console = console.map(|console| Part::hold("console", console, Console::shutdown));
     // Last: a metrics endpoint that answers means everything is attached and serving.
     let metrics = metrics::serve(config.metrics_listen, metrics.clone()).await?;
     let store = store.map(|store| Part::hold("Redis store", store, Store::close));
-    tracing::info!("ready");
+    let local_redis =
+        local_redis.map(|local| Part::hold("local redis-server", local, LocalRedis::stop));
+    tracing::info!("ready: {destinations}; {console_line}");
 
     tokio::select! {
         _ = interrupt.recv() => {}
@@ -94,10 +164,12 @@ pub async fn run(config: Config) -> Result<()> {
     // hands its analysis to the store; the flow monitor writes a final record of every flow;
     // then the store writes everything to Redis or its spool.
     let parts = [
+        console,
         Some(snare),
         Some(analyzer),
         monitor,
         store,
+        local_redis,
         api,
         Some(metrics),
     ];
@@ -137,7 +209,7 @@ fn start_flow_monitor(
     store: Option<Store>,
     peers: Arc<PeerFlows>,
     metrics: Arc<Metrics>,
-) -> Result<Part> {
+) -> Result<(Part, LiveFlowTable)> {
     let log = config
         .sinks
         .flow_log
@@ -174,11 +246,89 @@ fn start_flow_monitor(
             .hook(&attachment.iface, attachment.ingress.as_str());
         ifaces.insert(attachment.ifindex, attachment.iface.clone());
     }
-    let monitor = FlowMonitor::new(datapath, ifaces, config, sinks, metrics)
+    let mut monitor = FlowMonitor::new(datapath, ifaces, config, sinks, metrics)
         .context("cannot start the flow monitor")?;
-    Ok(Part::spawn_blocking("flow monitor", move |token| {
+    let live_flows = monitor.live_flows()?;
+    let part = Part::spawn_blocking("flow monitor", move |token| {
         if let Err(err) = monitor.run(token) {
             tracing::error!("the flow monitor failed: {err:#}");
         }
-    }))
+    });
+    Ok((part, live_flows))
+}
+
+/// A redis-server of flowmon's own, unless something answers at its address already (or it
+/// cannot start: then records wait in the spool).
+async fn start_local_redis(config: LocalRedisConfig) -> Option<LocalRedis> {
+    if local_redis::answers(config.addr).await {
+        return None;
+    }
+    match LocalRedis::start(config).await {
+        Ok(local) => {
+            tracing::info!(dir = %local.dir().display(), "started a redis-server of flowmon's own");
+            Some(local)
+        }
+        Err(err) => {
+            tracing::warn!("no Redis answers and flowmon cannot start one: {err}");
+            None
+        }
+    }
+}
+
+/// Whether Redis answers a PING within a few seconds.
+async fn redis_answers(target: &RedisTarget) -> Result<(), String> {
+    let ping = async {
+        let mut connection = Connection::open(target, Patience::READ)?;
+        redis::cmd("PING").query_async::<()>(&mut connection).await
+    };
+    match tokio::time::timeout(Patience::READ.response, ping).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!("no answer within {:?}", Patience::READ.response)),
+    }
+}
+
+/// Where records and sessions go, in one line for the log and the console.
+struct Destinations<'a> {
+    redis: Option<&'a RedisTarget>,
+    /// Whether Redis answered at start.
+    answers: Option<Result<(), String>>,
+    local: Option<&'a LocalRedis>,
+    spool_dir: Option<&'a Path>,
+    flow_log: Option<&'a Path>,
+    monitoring: bool,
+}
+
+impl std::fmt::Display for Destinations<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.monitoring {
+            "flow records and sessions"
+        } else {
+            "sessions (no --iface: no flows)"
+        };
+        match (self.redis, &self.answers, self.spool_dir) {
+            (Some(redis), Some(Ok(())), _) => {
+                write!(f, "{what} to Redis {}", redis.redacted())?;
+                if let Some(local) = self.local {
+                    write!(
+                        f,
+                        " (flowmon's own redis-server, data in {})",
+                        local.dir().display()
+                    )?;
+                }
+            }
+            (Some(redis), Some(Err(err)), Some(spool)) => write!(
+                f,
+                "{what} spooled to {} until Redis {} answers ({err})",
+                spool.display(),
+                redis.redacted()
+            )?,
+            _ => write!(f, "{what} to no Redis (--no-redis)")?,
+        }
+        match self.flow_log {
+            Some(log) => write!(f, ", flow log {}", log.display()),
+            None if self.monitoring => write!(f, ", no flow log"),
+            None => Ok(()),
+        }
+    }
 }

@@ -21,6 +21,7 @@ use thiserror::Error;
 use crate::{
     analyzer::{AnalyzerConfig, GeoIp},
     api::{self, ApiConfig},
+    console::{self, ConsoleConfig},
     datapath::{self, DatapathConfig, IngressHookChoice, XdpModeChoice},
     emulation::{self, EmulationConfig, Profile, RfiFetchConfig},
     flow::{
@@ -33,7 +34,7 @@ use crate::{
         redis::{self as redis_sink, FlowWrites},
     },
     snare::{self, SessionLimits, SnareConfig, session},
-    store::{self, RedisTarget, StoreConfig},
+    store::{self, RedisTarget, StoreConfig, local_redis::LocalRedisConfig},
 };
 
 #[derive(Debug, Parser)]
@@ -280,6 +281,19 @@ pub struct Settings {
     #[arg(long, global = true)]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rfi_fetch: bool,
+    /// The web console (asks for --api-token when one is set).
+    #[arg(long, value_name = "ADDR:PORT", global = true, default_value = console::DEFAULT_WEB_LISTEN)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_listen: Option<String>,
+    /// Do not serve the web console.
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_console: bool,
+    /// Never start a redis-server of flowmon's own (by default one is started, with its data
+    /// in --state-dir, when --redis-url is the default and nothing answers there).
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_local_redis: bool,
 }
 
 /// The ingress hook: an XDP mode other than auto asks for XDP, and cannot go with another hook.
@@ -357,6 +371,11 @@ pub struct Config {
     /// `None` with `--no-redis`: the API reads Redis.
     pub api: Option<ApiConfig>,
     pub metrics_listen: SocketAddr,
+    /// `None` with `--no-console`.
+    pub console: Option<ConsoleConfig>,
+    /// The redis-server flowmon starts when nothing answers at the default URL; `None` when
+    /// the URL is another, with `--no-redis` or `--no-local-redis`.
+    pub local_redis: Option<LocalRedisConfig>,
     /// How long this host keeps each peer's flows for the analyzer's join.
     pub peer_flows_retention: Duration,
     pub max_peer_flows: usize,
@@ -417,6 +436,10 @@ impl Settings {
         let pin_dir = self
             .pin_dir
             .unwrap_or_else(|| PathBuf::from(datapath::DEFAULT_PIN_DIR));
+        let default_redis = self
+            .redis_url
+            .as_deref()
+            .is_none_or(|url| url == store::DEFAULT_REDIS_URL);
         let redis = if self.no_redis {
             None
         } else {
@@ -540,6 +563,27 @@ impl Settings {
             redis: redis.clone(),
             sensor_id: sensor_id.clone(),
         };
+        let console = (!self.no_console)
+            .then(|| -> Result<ConsoleConfig, InvalidSetting> {
+                Ok(ConsoleConfig {
+                    listen: socket_addr(
+                        "web-listen",
+                        self.web_listen.as_deref(),
+                        console::DEFAULT_WEB_LISTEN,
+                    )?,
+                    token: self.api_token.clone().filter(|token| !token.is_empty()),
+                    session_timeout,
+                    redis: redis.clone(),
+                })
+            })
+            .transpose()?;
+        let local_redis =
+            (redis.is_some() && default_redis && !self.redis_cluster && !self.no_local_redis).then(
+                || LocalRedisConfig {
+                    addr: store::DEFAULT_REDIS_ADDR,
+                    dir: state_dir.join("redis"),
+                },
+            );
         let api = redis
             .map(|redis| -> Result<ApiConfig, InvalidSetting> {
                 Ok(ApiConfig {
@@ -569,6 +613,8 @@ impl Settings {
             analyzer,
             api,
             metrics_listen,
+            console,
+            local_redis,
             peer_flows_retention,
             max_peer_flows: MAX_PEER_FLOWS,
         })
@@ -746,6 +792,7 @@ mod tests {
                 &["--emulation-profile", "/nonexistent/host.toml"],
                 "emulation-profile",
             ),
+            (&["--web-listen", "8091"], "web-listen"),
         ];
         for (args, name) in cases {
             let err = refused(args);
@@ -782,6 +829,31 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_local_redis_only_stands_in_for_the_default_url() {
+        let local = |args: &[&str]| parse(args).settings.validate().unwrap().local_redis;
+        let config = local(&["--state-dir", "/tmp/fm"]).expect("at the default URL");
+        assert_eq!(config.addr, "127.0.0.1:6379".parse().unwrap());
+        assert_eq!(config.dir, Path::new("/tmp/fm/redis"));
+        assert!(local(&["--redis-url", store::DEFAULT_REDIS_URL]).is_some());
+        assert!(local(&["--redis-url", "redis://127.0.0.1:6380"]).is_none());
+        assert!(local(&["--no-local-redis"]).is_none());
+        assert!(local(&["--no-redis"]).is_none());
+        assert!(local(&["--redis-cluster"]).is_none());
+        let config = parse(&["--api-token", "t"]).settings.validate().unwrap();
+        let console = config.console.unwrap();
+        assert_eq!(console.listen, "127.0.0.1:8091".parse().unwrap());
+        assert_eq!(console.token.as_deref(), Some("t"));
+        assert!(
+            parse(&["--no-console"])
+                .settings
+                .validate()
+                .unwrap()
+                .console
+                .is_none()
+        );
     }
 
     #[test]

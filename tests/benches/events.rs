@@ -39,6 +39,7 @@ fn measure(emulate: &str) -> LoadReport {
             .args(["--snare-listen", &format!("127.0.0.1:{snare}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--api-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--web-listen", "127.0.0.1:0"])
             .arg("--state-dir")
             .arg(state.path())
             .env("RUST_LOG", "warn"),

@@ -33,6 +33,7 @@ impl SnareAgent {
                 .args(["--snare-listen", &addr.to_string()])
                 .args(["--api-listen", &api.to_string()])
                 .args(["--metrics-listen", &metrics.to_string()])
+                .args(["--web-listen", "127.0.0.1:0"])
                 .arg("--state-dir")
                 .arg(dir.path())
                 .args(args)

@@ -28,6 +28,7 @@ fn failing_start(netns: Option<&Netns>, user: Option<&str>, args: &[&str]) -> St
     let output = command
         .args(args)
         .args(["--no-redis", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--web-listen", "127.0.0.1:0"])
         .arg("--state-dir")
         .arg(state.path())
         .arg("--pin-dir")

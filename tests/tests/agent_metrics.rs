@@ -39,6 +39,7 @@ fn snare_analyzer_and_store_figures_are_exact() {
             .args(["--snare-listen", &snare.to_string()])
             .args(["--metrics-listen", &metrics.to_string()])
             .args(["--api-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--web-listen", "127.0.0.1:0"])
             // Long enough that the three events join one session even on a loaded machine.
             .args(["--session-timeout", "3"])
             .arg("--state-dir")

@@ -33,7 +33,11 @@ use axum::{
 use serde::Serialize;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
-use crate::{analyzer::FlowSource, metrics::Metrics, store::Store};
+use crate::{
+    analyzer::FlowSource,
+    metrics::Metrics,
+    store::{RedisTarget, Store},
+};
 use auth::Auth;
 use history::{Counters, SharedHistory};
 use sources::{LiveFlows, LiveSessions, Storage};
@@ -54,6 +58,8 @@ pub struct ConsoleConfig {
     /// `--session-timeout`: a session's flows are looked for from this long before its first
     /// request, as the analyzer does.
     pub session_timeout: Duration,
+    /// Where stored sessions are read; `None` with `--no-redis`.
+    pub redis: Option<RedisTarget>,
 }
 
 /// What the console reads.

@@ -15,6 +15,9 @@ use redis::{
 
 /// The Redis (or Redis Cluster seed node) every part of flowmon uses.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// The address of [`DEFAULT_REDIS_URL`].
+pub const DEFAULT_REDIS_ADDR: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 6379);
 
 /// A Redis server or cluster, its URL checked. Its `Debug` leaves the URL out: it may hold
 /// a password.
@@ -35,6 +38,17 @@ impl RedisTarget {
 
     pub fn is_cluster(&self) -> bool {
         self.cluster
+    }
+
+    /// The URL without its password, for logs.
+    pub fn redacted(&self) -> String {
+        match self.url.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => self.url.clone(),
+            },
+            None => self.url.clone(),
+        }
     }
 }
 
@@ -190,6 +204,21 @@ mod tests {
     fn targets_check_their_url_and_keep_it_out_of_debug() {
         let target = RedisTarget::new("redis://:secret@db.example:6380/2", false).unwrap();
         assert!(!format!("{target:?}").contains("secret"));
+        assert_eq!(target.redacted(), "redis://***@db.example:6380/2");
+        assert_eq!(
+            RedisTarget::new(DEFAULT_REDIS_URL, false)
+                .unwrap()
+                .redacted(),
+            DEFAULT_REDIS_URL
+        );
+        assert_eq!(
+            DEFAULT_REDIS_URL
+                .into_connection_info()
+                .unwrap()
+                .addr()
+                .to_string(),
+            DEFAULT_REDIS_ADDR.to_string()
+        );
         assert!(
             RedisTarget::new("rediss://db.example", true)
                 .unwrap()

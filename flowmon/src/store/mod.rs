@@ -20,7 +20,9 @@ use std::{
 use anyhow::{Context as _, Result};
 use tokio::sync::{mpsc, oneshot};
 
-pub use connection::{Connection, DEFAULT_REDIS_URL, Patience, RedisTarget, unreachable};
+pub use connection::{
+    Connection, DEFAULT_REDIS_ADDR, DEFAULT_REDIS_URL, Patience, RedisTarget, unreachable,
+};
 pub use ops::{Op, Write};
 use spool::Spool;
 use writer::{Msg, Writer};
