@@ -140,3 +140,25 @@ pub fn metric(body: &str, name: &str) -> f64 {
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no metric {name} in\n{body}"))
 }
+
+/// Posts a SNARE event to the agent in `netns` (on the default `--snare-listen`) and returns
+/// the answer's body; panics unless it is 200.
+pub fn post_snare_event(netns: &Netns, event: &Value) -> String {
+    let event = event.to_string();
+    let answer = netns.run(|| {
+        let mut stream = TcpStream::connect("127.0.0.1:8090").unwrap();
+        write!(
+            stream,
+            "POST /event HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{event}",
+            event.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    });
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+    body.to_owned()
+}

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod analyzer_support;
+pub mod browser;
 pub mod frames;
 pub mod kernel;
 pub mod netns;

@@ -1,7 +1,14 @@
 //! What each side of a TCP connection sent, by its own kernel's count (TCP_INFO): the ground
 //! truth the tests hold flowmon's counts against.
 
-use std::{net::TcpStream, os::fd::AsRawFd as _, time::Duration};
+use std::{
+    io::{Read as _, Write as _},
+    net::{Shutdown, TcpListener, TcpStream},
+    os::fd::AsRawFd as _,
+    time::Duration,
+};
+
+use crate::netns::VethPair;
 
 /// Ethernet, IPv4 and a TCP header with the timestamp option: every segment but the two SYNs
 /// (with SACK off, as the tests set it, so that retransmissions carry no SACK blocks).
@@ -62,4 +69,38 @@ pub fn wait_until_closed(stream: &TcpStream) {
         std::thread::sleep(Duration::from_millis(10));
     }
     panic!("TCP connection did not close");
+}
+
+/// One HTTP exchange on its own connection, from the pair's client to `listener` (bound in
+/// the server's namespace): a GET of `path` answered with `hello`. Returns what (client,
+/// server) sent, by their own kernels, and the client's port.
+pub fn http_get(pair: &VethPair, listener: &TcpListener, path: &str) -> (Sent, Sent, u16) {
+    let server_addr = listener.local_addr().unwrap();
+    std::thread::scope(|scope| {
+        let server = scope.spawn(|| {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            stream.read_to_end(&mut request).unwrap();
+            assert!(String::from_utf8_lossy(&request).starts_with("GET "));
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                .unwrap();
+            stream.shutdown(Shutdown::Write).unwrap();
+            wait_until_closed(&stream);
+            // The SYN-ACK came from the listener's request socket.
+            let mut sent = tcp_sent(&stream);
+            sent.segments += 1;
+            sent
+        });
+        let mut stream = pair.client.run(|| TcpStream::connect(server_addr).unwrap());
+        let port = stream.local_addr().unwrap().port();
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: sensor\r\n\r\n").as_bytes())
+            .unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        wait_until_closed(&stream);
+        (tcp_sent(&stream), server.join().unwrap(), port)
+    })
 }

@@ -4,16 +4,15 @@
 //! `network` numbers are exactly what crossed the wire, by each side's own kernel.
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{Shutdown, TcpListener, TcpStream},
+    net::{TcpListener, TcpStream},
     time::{Duration, Instant},
 };
 
 use flowmon_tests::{
-    agent::Agent,
+    agent::{Agent, post_snare_event},
     netns::VethPair,
     redis_server::RedisServer,
-    tcp::{Sent, tcp_sent, wait_until_closed},
+    tcp::http_get,
 };
 use serde_json::{Value, json};
 
@@ -26,62 +25,14 @@ const REQUESTS: usize = 3;
 const SYN_FRAME: u64 = 14 + 20 + 40;
 const RST_FRAME: u64 = 14 + 20 + 20;
 
-/// One HTTP exchange on its own connection; returns what (client, server) sent and the client's
-/// port.
-fn http_get(pair: &VethPair, listener: &TcpListener, path: &str) -> (Sent, Sent, u16) {
-    std::thread::scope(|scope| {
-        let server = scope.spawn(|| {
-            let (mut stream, _) = listener.accept().unwrap();
-            let mut request = Vec::new();
-            stream.read_to_end(&mut request).unwrap();
-            assert!(String::from_utf8_lossy(&request).starts_with("GET "));
-            stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
-                .unwrap();
-            stream.shutdown(Shutdown::Write).unwrap();
-            wait_until_closed(&stream);
-            // The SYN-ACK came from the listener's request socket.
-            let mut sent = tcp_sent(&stream);
-            sent.segments += 1;
-            sent
-        });
-        let mut stream = pair
-            .client
-            .run(|| TcpStream::connect((VethPair::SERVER_IP, WEB_PORT)).unwrap());
-        let port = stream.local_addr().unwrap().port();
-        stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: sensor\r\n\r\n").as_bytes())
-            .unwrap();
-        stream.shutdown(Shutdown::Write).unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        wait_until_closed(&stream);
-        (tcp_sent(&stream), server.join().unwrap(), port)
-    })
-}
-
 /// Posts the SNARE event of a request to flowmon (inside the server's namespace).
 fn post_event(pair: &VethPair, path: &str, client_port: u16) {
     let event = json!({
         "method": "GET", "path": path, "uuid": SENSOR, "status": 200,
         "headers": {"Host": "sensor", "User-Agent": "join-test/1.0"},
         "peer": {"ip": VethPair::CLIENT_IP, "port": client_port},
-    })
-    .to_string();
-    let answer = pair.server.run(|| {
-        let mut stream = TcpStream::connect("127.0.0.1:8090").unwrap();
-        write!(
-            stream,
-            "POST /event HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{event}",
-            event.len()
-        )
-        .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        answer
     });
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    post_snare_event(&pair.server, &event);
 }
 
 #[test]

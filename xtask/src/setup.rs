@@ -11,7 +11,8 @@ use anyhow::{Context as _, Result, bail};
 
 /// Debian packages: LLVM 22 and the libraries bpf-linker links against, the Redis server and
 /// the tools the system tests drive (ip, ping, openssl for a TLS Redis's certificates,
-/// systemd-analyze, systemd-sysusers and strace for the service unit's sandbox).
+/// systemd-analyze, systemd-sysusers and strace for the service unit's sandbox, Chromium and
+/// its WebDriver for the console's).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libzstd-dev",
@@ -23,6 +24,8 @@ const PACKAGES: &[&str] = &[
     "openssl",
     "systemd",
     "strace",
+    "chromium",
+    "chromium-driver",
 ];
 
 /// The peer flow exporter the traffic benchmark compares against. Its Debian service does

@@ -1,0 +1,305 @@
+//! The web console in a real browser (headless Chromium over WebDriver), against an agent on
+//! a veth pair with real traffic, SNARE events posted to it and a real redis-server: the live
+//! figures move with the traffic, a known flow shows its exact counts, a session shows while
+//! live and then with its analysis, filters narrow the lists, the pages fit a phone, and
+//! without the token nothing is shown. Every test saves screenshots under
+//! `target/console-screenshots/`.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    process::Stdio,
+};
+
+use fantoccini::Locator;
+use flowmon_tests::{
+    agent::{Agent, post_snare_event},
+    browser::Browser,
+    netns::VethPair,
+    process::ChildGuard,
+    redis_server::RedisServer,
+    tcp::http_get,
+};
+use serde_json::{Value, json};
+
+const SENSOR: &str = "5f0c0d6e-8a1b-4c2d-9e3f-0a1b2c3d4e5f";
+const WEB_PORT: u16 = 8080;
+const CONSOLE: &str = "http://127.0.0.1:8091";
+const USER_AGENT: &str = "console-test/1.0";
+
+/// The leading number of a figure as the console writes it (`12 /s`, `1.5 k/s`, `3,201`).
+fn leading_number(text: &str) -> f64 {
+    let number: String = text
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ',')
+        .filter(|c| *c != ',')
+        .collect();
+    number.parse().unwrap_or(0.0)
+}
+
+fn rows(browser: &Browser, css: &str) -> usize {
+    browser
+        .run(browser.client().find_all(Locator::Css(css)))
+        .map_or(0, |rows| rows.len())
+}
+
+/// Posts one request of the test's client to the agent, as SNARE would; returns the session.
+fn post_request(pair: &VethPair, path: &str, client_port: u16) -> String {
+    let event = json!({
+        "method": "GET", "path": path, "uuid": SENSOR, "status": 200,
+        "headers": {"Host": "sensor", "User-Agent": USER_AGENT},
+        "peer": {"ip": VethPair::CLIENT_IP, "port": client_port},
+    });
+    let answer: Value = serde_json::from_str(&post_snare_event(&pair.server, &event)).unwrap();
+    let sess_uuid = answer["response"]["message"]["sess_uuid"].as_str().unwrap();
+    sess_uuid.replace('-', "")
+}
+
+#[test]
+fn the_console_shows_traffic_flows_and_sessions_live() {
+    let pair = VethPair::new();
+    pair.disable_tcp_sack();
+    let redis = RedisServer::start_in(&pair.server);
+    let _agent = Agent::start(
+        &pair.server,
+        VethPair::SERVER_IF,
+        &[
+            "--redis-url",
+            &redis.url(),
+            "--poll-interval",
+            "0.2",
+            "--interim-interval",
+            "1",
+            // The known flow stays in the map while the test looks at it.
+            "--tcp-close-timeout",
+            "300",
+            "--session-timeout",
+            "4",
+        ],
+    );
+    let listener = pair
+        .server
+        .run(|| TcpListener::bind((VethPair::SERVER_IP, WEB_PORT)).unwrap());
+
+    pair.server.run(|| {
+        let browser = Browser::start(&pair.server);
+
+        // The overview's figures move as traffic flows.
+        browser.goto(CONSOLE);
+        browser.wait_until("the script updates the overview", |b| {
+            b.source().contains("data-updated=")
+        });
+        // A ping every 0.2 s: ten packets a second, both ways, against a quiet link's one or
+        // two (neighbour discovery).
+        let packets = || leading_number(&browser.text(r#"[data-figure="packets_per_s"]"#));
+        assert!(packets() < 5.0, "a quiet link to begin with");
+        let _ping = ChildGuard::spawn(
+            "ping",
+            pair.client
+                .command("ping")
+                .args(["-i", "0.2", "-c", "150", VethPair::SERVER_IP])
+                .stdout(Stdio::null()),
+        );
+        browser.wait_until("the ping's packets per second", |_| packets() >= 8.0);
+        browser.wait_until("a live flow", |b| {
+            leading_number(&b.text(r#"[data-figure="flows_live"]"#)) >= 1.0
+        });
+        browser.screenshot("overview");
+
+        // A known flow, with the exact counts each side's kernel sent.
+        let (client, server, client_port) = http_get(&pair, &listener, "/index.html");
+        let (client, server) = (client.frames(), server.frames());
+        browser.goto(&format!("{CONSOLE}/flows?port={WEB_PORT}"));
+        let row = format!(r#"//table[@class="flows"]//tr[td[contains(., ":{client_port}")]]"#);
+        browser.wait_until("the known flow in the table", |b| {
+            b.goto(&format!("{CONSOLE}/flows?port={WEB_PORT}"));
+            rows(b, "table.flows tbody tr") == 1
+                && b.run(b.client().find(Locator::XPath(&row))).is_ok()
+        });
+        browser.screenshot("flows-filtered");
+        browser.goto(&format!("{CONSOLE}/flows"));
+        assert!(
+            rows(&browser, "table.flows tbody tr") >= 2,
+            "the ping's flow too"
+        );
+        browser.screenshot("flows");
+        browser.goto(&format!("{CONSOLE}/flows?port={WEB_PORT}"));
+        browser
+            .run(async {
+                browser
+                    .client()
+                    .find(Locator::XPath(&format!("{row}//a[text()='details']")))
+                    .await?
+                    .click()
+                    .await
+            })
+            .expect("the flow's page");
+        let exact = |b: &Browser, which: &str| {
+            b.text(&format!(r#"[data-exact="{which}"]"#))
+                .parse::<u64>()
+                .unwrap()
+        };
+        browser.wait_until("the flow's exact counts", |b| {
+            (exact(b, "client-packets"), exact(b, "client-bytes")) == client
+                && (exact(b, "server-packets"), exact(b, "server-bytes")) == server
+        });
+        let detail = browser.source();
+        assert!(
+            detail.contains("fin_client") || detail.contains("closed"),
+            "its state"
+        );
+        browser.screenshot("flow");
+
+        // A session, live: two requests of the same client, one of them an attack.
+        let sess_uuid = post_request(&pair, "/index.html", client_port);
+        let attack = "/search?q=1%27%20OR%20%271%27%3D%271";
+        assert_eq!(post_request(&pair, attack, client_port), sess_uuid);
+        browser.goto(&format!("{CONSOLE}/sessions"));
+        browser.wait_until("the session among the live ones", |b| {
+            b.text("#live-sessions").contains(USER_AGENT)
+        });
+        browser.screenshot("sessions-live");
+        let session_url = format!("{CONSOLE}/sessions/{sess_uuid}");
+        browser.goto(&session_url);
+        assert!(
+            browser
+                .text("main")
+                .contains("Live: analysed and stored once idle")
+        );
+        browser.screenshot("session-live");
+
+        // Then, once idle for the session timeout, with its analysis.
+        browser.wait_until("the session analysed and stored", |b| {
+            b.goto(&session_url);
+            b.source().contains("Possible owners")
+        });
+        let page = browser.text("main");
+        for part in [
+            "a request detected as sqli",
+            "attacker",
+            "2 requests above",
+            attack,
+        ] {
+            assert!(page.contains(part), "{part} missing from:\n{page}");
+        }
+        let caption = browser.text("figure.timeline figcaption");
+        let flows_below = caption
+            .split(" requests above, ")
+            .nth(1)
+            .map(leading_number)
+            .unwrap_or(0.0);
+        assert!(
+            flows_below >= 1.0,
+            "the session's flows on its timeline: {caption}"
+        );
+        browser.screenshot("session");
+
+        // Filters narrow the lists.
+        browser.goto(&format!("{CONSOLE}/sessions?attack_types=sqli"));
+        assert!(browser.text("#stored-sessions").contains(&sess_uuid[..8]));
+        browser.goto(&format!("{CONSOLE}/sessions?attack_types=xss"));
+        assert!(
+            browser
+                .text("#stored-sessions")
+                .contains("No stored session")
+        );
+        browser.goto(&format!(
+            "{CONSOLE}/sessions?user_agent=console-test&sensor={SENSOR}"
+        ));
+        assert!(browser.text("#stored-sessions").contains(&sess_uuid[..8]));
+        browser.screenshot("sessions");
+
+        // The peer: its flows and its sessions together.
+        browser.goto(&format!("{CONSOLE}/peers/{}", VethPair::CLIENT_IP));
+        assert!(rows(&browser, "table.flows tbody tr") >= 2);
+        assert!(browser.text("main").contains(&sess_uuid[..8]));
+        browser.screenshot("peer");
+
+        browser.goto(&format!("{CONSOLE}/sensors"));
+        assert!(browser.text("table.sensors").contains(SENSOR));
+        browser.screenshot("sensors");
+
+        // At a phone's width nothing runs off the side.
+        browser.set_window_size(390, 844);
+        for (path, name) in [("/", "overview-phone"), ("/flows", "flows-phone")] {
+            browser.goto(&format!("{CONSOLE}{path}"));
+            let fits = browser
+                .run(browser.client().execute(
+                    "return document.documentElement.scrollWidth <= window.innerWidth;",
+                    vec![],
+                ))
+                .unwrap();
+            assert_eq!(fits, json!(true), "{path} is wider than a phone");
+            browser.screenshot(name);
+        }
+    });
+}
+
+/// A request of the console's, from inside `pair`'s server namespace: the status line and the
+/// headers.
+fn head(pair: &VethPair, path: &str) -> String {
+    pair.server.run(|| {
+        let mut stream = TcpStream::connect("127.0.0.1:8091").unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    })
+}
+
+#[test]
+fn with_a_token_the_console_asks_for_it() {
+    let pair = VethPair::new();
+    let _agent = Agent::start(
+        &pair.server,
+        VethPair::SERVER_IF,
+        &["--no-redis", "--api-token", "s3cret"],
+    );
+    let refused = head(&pair, "/flows");
+    assert!(refused.starts_with("HTTP/1.1 303"), "{refused}");
+    assert!(
+        refused.contains("location: /login?next=%2Fflows"),
+        "{refused}"
+    );
+    assert!(head(&pair, "/api/overview").starts_with("HTTP/1.1 401"));
+
+    pair.server.run(|| {
+        let browser = Browser::start(&pair.server);
+        browser.goto(&format!("{CONSOLE}/flows"));
+        assert_eq!(browser.path(), "/login");
+        assert!(!browser.source().contains("live flows match"));
+        browser.screenshot("login");
+        let log_in = |token: &str| {
+            browser
+                .run(async {
+                    let field = browser.client().find(Locator::Css("#token")).await?;
+                    field.clear().await?;
+                    field.send_keys(token).await?;
+                    browser
+                        .client()
+                        .find(Locator::Css("button[type=submit]"))
+                        .await?
+                        .click()
+                        .await
+                })
+                .expect("the login form");
+        };
+        log_in("wrong");
+        browser.wait_until("a refusal", |b| {
+            b.source().contains("That is not the token.")
+        });
+        assert_eq!(browser.path(), "/login");
+        log_in("s3cret");
+        browser.wait_until("the page asked for", |b| b.path() == "/flows");
+        assert!(browser.source().contains("live flows match"));
+        browser.screenshot("after-login");
+    });
+}
