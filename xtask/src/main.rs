@@ -56,6 +56,8 @@ enum Bench {
     /// Real traffic over veth: CPU per packet and packets counted, flowmon (XDP or TC ingress)
     /// against softflowd.
     Traffic,
+    /// The web console at 1M live flows: the flows page's latency, an open overview's CPU.
+    Console,
 }
 
 impl Bench {
@@ -66,6 +68,7 @@ impl Bench {
             Self::Events => "events",
             Self::Analyzer => "analyzer",
             Self::Traffic => "traffic",
+            Self::Console => "console",
         }
     }
 }
@@ -111,6 +114,7 @@ fn run(cli: Cli) -> Result<()> {
                 Bench::Events,
                 Bench::Analyzer,
                 Bench::Traffic,
+                Bench::Console,
             ];
             let which = if which.is_empty() {
                 &all[..]
