@@ -125,6 +125,18 @@ impl Browser {
             .unwrap_or_else(|err| panic!("no text at {css}: {err}"))
     }
 
+    /// Clicks the element `xpath` selects.
+    pub fn click(&self, xpath: &str) {
+        self.run(async {
+            self.client()
+                .find(Locator::XPath(xpath))
+                .await?
+                .click()
+                .await
+        })
+        .unwrap_or_else(|err| panic!("cannot click {xpath}: {err}"));
+    }
+
     pub fn path(&self) -> String {
         self.run(self.client().current_url())
             .expect("current URL")
@@ -147,7 +159,7 @@ impl Browser {
         }
     }
 
-    /// Saves a PNG of the whole page, at the window's width, as
+    /// Saves a PNG of the whole page (its first 3,000 pixels or so), at the window's width, as
     /// `target/console-screenshots/<name>.png`.
     pub fn screenshot(&self, name: &str) -> PathBuf {
         let png = self
@@ -162,7 +174,7 @@ impl Browser {
                     .unwrap_or(0) as u32;
                 // Taller for the shot (the window's frame takes some of its height), then back.
                 client
-                    .set_window_size(width, (page + height / 6).clamp(height, 6000))
+                    .set_window_size(width, (page + height / 6).clamp(height, 3200))
                     .await?;
                 let png = client.screenshot().await;
                 client.set_window_size(width, height).await?;

@@ -124,16 +124,7 @@ fn the_console_shows_traffic_flows_and_sessions_live() {
         );
         browser.screenshot("flows");
         browser.goto(&format!("{CONSOLE}/flows?port={WEB_PORT}"));
-        browser
-            .run(async {
-                browser
-                    .client()
-                    .find(Locator::XPath(&format!("{row}//a[text()='details']")))
-                    .await?
-                    .click()
-                    .await
-            })
-            .expect("the flow's page");
+        browser.click(&format!("{row}//a[text()='details']"));
         let exact = |b: &Browser, which: &str| {
             b.text(&format!(r#"[data-exact="{which}"]"#))
                 .parse::<u64>()
@@ -302,4 +293,216 @@ fn with_a_token_the_console_asks_for_it() {
         assert!(browser.source().contains("live flows match"));
         browser.screenshot("after-login");
     });
+}
+
+/// A web server in the server's namespace until `stop`: every connection gets one answer,
+/// its body as long as the number in the path (`/page/5000`), else 512 bytes.
+fn serve_pages(listener: TcpListener, stop: &std::sync::atomic::AtomicBool) {
+    use std::sync::atomic::Ordering::Relaxed;
+    listener.set_nonblocking(true).unwrap();
+    while !stop.load(Relaxed) {
+        let Ok((mut stream, _)) = listener.accept() else {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            continue;
+        };
+        stream.set_nonblocking(false).unwrap();
+        let mut request = [0u8; 2048];
+        let read = stream.read(&mut request).unwrap_or(0);
+        let request = String::from_utf8_lossy(&request[..read]);
+        let size: usize = request
+            .split_whitespace()
+            .nth(1)
+            .and_then(|path| path.rsplit('/').next()?.parse().ok())
+            .unwrap_or(512);
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n{}",
+            "x".repeat(size)
+        );
+    }
+}
+
+/// Not a check but the pictures of `docs/console.md`: a busier scene than the tests', over
+/// two minutes (traffic of several kinds, sessions of every kind of owner on two sensors),
+/// shot page by page into `docs/console/`. Run by hand:
+/// `cargo test -p flowmon-tests --test console -- --ignored`.
+#[test]
+#[ignore]
+fn screenshots_for_the_docs() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    const SENSORS: [&str; 2] = [SENSOR, "0b7e5a52-3c1d-4e8f-9a60-7d2c4b1e9f03"];
+    let pair = VethPair::new();
+    let redis = RedisServer::start_in(&pair.server);
+    let _agent = Agent::start(
+        &pair.server,
+        VethPair::SERVER_IF,
+        &[
+            "--redis-url",
+            &redis.url(),
+            "--poll-interval",
+            "0.5",
+            "--interim-interval",
+            "5",
+            "--session-timeout",
+            "8",
+            // The pages' connections stay in the flow table for the pictures.
+            "--tcp-close-timeout",
+            "300",
+            "--sensor-id",
+            "honeypot-eu-1",
+            "--api-token",
+            "s3cret",
+        ],
+    );
+    let listener = pair
+        .server
+        .run(|| TcpListener::bind((VethPair::SERVER_IP, WEB_PORT)).unwrap());
+    let stop = AtomicBool::new(false);
+    /// Stops the web server, also when the scene fails: the scope below waits for it.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Relaxed);
+        }
+    }
+    let event = |sensor: &str, ip: &str, agent: &str, path: &str| {
+        let event = json!({
+            "method": "GET", "path": path, "uuid": sensor, "status": 200,
+            "headers": {"Host": "shop.example", "User-Agent": agent},
+            "peer": {"ip": ip, "port": 40000},
+        });
+        post_snare_event(&pair.server, &event);
+    };
+    std::thread::scope(|scope| {
+        scope.spawn(|| pair.server.run(|| serve_pages(listener, &stop)));
+        let _stop = Stop(&stop);
+        let _ping = ChildGuard::spawn(
+            "ping",
+            pair.client
+                .command("ping")
+                .args(["-i", "0.5", VethPair::SERVER_IP])
+                .stdout(Stdio::null()),
+        );
+        let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+        let googlebot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+        for round in 0..24u32 {
+            // Pages fetched for real from the client, and the sessions SNARE would report.
+            pair.client.run(|| {
+                let mut stream = TcpStream::connect((VethPair::SERVER_IP, WEB_PORT)).unwrap();
+                write!(
+                    stream,
+                    "GET /page/{} HTTP/1.1\r\n\r\n",
+                    2_000 + round * 7_000
+                )
+                .unwrap();
+                let mut page = Vec::new();
+                let _ = stream.read_to_end(&mut page);
+            });
+            let paths = [
+                "/",
+                "/products.html",
+                "/cart?item=3",
+                "/download.php?file=../../../../etc/passwd",
+            ];
+            event(
+                SENSORS[0],
+                VethPair::CLIENT_IP,
+                firefox,
+                paths[round as usize % 4],
+            );
+            match round % 6 {
+                0 => {
+                    for i in 0..15 {
+                        let path = format!("/item.php?id={i}%27%20UNION%20SELECT%201,2,3--");
+                        event(SENSORS[0], "203.0.113.7", "sqlmap/1.7.2#stable", &path);
+                    }
+                }
+                1 => event(SENSORS[1], "198.51.100.23", googlebot, "/robots.txt"),
+                2 => event(
+                    SENSORS[1],
+                    "192.0.2.44",
+                    "curl/8.5.0",
+                    "/cgi-bin/test?cmd=;id;uname%20-a",
+                ),
+                3 => event(SENSORS[0], "198.51.100.80", firefox, "/about.html"),
+                4 => event(
+                    SENSORS[1],
+                    "203.0.113.99",
+                    "python-requests/2.31",
+                    "/search?q=%3Cscript%3Ealert(1)%3C/script%3E",
+                ),
+                _ => event(
+                    SENSORS[0],
+                    "192.0.2.200",
+                    "Nuclei - Open-source project (github.com/projectdiscovery/nuclei)",
+                    "/wp-content/plugins/x/readme.txt",
+                ),
+            }
+            std::thread::sleep(std::time::Duration::from_secs(5));
+        }
+        pair.server.run(|| {
+            let browser = Browser::start(&pair.server);
+            browser.goto(&format!("{CONSOLE}/"));
+            browser.screenshot("docs-login");
+            browser
+                .run(async {
+                    let field = browser.client().find(Locator::Css("#token")).await?;
+                    field.send_keys("s3cret").await?;
+                    browser
+                        .client()
+                        .find(Locator::Css("button[type=submit]"))
+                        .await?
+                        .click()
+                        .await
+                })
+                .unwrap();
+            browser.wait_until("the overview's charts", |b| {
+                b.source().contains("data-updated=") && b.source().contains("class=\"c0\"")
+            });
+            browser.screenshot("docs-overview");
+            browser.goto(&format!("{CONSOLE}/flows"));
+            browser.screenshot("docs-flows");
+            browser.click(
+                r#"//table[@class="flows"]//tr[td[contains(., ":8080")]]//a[text()='details']"#,
+            );
+            browser.screenshot("docs-flow");
+            browser.goto(&format!("{CONSOLE}/sessions"));
+            browser.screenshot("docs-sessions");
+            browser.goto(&format!(
+                "{CONSOLE}/sessions?possible_owners=attacker&sensor={SENSOR}"
+            ));
+            browser.click(r#"//section[@id="stored-sessions"]//tr[td[contains(., "Firefox")]]//a"#);
+            browser.screenshot("docs-session");
+            // A session still live when its picture is taken.
+            event(
+                SENSORS[0],
+                VethPair::CLIENT_IP,
+                "Wget/1.21.4",
+                "/backup.zip",
+            );
+            event(SENSORS[0], VethPair::CLIENT_IP, "Wget/1.21.4", "/db.sql");
+            browser.goto(&format!("{CONSOLE}/sessions"));
+            browser.click(r#"//section[@id="live-sessions"]//tr[td[contains(., "Wget")]]//a"#);
+            browser.screenshot("docs-session-live");
+            browser.goto(&format!("{CONSOLE}/sensors"));
+            browser.screenshot("docs-sensors");
+            browser.goto(&format!("{CONSOLE}/peers/{}", VethPair::CLIENT_IP));
+            browser.screenshot("docs-peer");
+            browser.set_window_size(390, 844);
+            browser.goto(&format!("{CONSOLE}/"));
+            browser.screenshot("docs-overview-phone");
+        });
+    });
+    let shots = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/console-screenshots"
+    ));
+    let docs = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/console"));
+    std::fs::create_dir_all(docs).unwrap();
+    for entry in std::fs::read_dir(shots).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(name) = name.strip_prefix("docs-") {
+            std::fs::copy(entry.path(), docs.join(name)).unwrap();
+        }
+    }
 }

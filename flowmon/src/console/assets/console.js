@@ -9,6 +9,7 @@
   var WIDTH = 720;
   var HEIGHT = 160;
   var POLL_MS = 2000;
+  var POINT_SECONDS = 10;
 
   function scaled(value, unit) {
     var prefixes = ["", "k", "M", "G", "T", "P"];
@@ -122,12 +123,15 @@
 
   Overview.prototype.draw = function (now) {
     var points = this.points;
-    var start = now - HOUR;
-    var x = function (t) { return Math.max(0, (t - start) / HOUR * WIDTH); };
-    var slot = WIDTH / this.keep;
-    this.traffic(points, x);
-    this.stacked("attacks", points, "detections", x, slot);
-    this.stacked("owners", points, "analysed", x, slot);
+    // The last hour, or since the first point when the agent has run for less.
+    var span = points.length > 0 ? Math.min(HOUR, now - points[0].time + POINT_SECONDS) : HOUR;
+    var start = now - span;
+    var x = function (t) { return Math.max(0, (t - start) / span * WIDTH); };
+    var slot = Math.max(WIDTH * POINT_SECONDS / span - 0.5, 0.5);
+    var range = span >= HOUR - POINT_SECONDS ? "last hour" : "last " + Math.max(1, Math.round(span / 60)) + " min";
+    this.traffic(points, x, range);
+    this.stacked("attacks", points, "detections", x, slot, range);
+    this.stacked("owners", points, "analysed", x, slot, range);
   };
 
   // Says why a chart is empty.
@@ -142,7 +146,7 @@
     if (node) node.textContent = text;
   }
 
-  Overview.prototype.traffic = function (points, x) {
+  Overview.prototype.traffic = function (points, x, range) {
     var svg = document.getElementById("chart-traffic");
     if (!svg) return;
     clear(svg);
@@ -165,10 +169,10 @@
     area += " L" + x(points[points.length - 1].time) + "," + HEIGHT + " Z";
     svg.appendChild(el("path", { d: area, "class": "area c0" }));
     svg.appendChild(el("path", { d: line, "class": "line c1" }));
-    setMax("traffic", "peak " + scaled(maxBytes, "B/s") + ", " + scaled(maxPackets, "/s"));
+    setMax("traffic", range + ", peak " + scaled(maxBytes, "B/s") + ", " + scaled(maxPackets, "/s"));
   };
 
-  Overview.prototype.stacked = function (id, points, key, x, slot) {
+  Overview.prototype.stacked = function (id, points, key, x, slot, range) {
     var svg = document.getElementById("chart-" + id);
     if (!svg) return;
     clear(svg);
@@ -176,7 +180,7 @@
     points.forEach(function (p) {
       max = Math.max(max, p[key].reduce(function (a, b) { return a + b; }, 0));
     });
-    setMax(id, "peak " + format(max, "count") + " per 10 s");
+    setMax(id, range + ", peak " + format(max, "count") + " per 10 s");
     if (max === 0) {
       empty(svg, points.length === 0 ? "the first point comes 10 s after start" : "none in the last hour");
       return;

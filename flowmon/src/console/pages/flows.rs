@@ -19,7 +19,7 @@ use crate::{
     console::Ctx,
     flow::{
         Endpoint,
-        query::{FlowFilter, FlowOrder, FlowQuery, FlowRef, FlowView, MAX_LIMIT},
+        query::{FlowFilter, FlowOrder, FlowPage, FlowQuery, FlowRef, FlowView, MAX_LIMIT},
         record::FlowRecord,
     },
 };
@@ -210,7 +210,7 @@ pub fn table(flows: &[FlowView]) -> Markup {
                 thead { tr {
                     th { "Client" } th { "Server" } th { "Proto" } th { "State" } th { "If" }
                     th.num { "Packets →" } th.num { "← Packets" } th.num { "Bytes →" } th.num { "← Bytes" }
-                    th.num { "Rate" } th.num { "Age" } th { "" }
+                    th.num { "Rate" } th.num { "Duration" } th { "" }
                 } }
                 tbody {
                     @for view in flows {
@@ -305,6 +305,35 @@ pub async fn one(State(ctx): State<Ctx>, Path(flow_ref): Path<String>) -> Respon
         StatusCode::OK
     };
     (status, page(&ctx, title, Section::Flows, &notices, body)).into_response()
+}
+
+/// The live flows of `peer`, the largest first, at most `limit`; `None`, with a notice, when
+/// they cannot be read.
+pub async fn of_peer(
+    ctx: &Ctx,
+    peer: IpAddr,
+    limit: usize,
+    notices: &mut Vec<Notice>,
+) -> Option<FlowPage> {
+    let Some(flows) = &ctx.sources.flows else {
+        notices.push(Notice::no_flows());
+        return None;
+    };
+    let query = FlowQuery {
+        filter: FlowFilter {
+            addr: Some(peer),
+            ..FlowFilter::default()
+        },
+        order: FlowOrder::Bytes,
+        limit,
+    };
+    match flows.top(query).await {
+        Ok(found) => Some(found),
+        Err(err) => {
+            notices.push(Notice::flows_failed(&err));
+            None
+        }
+    }
 }
 
 fn protocol_name(protocol: u8) -> String {

@@ -70,18 +70,27 @@ impl Notice {
     }
 }
 
+/// A page's head: its title, the stylesheet and, unless `script` is false, the script.
+fn head(title: &str, script: bool) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · flowmon" }
+            link rel="stylesheet" href=(assets::url(assets::CSS));
+            @if script {
+                script src=(assets::url(assets::JS)) defer {}
+            }
+        }
+    }
+}
+
 /// A whole page: the navigation, what it cannot show, and its body.
 pub fn page(ctx: &Ctx, title: &str, section: Section, notices: &[Notice], body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · flowmon" }
-                link rel="stylesheet" href=(assets::url(assets::CSS));
-                script src=(assets::url(assets::JS)) defer {}
-            }
+            (head(title, true))
             body {
                 header.top {
                     a.brand href="/" { "flowmon" }
@@ -123,12 +132,7 @@ pub fn login(next: &str, error: Option<&str>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Log in · flowmon" }
-                link rel="stylesheet" href=(assets::url(assets::CSS));
-            }
+            (head("Log in", false))
             body.login {
                 main {
                     h1 { "flowmon" }
@@ -152,7 +156,7 @@ pub fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);

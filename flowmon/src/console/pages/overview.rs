@@ -51,9 +51,9 @@ pub async fn show(State(ctx): State<Ctx>) -> Response {
             (figure_cards(&figures, ctx.sources.flows.is_some(), ctx.sources.store.is_some()))
             (super::needs_script())
             div.charts {
-                (chart("traffic", "Traffic, last hour", &["bytes/s", "packets/s"]))
-                (chart("attacks", "Events by attack type, last hour", &attack_names.iter().map(String::as_str).collect::<Vec<_>>()))
-                (chart("owners", "Sessions analysed by likeliest owner, last hour", &PossibleOwners::NAMES))
+                (chart("traffic", "Traffic", &["bytes/s", "packets/s"]))
+                (chart("attacks", "Events by attack type", &attack_names.iter().map(String::as_str).collect::<Vec<_>>()))
+                (chart("owners", "Sessions analysed, by likeliest owner", &PossibleOwners::NAMES))
             }
         }
         @if let Some(top) = top {

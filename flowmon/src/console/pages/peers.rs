@@ -9,11 +9,8 @@ use axum::{
 };
 use maud::{Markup, html};
 
-use super::{Notice, Section, bad_request, page, param, params, segment, sessions};
-use crate::{
-    console::Ctx,
-    flow::query::{FlowFilter, FlowOrder, FlowQuery},
-};
+use super::{Section, bad_request, page, param, params, segment, sessions};
+use crate::console::Ctx;
 
 /// Live flows listed.
 const LIVE_FLOWS: usize = 100;
@@ -54,29 +51,7 @@ pub async fn one(State(ctx): State<Ctx>, Path(ip): Path<String>) -> Response {
         return bad_request(&ctx, "Peer", Section::Peers, &why, form(&ip));
     };
     let mut notices = Vec::new();
-    let live = match &ctx.sources.flows {
-        None => {
-            notices.push(Notice::no_flows());
-            None
-        }
-        Some(flows) => {
-            let query = FlowQuery {
-                filter: FlowFilter {
-                    addr: Some(peer),
-                    ..FlowFilter::default()
-                },
-                order: FlowOrder::Bytes,
-                limit: LIVE_FLOWS,
-            };
-            match flows.top(query).await {
-                Ok(found) => Some(found),
-                Err(err) => {
-                    notices.push(Notice::flows_failed(&err));
-                    None
-                }
-            }
-        }
-    };
+    let live = super::flows::of_peer(&ctx, peer, LIVE_FLOWS, &mut notices).await;
     let now = crate::snare::tanner_time::now();
     let mut records =
         sessions::peer_records(&ctx, peer, now - RECORDS_WINDOW, now, &mut notices).await;

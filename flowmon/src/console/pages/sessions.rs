@@ -26,10 +26,7 @@ use crate::{
         Ctx,
         sources::{StoredSensor, StoredSessions},
     },
-    flow::{
-        query::{FlowFilter, FlowOrder, FlowQuery, FlowRef},
-        record::FlowRecord,
-    },
+    flow::{query::FlowRef, record::FlowRecord},
     snare::{AttackType, Session},
 };
 
@@ -450,39 +447,22 @@ async fn live_session(ctx: &Ctx, session: &Session, notices: &mut Vec<Notice>) -
     if let Some(peer) = peer {
         let records = peer_records(ctx, peer, from, now, notices).await;
         bars.extend(latest_per_flow(&records).into_iter().map(record_bar));
-        if let Some(flows) = &ctx.sources.flows {
-            let query = FlowQuery {
-                filter: FlowFilter {
-                    addr: Some(peer),
-                    ..FlowFilter::default()
-                },
-                order: FlowOrder::Bytes,
-                limit: LIVE_FLOWS,
-            };
-            match flows.top(query).await {
-                Ok(found) => bars.extend(
-                    found
-                        .flows
-                        .iter()
-                        .filter(|view| view.last_seen >= from)
-                        .map(|view| Bar {
-                            start: view.first_seen,
-                            end: view.last_seen,
-                            label: format!(
-                                "live {} {}:{} → {} · {} / {}",
-                                view.flow.protocol_name(),
-                                view.flow.client.ip,
-                                view.flow.client.port,
-                                view.flow.server.port,
-                                bytes(view.flow.client.bytes as f64),
-                                bytes(view.flow.server.bytes as f64)
-                            ),
-                            link: Some(format!("/flows/{}", FlowRef(view.flow.key))),
-                        }),
-                ),
-                Err(err) => notices.push(Notice::flows_failed(&err)),
-            }
-        }
+        let live = super::flows::of_peer(ctx, peer, LIVE_FLOWS, notices).await;
+        let live = live.iter().flat_map(|found| &found.flows);
+        bars.extend(live.filter(|view| view.last_seen >= from).map(|view| Bar {
+            start: view.first_seen,
+            end: view.last_seen,
+            label: format!(
+                "live {} {}:{} → {} · {} / {}",
+                view.flow.protocol_name(),
+                view.flow.client.ip,
+                view.flow.client.port,
+                view.flow.server.port,
+                bytes(view.flow.client.bytes as f64),
+                bytes(view.flow.server.bytes as f64)
+            ),
+            link: Some(format!("/flows/{}", FlowRef(view.flow.key))),
+        }));
     }
     let requests: Vec<Request<'_>> = session
         .paths
