@@ -119,7 +119,12 @@ fn stored_session() -> Value {
         Some(network),
     );
     analysis.possible_owners = owners::possible_owners(&analysis, None);
-    serde_json::to_value(&analysis).unwrap()
+    let mut stored = serde_json::to_value(&analysis).unwrap();
+    stored["emulation"] = serde_json::json!({
+        "commands": [{"input": ";id", "output": "uid=33(www-data) gid=33(www-data)\n"}],
+        "urls": ["http://198.51.100.9/<x>.sh"],
+    });
+    stored
 }
 
 fn stored() -> fake::Stored {
@@ -358,6 +363,9 @@ async fn a_session_page_shows_requests_owners_with_their_rules_and_a_timeline() 
         "Timeline",
         "6 requests above, 1 flows below",
         "/wow-movie.html?exec=/etc/passwd",
+        "Emulation",
+        "uid=33(www-data) gid=33(www-data)",
+        "http://198.51.100.9/&lt;x&gt;.sh",
     ] {
         assert!(body.contains(part), "{part} missing: {body}");
     }

@@ -234,8 +234,19 @@ impl Pipeline {
         (table.recent(keep, limit), table.len())
     }
 
+    /// A copy of the live session `sess_uuid` with the evidence of its emulation so far.
     pub fn live_session(&self, sess_uuid: &uuid::Uuid) -> Option<Session> {
-        self.table().get(sess_uuid).cloned()
+        let (mut session, state) = {
+            let table = self.table();
+            let (session, state) = table.get(sess_uuid)?;
+            (session.clone(), state)
+        };
+        // Not under the table's lock: an emulation may hold its state for milliseconds.
+        if let Some(state) = state {
+            let state = state.lock().unwrap_or_else(PoisonError::into_inner);
+            session.emulation = state.evidence().clone();
+        }
+        Some(session)
     }
 
     pub fn live_by_sensor(&self) -> std::collections::BTreeMap<Option<String>, usize> {

@@ -270,8 +270,12 @@ impl SessionTable {
             .collect()
     }
 
-    pub fn get(&self, sess_uuid: &Uuid) -> Option<&Session> {
-        self.live.get(sess_uuid).map(|live| &live.session)
+    /// The live session `sess_uuid`, and its emulation state if it has one (its evidence
+    /// joins the session when it ends).
+    pub fn get(&self, sess_uuid: &Uuid) -> Option<(&Session, Option<Arc<Mutex<SessionState>>>)> {
+        self.live
+            .get(sess_uuid)
+            .map(|live| (&live.session, live.emulation.clone()))
     }
 
     /// Live sessions by sensor uuid.
@@ -577,7 +581,7 @@ mod tests {
         assert_eq!(ids(table.recent(|_| true, 2)), [d, a]);
         let of_sensor = |s: &Session| s.snare_uuid.as_deref() == Some(SENSOR);
         assert_eq!(ids(table.recent(of_sensor, 9)), [a, c, b]);
-        assert_eq!(table.get(&a).map(|s| s.count), Some(4));
+        assert_eq!(table.get(&a).map(|(s, _)| s.count), Some(4));
         assert_eq!(
             table.by_sensor(),
             [

@@ -492,6 +492,7 @@ async fn live_session(ctx: &Ctx, session: &Session, notices: &mut Vec<Notice>) -
             h2 { "Requests" }
             (requests_table(&requests, start))
         }
+        (emulation(&serde_json::to_value(&session.emulation).unwrap_or_default()))
         (cookies(&serde_json::to_value(&session.cookies).unwrap_or_default()))
     };
     html! { div #live-session data-refresh="3" { (body) } }
@@ -512,6 +513,93 @@ fn timeline_section(requests: &[Request<'_>], bars: Vec<Bar>, from: f64, to: f64
         }
     }
 }
+
+/// What the session's attacker tried and what the emulated host answered (the `emulation`
+/// evidence, `docs/emulation.md`): nothing when nothing was emulated.
+fn emulation(evidence: &Value) -> Markup {
+    let Some(kinds) = evidence.as_object().filter(|kinds| !kinds.is_empty()) else {
+        return html! {};
+    };
+    let items = |key: &str| {
+        evidence[key]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
+    let exchanges = [
+        ("commands", "Commands"),
+        ("code", "Code evaluated"),
+        ("sql", "SQL"),
+    ];
+    let lists = [
+        ("files_read", "Files read"),
+        ("files_written", "Files written"),
+        ("urls", "URLs named"),
+    ];
+    html! {
+        section.emulation {
+            h2 { "Emulation" }
+            p.hint { "What the attacker tried, and what the emulated host answered: nothing of it ran." }
+            @for (key, title) in exchanges {
+                @if !items(key).is_empty() {
+                    h3 { (title) }
+                    div.scroll { table.exchanges {
+                        thead { tr { th { "Input" } th { "Answer" } } }
+                        tbody {
+                            @for exchange in items(key) {
+                                tr {
+                                    td { (raw_text(exchange["input"].as_str().unwrap_or_default())) }
+                                    td { pre.answer { (exchange["output"].as_str().unwrap_or_default()) } }
+                                }
+                            }
+                        }
+                    } }
+                }
+            }
+            @for (key, title) in lists {
+                @if !items(key).is_empty() {
+                    h3 { (title) }
+                    ul.evidence {
+                        @for item in items(key) { li { (raw_text(item.as_str().unwrap_or_default())) } }
+                    }
+                }
+            }
+            @if !items("samples").is_empty() {
+                h3 { "Samples fetched" }
+                div.scroll { table.samples {
+                    thead { tr { th { "URL" } th { "SHA-256" } th.num { "Bytes" } } }
+                    tbody {
+                        @for sample in items("samples") {
+                            tr {
+                                td { (raw_text(sample["url"].as_str().unwrap_or_default())) }
+                                td { code { (sample["sha256"].as_str().unwrap_or_default()) } }
+                                td.num { (sample["bytes"].as_u64().map_or_else(|| "-".into(), count)) }
+                            }
+                        }
+                    }
+                } }
+            }
+            @if let Some(omitted) = evidence["omitted"].as_u64().filter(|n| *n > 0) {
+                p.hint { (count(omitted)) " more left out once the evidence reached its cap." }
+            }
+            @if kinds.keys().any(|key| !KNOWN_EVIDENCE.contains(&key.as_str())) {
+                p.hint { "More in the analysis as stored, below." }
+            }
+        }
+    }
+}
+
+/// The keys of the `emulation` evidence the page shows.
+const KNOWN_EVIDENCE: [&str; 8] = [
+    "commands",
+    "code",
+    "sql",
+    "files_read",
+    "files_written",
+    "urls",
+    "samples",
+    "omitted",
+];
 
 fn cookies(cookies: &Value) -> Markup {
     let Some(cookies) = cookies.as_object().filter(|cookies| !cookies.is_empty()) else {
@@ -589,14 +677,8 @@ async fn stored_session(ctx: &Ctx, analysis: &Value, notices: &mut Vec<Notice>) 
             h2 { "Requests" }
             (requests_table(&requests, start))
         }
+        (emulation(&analysis["emulation"]))
         (cookies(&analysis["cookies"]))
-        @if !analysis["emulation"].is_null() {
-            section {
-                h2 { "Emulation" }
-                p.hint { "What the session tried, and what the emulated host answered." }
-                (json_block(&analysis["emulation"]))
-            }
-        }
         details {
             summary { "The analysis as stored" }
             (json_block(analysis))
