@@ -26,7 +26,10 @@ use crate::{
         Ctx,
         sources::{StoredSensor, StoredSessions},
     },
-    flow::{query::FlowRef, record::FlowRecord},
+    flow::{
+        query::{FlowRef, FlowView},
+        record::FlowRecord,
+    },
     snare::{AttackType, Session},
 };
 
@@ -446,10 +449,21 @@ async fn live_session(ctx: &Ctx, session: &Session, notices: &mut Vec<Notice>) -
     let mut bars = Vec::new();
     if let Some(peer) = peer {
         let records = peer_records(ctx, peer, from, now, notices).await;
-        bars.extend(latest_per_flow(&records).into_iter().map(record_bar));
         let live = super::flows::of_peer(ctx, peer, LIVE_FLOWS, notices).await;
-        let live = live.iter().flat_map(|found| &found.flows);
-        bars.extend(live.filter(|view| view.last_seen >= from).map(|view| Bar {
+        let live: Vec<&FlowView> = live
+            .iter()
+            .flat_map(|found| &found.flows)
+            .filter(|view| view.last_seen >= from)
+            .collect();
+        // A live flow is drawn from the map, not from its last record.
+        let live_ids: Vec<String> = live.iter().map(|view| view.flow.community_id()).collect();
+        bars.extend(
+            latest_per_flow(&records)
+                .into_iter()
+                .filter(|record| !live_ids.contains(&record.community_id))
+                .map(record_bar),
+        );
+        bars.extend(live.into_iter().map(|view| Bar {
             start: view.first_seen,
             end: view.last_seen,
             label: format!(
