@@ -262,7 +262,7 @@ fn main() {
 
     println!("## console ({FLOWS} live flows, the monitor polling every second)\n");
     println!(
-        "| flows page (top 100 by bytes, port filter) | p50 ms | p90 ms | max ms | poll of the map s | target |"
+        "| flows page (top 100 by bytes, port filter) | p50 ms | p90 ms | max ms | last poll s | target |"
     );
     println!("|---|---:|---:|---:|---:|---|");
     println!(
