@@ -12,7 +12,9 @@ use anyhow::{Context as _, Result, bail};
 /// Debian packages: LLVM 22 and the libraries bpf-linker links against, the Redis server and
 /// the tools the system tests drive (ip, ping, openssl for a TLS Redis's certificates,
 /// systemd-analyze, systemd-sysusers and strace for the service unit's sandbox, Chromium and
-/// its WebDriver for the console's).
+/// its WebDriver for the console's, nfdump's nfcapd and tshark as IPFIX collectors; tshark's
+/// debconf question takes its default, no setuid dumpcap, since packages install
+/// noninteractively).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libzstd-dev",
@@ -26,6 +28,8 @@ const PACKAGES: &[&str] = &[
     "strace",
     "chromium",
     "chromium-driver",
+    "nfdump",
+    "tshark",
 ];
 
 /// The peer flow exporter the traffic benchmark compares against. Its Debian service does

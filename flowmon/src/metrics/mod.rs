@@ -1,8 +1,9 @@
 //! The Prometheus endpoint (`--metrics-listen`, text format at `/metrics`) and what each part
 //! of flowmon reports there: the flow monitor, the SNARE service and the session analyzer, the
-//! Redis store.
+//! Redis store, the IPFIX exporter.
 
 mod flows;
+mod ipfix;
 mod sessions;
 mod store;
 
@@ -16,6 +17,7 @@ use prometheus_client::{
 };
 
 pub use flows::{EndReasonLabel, FlowMetrics, ReasonLabel, SinkLabel};
+pub use ipfix::{CollectorMetrics, IpfixMetrics};
 pub use sessions::{AnalyzerMetrics, ConnectionCut, SnareMetrics};
 
 use crate::{lifecycle::Part, store::Store};
@@ -29,16 +31,18 @@ pub struct Metrics {
     pub flows: FlowMetrics,
     pub snare: SnareMetrics,
     pub analyzer: AnalyzerMetrics,
+    pub ipfix: IpfixMetrics,
     store: StoreMetrics,
     registry: Registry,
 }
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
-        let (flows, snare, analyzer, store) = (
+        let (flows, snare, analyzer, ipfix, store) = (
             FlowMetrics::default(),
             SnareMetrics::default(),
             AnalyzerMetrics::default(),
+            IpfixMetrics::default(),
             StoreMetrics::default(),
         );
         let mut registry = Registry::default();
@@ -46,11 +50,13 @@ impl Metrics {
         flows.register(r);
         snare.register(r);
         analyzer.register(r);
+        ipfix.register(r);
         store.register(r);
         Arc::new(Self {
             flows,
             snare,
             analyzer,
+            ipfix,
             store,
             registry,
         })

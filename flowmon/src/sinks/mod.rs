@@ -1,5 +1,6 @@
-//! Where records go: JSON-lines files and Redis.
+//! Where records go: JSON-lines files, Redis and IPFIX collectors.
 
+pub mod ipfix;
 pub mod json_lines;
 pub mod redis;
 
@@ -27,6 +28,7 @@ pub struct FlowSinks {
     pub redis: Option<redis::RedisFlowSink>,
     /// This host's index of each peer's flows, for the session analyzer.
     pub peers: Option<Arc<PeerFlows>>,
+    pub ipfix: Option<ipfix::IpfixSink>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -41,26 +43,42 @@ impl FlowSinks {
             log,
             redis,
             peers,
+            ipfix: None,
             metrics,
         }
     }
 
-    /// Hands `records` to every sink. Redis comes first: its submission never fails, so a
-    /// file error cannot keep records from it.
-    pub fn write(&mut self, records: &[FlowRecord]) -> Result<()> {
+    /// The same sinks, and IPFIX export too.
+    pub fn with_ipfix(self, ipfix: ipfix::IpfixSink) -> Self {
+        Self {
+            ipfix: Some(ipfix),
+            ..self
+        }
+    }
+
+    /// Hands `records` to every sink. Redis and IPFIX come first: their submission never
+    /// fails, so a file error cannot keep records from them. IPFIX takes the records
+    /// themselves, to encode them on its own thread.
+    pub fn write(&mut self, records: Vec<FlowRecord>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
+        let count = records.len();
         if let Some(redis) = &self.redis {
-            redis.write_all(records);
-            self.written("redis", records.len());
+            redis.write_all(&records);
+            self.written("redis", count);
         }
         if let Some(peers) = &self.peers {
-            peers.record(records);
+            peers.record(&records);
         }
-        if let Some(log) = &mut self.log {
-            log.write_all(records)?;
-            self.written("flow_log", records.len());
+        let logged = self.log.as_mut().map(|log| log.write_all(&records));
+        if let Some(ipfix) = &self.ipfix {
+            ipfix.write(records);
+            self.written("ipfix", count);
+        }
+        if let Some(logged) = logged {
+            logged?;
+            self.written("flow_log", count);
         }
         Ok(())
     }

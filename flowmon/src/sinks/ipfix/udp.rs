@@ -1,0 +1,441 @@
+//! Export to a collector over UDP (RFC 7011, section 10.3): the templates first and again every
+//! `--ipfix-template-refresh`, each message within `--ipfix-message-size`.
+//!
+//! A burst of records leaves in few system calls: full messages of a template are all the same
+//! size (records are fixed-size), so up to 64 of them go in one send with UDP segmentation
+//! offload (UDP_SEGMENT), which the kernel or the NIC cuts into one datagram each. Without it,
+//! each message is sent alone.
+//!
+//! Loss: UDP says nothing of delivery, but a collector port that is closed or a host that is
+//! unreachable answers with ICMP errors. The socket asks for them (IP_RECVERR), each quoting the
+//! start of the message it reports, whose set header tells how many records were lost; they are
+//! counted as dropped. The collector is then held unreachable: records are counted as dropped
+//! unsent, and every second a template message probes it; a probe that no error answers within
+//! half a second brings it back (and it has its templates). The kernel rate-limits ICMP errors
+//! from other hosts, so loss on the way to a remote collector is a lower bound.
+
+use std::{
+    io,
+    mem::MaybeUninit,
+    net::{SocketAddr, ToSocketAddrs as _, UdpSocket},
+    os::fd::AsRawFd as _,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+
+use super::{
+    config::CollectorUrl,
+    message::{self, Chunk, Framer, HEADER_LEN, SET_HEADER_LEN},
+    queue::{ChunkQueue, Next},
+    template::{Template, Templates},
+};
+use crate::metrics::CollectorMetrics;
+
+/// Most messages in one send (the kernel's UDP_MAX_SEGMENTS is 64 or more).
+const MAX_SEGMENTS: usize = 64;
+/// Largest payload of one send: a UDP datagram's.
+const MAX_SEND_BYTES: usize = 65507;
+/// How often the exporter looks for ICMP errors and due templates when no records come.
+const TICK: Duration = Duration::from_millis(100);
+/// Between two probes of an unreachable collector.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a probe waits for an error before the collector counts as reachable.
+const PROBE_WAIT: Duration = Duration::from_millis(500);
+
+/// Records of `template` in one send of full messages of `message_size` bytes.
+pub fn records_per_send(template: &Template, message_size: usize) -> usize {
+    let per_message = (message_size - HEADER_LEN - SET_HEADER_LEN) / template.record_len;
+    let message_len = HEADER_LEN + SET_HEADER_LEN + per_message * template.record_len;
+    per_message * MAX_SEGMENTS.min(MAX_SEND_BYTES / message_len)
+}
+
+/// Whether the collector is known reachable.
+enum Reach {
+    Up,
+    Unreachable {
+        /// When the next probe may go.
+        next_probe: Instant,
+        /// A probe sent and not yet answered by an error.
+        probe: Option<Instant>,
+    },
+}
+
+pub struct UdpExporter {
+    label: String,
+    socket: UdpSocket,
+    /// Sends of several messages with UDP segmentation offload, until the path refuses them.
+    gso: bool,
+    templates: Arc<Templates>,
+    framer: Framer,
+    queue: Arc<ChunkQueue>,
+    metrics: CollectorMetrics,
+    refresh: Duration,
+    templates_sent: Option<Instant>,
+    reach: Reach,
+    /// Messages of one send, and the records of each.
+    out: Vec<u8>,
+    segments: Vec<usize>,
+}
+
+impl UdpExporter {
+    /// A socket connected to `url` (resolved now) asking for ICMP errors.
+    pub fn new(
+        url: &CollectorUrl,
+        templates: Arc<Templates>,
+        domain: u32,
+        message_size: usize,
+        refresh: Duration,
+        queue: Arc<ChunkQueue>,
+        metrics: CollectorMetrics,
+    ) -> Result<Self> {
+        let addr = url
+            .authority()
+            .to_socket_addrs()
+            .with_context(|| format!("IPFIX collector {url}: cannot resolve"))?
+            .next()
+            .with_context(|| format!("IPFIX collector {url}: no address"))?;
+        let socket = connected_socket(addr).with_context(|| format!("IPFIX collector {url}"))?;
+        metrics.up.set(1);
+        Ok(Self {
+            label: url.to_string(),
+            socket,
+            gso: true,
+            templates,
+            framer: Framer::new(domain, message_size),
+            queue,
+            metrics,
+            refresh,
+            templates_sent: None,
+            reach: Reach::Up,
+            out: Vec::with_capacity(MAX_SEND_BYTES),
+            segments: Vec::with_capacity(MAX_SEGMENTS),
+        })
+    }
+
+    /// Exports what the queue brings until it is closed and empty.
+    pub fn run(mut self) {
+        loop {
+            match self.queue.next(TICK) {
+                Next::Chunk(chunk) => self.export(&chunk),
+                Next::Idle => {}
+                Next::Closed => break,
+            }
+            self.read_errors();
+            self.tick();
+        }
+        self.read_errors();
+    }
+
+    /// Sends `chunk`'s records, or counts them as dropped while the collector is unreachable.
+    fn export(&mut self, chunk: &Chunk) {
+        if let Reach::Unreachable { .. } = self.reach {
+            self.drop_unsent(chunk.count());
+            return;
+        }
+        if self.templates_due() {
+            self.send_templates();
+        }
+        let mut rest = &chunk.records[..];
+        while !rest.is_empty() {
+            if let Reach::Unreachable { .. } = self.reach {
+                self.drop_unsent(rest.len() / chunk.record_len);
+                return;
+            }
+            self.out.clear();
+            self.segments.clear();
+            let mut segment_len = 0;
+            loop {
+                let before = self.out.len();
+                let records = self.framer.data(chunk, rest, &mut self.out);
+                rest = &rest[records * chunk.record_len..];
+                self.segments.push(records);
+                let len = self.out.len() - before;
+                if self.segments.len() == 1 {
+                    segment_len = len;
+                }
+                // Only the last segment of a send may be shorter.
+                if rest.is_empty()
+                    || len < segment_len
+                    || self.segments.len() == MAX_SEGMENTS
+                    || self.out.len() + segment_len > MAX_SEND_BYTES
+                {
+                    break;
+                }
+            }
+            self.send_out(segment_len);
+        }
+    }
+
+    /// Sends what `out` holds: messages of `segment_len` bytes, the last one maybe shorter.
+    fn send_out(&mut self, segment_len: usize) {
+        let records: usize = self.segments.iter().sum();
+        if self.segments.len() > 1 && self.gso {
+            match send_segmented(&self.socket, &self.out, segment_len) {
+                Ok(()) => return self.sent(self.segments.len(), self.out.len(), records),
+                Err(err) if !refused_segmentation(&err) => {
+                    return self.failed(&err, records);
+                }
+                Err(err) => {
+                    tracing::info!(
+                        collector = %self.label,
+                        "UDP segmentation offload refused ({err}): one send per IPFIX message"
+                    );
+                    self.gso = false;
+                }
+            }
+        }
+        let mut offset = 0;
+        for index in 0..self.segments.len() {
+            let end = (offset + segment_len).min(self.out.len());
+            match self.socket.send(&self.out[offset..end]) {
+                Ok(_) => self.sent(1, end - offset, self.segments[index]),
+                Err(err) => {
+                    let unsent: usize = self.segments[index..].iter().sum();
+                    return self.failed(&err, unsent);
+                }
+            }
+            offset = end;
+        }
+    }
+
+    fn sent(&self, messages: usize, bytes: usize, records: usize) {
+        self.metrics.messages_sent.inc_by(messages as u64);
+        self.metrics.bytes_sent.inc_by(bytes as u64);
+        self.metrics.records_sent.inc_by(records as u64);
+    }
+
+    /// A send failed: its records are lost; an unreachable collector is probed from now on.
+    fn failed(&mut self, err: &io::Error, records: usize) {
+        self.metrics.records_dropped.inc_by(records as u64);
+        if unreachable(err) {
+            self.unreachable(err);
+        } else {
+            tracing::warn!(collector = %self.label, records, "IPFIX send failed: {err}");
+        }
+    }
+
+    fn drop_unsent(&mut self, records: usize) {
+        self.framer.skip(records);
+        self.metrics.records_dropped.inc_by(records as u64);
+    }
+
+    fn unreachable(&mut self, err: &io::Error) {
+        if let Reach::Up = self.reach {
+            tracing::warn!(
+                collector = %self.label,
+                "IPFIX collector unreachable ({err}): its records are dropped until a probe \
+                 gets through"
+            );
+            self.metrics.up.set(0);
+        }
+        self.reach = Reach::Unreachable {
+            next_probe: Instant::now() + PROBE_INTERVAL,
+            probe: None,
+        };
+    }
+
+    fn templates_due(&self) -> bool {
+        self.templates_sent
+            .is_none_or(|sent| sent.elapsed() >= self.refresh)
+    }
+
+    /// Sends the template message; true when the kernel took it.
+    fn send_templates(&mut self) -> bool {
+        self.out.clear();
+        self.framer.templates(&self.templates, &mut self.out);
+        match self.socket.send(&self.out) {
+            Ok(_) => {
+                self.templates_sent = Some(Instant::now());
+                self.sent(1, self.out.len(), 0);
+                true
+            }
+            Err(err) => {
+                self.failed(&err, 0);
+                false
+            }
+        }
+    }
+
+    /// Template refresh while up; probes while unreachable.
+    fn tick(&mut self) {
+        match self.reach {
+            Reach::Up => {
+                if self.templates_due() {
+                    self.send_templates();
+                }
+            }
+            Reach::Unreachable {
+                probe: Some(sent), ..
+            } if sent.elapsed() >= PROBE_WAIT => {
+                tracing::info!(collector = %self.label, "IPFIX collector reachable again");
+                self.reach = Reach::Up;
+                self.templates_sent = Some(sent);
+                self.metrics.up.set(1);
+            }
+            Reach::Unreachable {
+                next_probe,
+                probe: None,
+            } if Instant::now() >= next_probe => {
+                let now = Instant::now();
+                let probe = self.send_templates().then_some(now);
+                self.reach = Reach::Unreachable {
+                    next_probe: now + PROBE_INTERVAL,
+                    probe,
+                };
+            }
+            Reach::Unreachable { .. } => {}
+        }
+    }
+
+    /// Reads the ICMP errors the socket queued: each reports a message lost on its way.
+    fn read_errors(&mut self) {
+        while let Some(error) = next_error(&self.socket) {
+            let lost = message::data_records(&error.quoted, &self.templates).unwrap_or(0);
+            self.metrics.records_dropped.inc_by(lost as u64);
+            if unreachable(&error.error) {
+                self.unreachable(&error.error);
+            }
+        }
+    }
+}
+
+fn connected_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let local: SocketAddr = match addr {
+        SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("an address"),
+        SocketAddr::V6(_) => "[::]:0".parse().expect("an address"),
+    };
+    let socket = UdpSocket::bind(local)?;
+    socket.connect(addr)?;
+    let (level, option) = match addr {
+        SocketAddr::V4(_) => (libc::SOL_IP, libc::IP_RECVERR),
+        SocketAddr::V6(_) => (libc::SOL_IPV6, libc::IPV6_RECVERR),
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads an int from the pointer we pass, with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            option,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(socket)
+}
+
+/// Errors that say the collector cannot be reached (as opposed to a local failure).
+fn unreachable(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN)
+    )
+}
+
+/// Errors with which a path or kernel refuses segmentation offload (no checksum offload on the
+/// device, segments larger than its MTU, no UDP_SEGMENT at all).
+fn refused_segmentation(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
+}
+
+/// One send of `buf`, which the kernel cuts into datagrams of `segment_len` bytes.
+fn send_segmented(socket: &UdpSocket, buf: &[u8], segment_len: usize) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: CMSG_SPACE only computes a size.
+    const SPACE: usize = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+    let mut control = [0u64; SPACE.div_ceil(8)];
+    // SAFETY: msghdr is plain data; zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = SPACE as _;
+    // SAFETY: the control buffer holds one cmsg of a u16 (CMSG_SPACE above), aligned for
+    // cmsghdr; CMSG_FIRSTHDR and CMSG_DATA point inside it.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+        libc::CMSG_DATA(cmsg)
+            .cast::<u16>()
+            .write_unaligned(segment_len as u16);
+    }
+    // SAFETY: msg points at the iovec and control buffer above, alive for the call; buf is
+    // only read.
+    let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, 0) };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// An error the socket queued, and the start of the datagram it is about.
+struct QueuedError {
+    error: io::Error,
+    quoted: Vec<u8>,
+}
+
+/// The next error queued on `socket`, without waiting.
+fn next_error(socket: &UdpSocket) -> Option<QueuedError> {
+    // The message header and a data set header are all that is read of the quote.
+    let mut quoted = [0u8; HEADER_LEN + SET_HEADER_LEN];
+    let mut iov = libc::iovec {
+        iov_base: quoted.as_mut_ptr().cast(),
+        iov_len: quoted.len(),
+    };
+    let mut control = [MaybeUninit::<u64>::uninit(); 64];
+    // SAFETY: msghdr is plain data; zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of_val(&control) as _;
+    // SAFETY: recvmsg writes at most iov_len bytes into `quoted` and msg_controllen bytes into
+    // `control`, both ours and alive for the call.
+    let len = unsafe {
+        libc::recvmsg(
+            socket.as_raw_fd(),
+            &mut msg,
+            libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+        )
+    };
+    if len < 0 {
+        return None;
+    }
+    let mut errno = 0;
+    // SAFETY: the kernel filled msg_controllen bytes of `control` with cmsgs; CMSG_FIRSTHDR
+    // and CMSG_NXTHDR stay within them, and an IP(V6)_RECVERR cmsg carries a
+    // sock_extended_err.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let (level, kind) = ((*cmsg).cmsg_level, (*cmsg).cmsg_type);
+            if (level, kind) == (libc::SOL_IP, libc::IP_RECVERR)
+                || (level, kind) == (libc::SOL_IPV6, libc::IPV6_RECVERR)
+            {
+                let err = libc::CMSG_DATA(cmsg)
+                    .cast::<libc::sock_extended_err>()
+                    .read_unaligned();
+                errno = err.ee_errno as i32;
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Some(QueuedError {
+        error: io::Error::from_raw_os_error(errno),
+        quoted: quoted[..(len as usize).min(quoted.len())].to_vec(),
+    })
+}
