@@ -18,7 +18,7 @@ use crate::{
     flow::{monitor::FlowMonitor, peers::PeerFlows, query::LiveFlowTable},
     lifecycle::Part,
     metrics::{self, Metrics},
-    sinks::{FlowSinks, json_lines::JsonLines, redis::RedisFlowSink},
+    sinks::{FlowSinks, ipfix::IpfixSink, json_lines::JsonLines, redis::RedisFlowSink},
     snare,
     store::{
         Connection, Patience, RedisTarget, Store,
@@ -219,7 +219,15 @@ fn start_flow_monitor(
     let redis = store
         .zip(config.sinks.redis)
         .map(|(store, writes)| RedisFlowSink::new(store, writes));
-    let sinks = FlowSinks::new(log, redis, Some(peers), metrics.clone());
+    let mut sinks = FlowSinks::new(log, redis, Some(peers), metrics.clone());
+    if let Some(ipfix) = &config.sinks.ipfix {
+        let interfaces = datapath_config
+            .ifaces
+            .iter()
+            .map(|iface| Ok((iface.clone(), crate::datapath::ifindex(iface)?)))
+            .collect::<Result<_>>()?;
+        sinks = sinks.with_ipfix(IpfixSink::start(ipfix, interfaces, &metrics.ipfix)?);
+    }
     let mut datapath = Datapath::load(datapath_config.max_flows, Some(&datapath_config.pin_dir))?;
     let mut ifaces = HashMap::new();
     for iface in &datapath_config.ifaces {

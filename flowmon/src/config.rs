@@ -31,6 +31,7 @@ use crate::{
     metrics,
     sinks::{
         SinksConfig,
+        ipfix::{self, IpfixConfig, IpfixConfigError},
         redis::{self as redis_sink, FlowWrites},
     },
     snare::{self, SessionLimits, SnareConfig, session},
@@ -211,6 +212,37 @@ pub struct Settings {
           default_value = shown(store::DEFAULT_SPOOL_MAX_BYTES))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spool_max_bytes: Option<u64>,
+    /// IPFIX collector that receives every flow record: udp://host[:port] or
+    /// tcp://host[:port], port 4739 when none is given; repeat for several.
+    #[arg(long = "ipfix", value_name = "URL", global = true)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ipfix: Vec<String>,
+    /// Observation domain id of the IPFIX messages.
+    #[arg(long, value_name = "ID", global = true,
+          default_value = shown(ipfix::config::DEFAULT_OBSERVATION_DOMAIN))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipfix_domain: Option<u32>,
+    /// Seconds between two sends of the IPFIX templates over UDP.
+    #[arg(long, value_name = "SECONDS", global = true,
+          default_value = shown(ipfix::config::DEFAULT_TEMPLATE_REFRESH.as_secs_f64()))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipfix_template_refresh: Option<f64>,
+    /// Largest IPFIX message over UDP, bytes: keep it under the path MTU.
+    #[arg(long, value_name = "BYTES", global = true,
+          default_value = shown(ipfix::config::DEFAULT_UDP_MESSAGE_SIZE))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipfix_message_size: Option<usize>,
+    /// Private enterprise number of flowmon's own IPFIX elements (docs/ipfix.md).
+    #[arg(long, value_name = "PEN", global = true,
+          default_value = shown(ipfix::config::DEFAULT_ENTERPRISE_NUMBER))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipfix_enterprise_number: Option<u32>,
+    /// Bytes of encoded records each IPFIX collector may hold back while it is away or slow;
+    /// beyond, records are dropped and counted.
+    #[arg(long, value_name = "BYTES", global = true,
+          default_value = shown(ipfix::config::DEFAULT_QUEUE_BYTES))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipfix_queue_bytes: Option<usize>,
     /// Prometheus metrics endpoint.
     #[arg(long, value_name = "ADDR:PORT", global = true, default_value = metrics::DEFAULT_LISTEN)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -463,6 +495,50 @@ impl Settings {
                 redis_sink::DEFAULT_PEER_INDEX_RETENTION,
             )?,
         };
+        let ipfix = if self.ipfix.is_empty() {
+            None
+        } else {
+            let collectors = self
+                .ipfix
+                .iter()
+                .map(|url| {
+                    url.parse()
+                        .map_err(|err| invalid("ipfix", format!("{err}")))
+                })
+                .collect::<Result<_, _>>()?;
+            let config = IpfixConfig {
+                collectors,
+                observation_domain: self
+                    .ipfix_domain
+                    .unwrap_or(ipfix::config::DEFAULT_OBSERVATION_DOMAIN),
+                template_refresh: seconds(
+                    "ipfix-template-refresh",
+                    self.ipfix_template_refresh,
+                    ipfix::config::DEFAULT_TEMPLATE_REFRESH,
+                )?,
+                udp_message_size: self
+                    .ipfix_message_size
+                    .unwrap_or(ipfix::config::DEFAULT_UDP_MESSAGE_SIZE),
+                enterprise_number: at_least_one(
+                    "ipfix-enterprise-number",
+                    self.ipfix_enterprise_number
+                        .unwrap_or(ipfix::config::DEFAULT_ENTERPRISE_NUMBER),
+                )?,
+                queue_bytes: self
+                    .ipfix_queue_bytes
+                    .unwrap_or(ipfix::config::DEFAULT_QUEUE_BYTES),
+                ..IpfixConfig::new(Vec::new(), sensor_id.clone())
+            };
+            config.check().map_err(|err| {
+                let name = match err {
+                    IpfixConfigError::SensorIdTooLong { .. } => "sensor-id",
+                    IpfixConfigError::MessageSize { .. } => "ipfix-message-size",
+                    IpfixConfigError::QueueBytes { .. } => "ipfix-queue-bytes",
+                };
+                invalid(name, err.to_string())
+            })?;
+            Some(config)
+        };
         let flows = if self.iface.is_empty() {
             None
         } else {
@@ -486,6 +562,7 @@ impl Settings {
                     sinks: SinksConfig {
                         flow_log: self.flow_log,
                         redis: redis.is_some().then_some(flow_writes),
+                        ipfix,
                     },
                 },
             })
@@ -751,6 +828,34 @@ mod tests {
     }
 
     #[test]
+    fn ipfix_collectors_take_the_defaults_the_help_shows() {
+        let help = Cli::command().render_long_help().to_string();
+        for shown in ["port 4739 when none", "[default: 1400]", "[default: 32473]"] {
+            assert!(help.contains(shown), "{shown} missing from:\n{help}");
+        }
+        let cli = parse(&[
+            "--iface",
+            "lo",
+            "--sensor-id",
+            "s1",
+            "--ipfix",
+            "udp://127.0.0.1",
+            "--ipfix",
+            "tcp://[::1]:2055",
+            "--ipfix-domain",
+            "7",
+        ]);
+        let config = cli.config().unwrap();
+        let ipfix = config.flows.unwrap().monitor.sinks.ipfix.unwrap();
+        let urls: Vec<String> = ipfix.collectors.iter().map(ToString::to_string).collect();
+        assert_eq!(urls, ["udp://127.0.0.1:4739", "tcp://[::1]:2055"]);
+        assert_eq!(ipfix.observation_domain, 7);
+        assert_eq!(ipfix.template_refresh, Duration::from_secs(60));
+        assert_eq!(ipfix.udp_message_size, 1400);
+        assert_eq!(ipfix.sensor_id, "s1");
+    }
+
+    #[test]
     fn every_bad_setting_is_refused_with_its_name() {
         let cases: &[(&[&str], &str)] = &[
             (&["--iface", "no-such-if0"], "iface"),
@@ -793,6 +898,28 @@ mod tests {
                 "emulation-profile",
             ),
             (&["--web-listen", "8091"], "web-listen"),
+            (&["--ipfix", "udp://[::1"], "ipfix"),
+            (&["--ipfix", "http://collector"], "ipfix"),
+            (
+                &["--ipfix", "udp://h", "--ipfix-template-refresh", "0"],
+                "ipfix-template-refresh",
+            ),
+            (
+                &["--ipfix", "udp://h", "--ipfix-message-size", "200"],
+                "ipfix-message-size",
+            ),
+            (
+                &["--ipfix", "udp://h", "--ipfix-enterprise-number", "0"],
+                "ipfix-enterprise-number",
+            ),
+            (
+                &["--ipfix", "udp://h", "--ipfix-queue-bytes", "10"],
+                "ipfix-queue-bytes",
+            ),
+            (
+                &["--ipfix", "udp://h", "--sensor-id", &"s".repeat(300)],
+                "sensor-id",
+            ),
         ];
         for (args, name) in cases {
             let err = refused(args);

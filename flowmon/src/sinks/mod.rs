@@ -20,6 +20,8 @@ pub struct SinksConfig {
     pub flow_log: Option<PathBuf>,
     /// How records are written to Redis; `None` with `--no-redis`.
     pub redis: Option<redis::FlowWrites>,
+    /// IPFIX collectors (`--ipfix`); `None` without.
+    pub ipfix: Option<ipfix::IpfixConfig>,
 }
 
 /// Every sink of flow records.

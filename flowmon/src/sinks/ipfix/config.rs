@@ -6,6 +6,11 @@ use std::{fmt, str::FromStr, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 
+use super::{
+    message::{HEADER_LEN, SET_HEADER_LEN},
+    template::Templates,
+};
+
 /// The IANA port of IPFIX over UDP and TCP (RFC 7011, section 10).
 pub const DEFAULT_PORT: u16 = 4739;
 /// Observation domain id of every message (`--ipfix-domain`).
@@ -31,6 +36,22 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The largest IPFIX message (its length field is 16 bits).
 pub const MAX_MESSAGE_SIZE: usize = 65535;
+
+/// The longest sensor id a record carries (a fixed-length field of its length).
+pub const MAX_SENSOR_ID_LEN: usize = 255;
+
+/// A configuration the sink cannot run with.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IpfixConfigError {
+    #[error("{len} bytes long; IPFIX records hold at most {MAX_SENSOR_ID_LEN}")]
+    SensorIdTooLong { len: usize },
+    #[error(
+        "{size} bytes: must be between {needed} (the templates, or a record) and {MAX_MESSAGE_SIZE}"
+    )]
+    MessageSize { size: usize, needed: usize },
+    #[error("{bytes} bytes: must be at least {MAX_MESSAGE_SIZE}, room for one send")]
+    QueueBytes { bytes: usize },
+}
 
 /// How the IPFIX sink runs.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,6 +80,34 @@ impl IpfixConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             sensor_id,
         }
+    }
+
+    /// Checks what each value alone cannot tell: the sensor id fits a record, a UDP message
+    /// holds the templates and a record, the queue one send.
+    pub fn check(&self) -> Result<(), IpfixConfigError> {
+        let len = self.sensor_id.len();
+        if len > MAX_SENSOR_ID_LEN {
+            return Err(IpfixConfigError::SensorIdTooLong { len });
+        }
+        let templates = self.templates();
+        let needed = (HEADER_LEN + templates.set.len())
+            .max(HEADER_LEN + SET_HEADER_LEN + templates.v6.record_len);
+        let size = self.udp_message_size;
+        if !(needed..=MAX_MESSAGE_SIZE).contains(&size) {
+            return Err(IpfixConfigError::MessageSize { size, needed });
+        }
+        if self.queue_bytes < MAX_MESSAGE_SIZE {
+            return Err(IpfixConfigError::QueueBytes {
+                bytes: self.queue_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// The templates of this configuration's records.
+    pub fn templates(&self) -> Templates {
+        let sensor_id_len = self.sensor_id.len().min(MAX_SENSOR_ID_LEN) as u16;
+        Templates::new(sensor_id_len, self.enterprise_number)
     }
 }
 
@@ -188,6 +237,36 @@ mod tests {
             );
         }
         assert_eq!(cases[2].1.to_string(), "udp://[2001:db8::1]:9995");
+    }
+
+    #[test]
+    fn sizes_that_cannot_work_are_refused() {
+        let url = "udp://127.0.0.1".parse().unwrap();
+        let config = IpfixConfig::new(vec![url], "sensor".into());
+        assert_eq!(config.check(), Ok(()));
+        let check = |change: fn(&mut IpfixConfig)| {
+            let mut changed = config.clone();
+            change(&mut changed);
+            changed.check().unwrap_err()
+        };
+        assert_eq!(
+            check(|c| c.sensor_id = "s".repeat(256)),
+            IpfixConfigError::SensorIdTooLong { len: 256 }
+        );
+        // The template set: 4 + 2 * (4 + 18 * 4 + 12 * 8) bytes, and the message header.
+        let needed = 16 + 4 + 2 * (4 + 18 * 4 + 12 * 8);
+        assert_eq!(
+            check(|c| c.udp_message_size = 363),
+            IpfixConfigError::MessageSize { size: 363, needed }
+        );
+        assert!(matches!(
+            check(|c| c.udp_message_size = 65536),
+            IpfixConfigError::MessageSize { .. }
+        ));
+        assert_eq!(
+            check(|c| c.queue_bytes = 65534),
+            IpfixConfigError::QueueBytes { bytes: 65534 }
+        );
     }
 
     #[test]

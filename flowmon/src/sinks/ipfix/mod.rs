@@ -23,18 +23,13 @@ use std::{
     thread::JoinHandle,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
-pub use config::{CollectorUrl, IpfixConfig, Transport};
+pub use config::{CollectorUrl, IpfixConfig, IpfixConfigError, Transport};
 pub use encode::UnreadableRecord;
 
 use self::{
-    config::MAX_MESSAGE_SIZE,
-    encode::Encoder,
-    message::{Chunk, HEADER_LEN, SET_HEADER_LEN},
-    queue::ChunkQueue,
-    tcp::TcpExporter,
-    template::{Family, Templates},
+    encode::Encoder, message::Chunk, queue::ChunkQueue, tcp::TcpExporter, template::Family,
     udp::UdpExporter,
 };
 
@@ -70,12 +65,8 @@ impl IpfixSink {
         interfaces: HashMap<String, u32>,
         metrics: &IpfixMetrics,
     ) -> Result<Self> {
-        let sensor_id_len = u16::try_from(config.sensor_id.len())
-            .ok()
-            .filter(|&len| len <= 255)
-            .context("--sensor-id is longer than 255 bytes: too long for an IPFIX record")?;
-        let templates = Arc::new(Templates::new(sensor_id_len, config.enterprise_number));
-        check_message_size(config.udp_message_size, &templates)?;
+        config.check().context("IPFIX settings")?;
+        let templates = Arc::new(config.templates());
         let mut collectors = Vec::new();
         for url in &config.collectors {
             let queue = Arc::new(ChunkQueue::new(config.queue_bytes));
@@ -166,19 +157,6 @@ fn spawn(url: &CollectorUrl, run: impl FnOnce() + Send + 'static) -> Result<Join
         .name("ipfix-export".into())
         .spawn(run)
         .with_context(|| format!("cannot start the exporter thread of {url}"))
-}
-
-/// The UDP message size must hold the template message and a record of either template.
-fn check_message_size(size: usize, templates: &Templates) -> Result<()> {
-    let needed = (HEADER_LEN + templates.set.len())
-        .max(HEADER_LEN + SET_HEADER_LEN + templates.v6.record_len);
-    if !(needed..=MAX_MESSAGE_SIZE).contains(&size) {
-        bail!(
-            "--ipfix-message-size {size}: must be between {needed} (the templates) and \
-             {MAX_MESSAGE_SIZE} bytes"
-        );
-    }
-    Ok(())
 }
 
 /// The encoder thread: encodes each batch once into chunks of one template's records, gives
