@@ -16,3 +16,4 @@ pub mod snare_frontend;
 pub mod snare_load;
 pub mod snare_service;
 pub mod tcp;
+pub mod traffic;

@@ -5,16 +5,10 @@
 //! each side. `--ingress-hook auto` is checked to pick TC on veth and on a device without native
 //! XDP (macvlan), where it counts as exactly.
 
-use std::{
-    io::{Read as _, Write as _},
-    net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    time::Duration,
-};
-
 use flowmon_tests::{
     agent::{Agent, scrape_metrics},
     netns::VethPair,
-    tcp::{Sent, tcp_sent, wait_until_closed},
+    traffic::{tcp_exchange, udp_round_trip, udp_sockets},
 };
 use serde_json::Value;
 
@@ -124,47 +118,6 @@ fn ping_and_ping6_are_counted_exactly_with(hook: &str) {
     assert_eq!(v4["community_id"].as_str().unwrap().len(), "1:".len() + 28);
 }
 
-/// One TCP connection: the client sends `upload` bytes, the server `download` bytes, then
-/// both close in order. Returns what each side sent, read once the connection is closed.
-fn tcp_exchange(pair: &VethPair, port: u16, upload: usize, download: usize) -> (Sent, Sent) {
-    let listener = pair
-        .server
-        .run(|| TcpListener::bind((VethPair::SERVER_IP, port)).expect("listen"));
-    std::thread::scope(|scope| {
-        let server = scope.spawn(|| {
-            let (mut stream, _) = listener.accept().unwrap();
-            stream.write_all(&vec![7u8; download]).unwrap();
-            let mut received = Vec::new();
-            stream.read_to_end(&mut received).unwrap();
-            assert_eq!(received.len(), upload);
-            stream.shutdown(Shutdown::Write).unwrap();
-            wait_until_closed(&stream);
-            // The listener's request socket sent the SYN-ACK: the accepted socket's count
-            // starts after it.
-            let mut sent = tcp_sent(&stream);
-            sent.segments += 1;
-            sent
-        });
-        let addr: SocketAddr = format!("{}:{port}", VethPair::SERVER_IP).parse().unwrap();
-        let mut stream = pair
-            .client
-            .run(|| TcpStream::connect(addr).expect("connect"));
-        let writer = stream.try_clone().unwrap();
-        let upload_thread = scope.spawn(move || {
-            let mut writer = writer;
-            writer.write_all(&vec![9u8; upload]).unwrap();
-            writer.shutdown(Shutdown::Write).unwrap();
-        });
-        let mut received = Vec::new();
-        stream.read_to_end(&mut received).unwrap();
-        upload_thread.join().unwrap();
-        assert_eq!(received.len(), download);
-        wait_until_closed(&stream);
-        let client = tcp_sent(&stream);
-        (client, server.join().unwrap())
-    })
-}
-
 #[test]
 fn tcp_transfers_are_counted_as_the_segments_on_the_wire() {
     for hook in HOOKS {
@@ -226,28 +179,9 @@ const UDP_SIZES: [usize; 4] = [1, 100, 1000, 1472];
 /// Datagrams of every size in `UDP_SIZES` from the client to `server_ip`:5353, each answered
 /// with twice its size (or as much as fits one frame).
 fn udp_exchange(pair: &VethPair, server_ip: &str) {
-    let sizes = UDP_SIZES;
-    let server = pair
-        .server
-        .run(|| UdpSocket::bind((server_ip, 5353)).unwrap());
-    let client = pair
-        .client
-        .run(|| UdpSocket::bind((VethPair::CLIENT_IP, 40053)).unwrap());
-    server
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut buf = [0u8; 2048];
-    for size in sizes {
-        client.send_to(&vec![1u8; size], (server_ip, 5353)).unwrap();
-        let (n, from) = server.recv_from(&mut buf).unwrap();
-        assert_eq!(n, size);
-        // Echo twice the size, or as much as fits one frame.
-        let answer = (2 * size).min(1472);
-        server.send_to(&vec![2u8; answer], from).unwrap();
-        assert_eq!(client.recv(&mut buf).unwrap(), answer);
+    let (client, server) = udp_sockets(pair, 40053, (server_ip, 5353));
+    for size in UDP_SIZES {
+        udp_round_trip(&client, &server, size);
     }
 }
 
