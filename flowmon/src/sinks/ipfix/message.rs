@@ -4,7 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::template::Templates;
+use super::template::{TEMPLATE_SET_ID, Templates};
 
 pub const VERSION: u16 = 10;
 pub const HEADER_LEN: usize = 16;
@@ -62,6 +62,11 @@ impl Framer {
         count
     }
 
+    /// The sequence number of the next message.
+    pub fn sequence(&self) -> u32 {
+        self.sequence
+    }
+
     /// Counts `records` that will not be sent (a collector reads the gap as loss).
     pub fn skip(&mut self, records: usize) {
         self.sequence = self.sequence.wrapping_add(records as u32);
@@ -92,17 +97,32 @@ fn export_time() -> u32 {
         .map_or(0, |d| d.as_secs() as u32)
 }
 
-/// The data records a message holds: from its first set's header, whole records of the
-/// template that set names (`None`: a template message, or not flowmon's).
-pub fn data_records(message: &[u8], templates: &Templates) -> Option<usize> {
+/// What the start of a message tells: its sequence number, and how many data records it holds
+/// (whole records of the template its first set names; `None` for a template message).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Quoted {
+    pub sequence: u32,
+    pub records: Option<usize>,
+}
+
+/// Reads the header and first set header of one of flowmon's messages, e.g. as an ICMP
+/// error quotes it; `None` when it is not one.
+pub fn quoted(message: &[u8], templates: &Templates) -> Option<Quoted> {
     let header = message.get(..HEADER_LEN + SET_HEADER_LEN)?;
     if u16::from_be_bytes([header[0], header[1]]) != VERSION {
         return None;
     }
+    let sequence = u32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
     let set_id = u16::from_be_bytes([header[16], header[17]]);
     let set_len = u16::from_be_bytes([header[18], header[19]]) as usize;
-    let template = templates.by_id(set_id)?;
-    Some(set_len.saturating_sub(SET_HEADER_LEN) / template.record_len)
+    let records = match set_id {
+        TEMPLATE_SET_ID => None,
+        id => {
+            let template = templates.by_id(id)?;
+            Some(set_len.saturating_sub(SET_HEADER_LEN) / template.record_len)
+        }
+    };
+    Some(Quoted { sequence, records })
 }
 
 #[cfg(test)]
@@ -170,7 +190,13 @@ mod tests {
         assert_eq!(be16(&out[2..]), out.len());
         assert_eq!(be32(&out[8..]), 7);
         assert_eq!(&out[16..], &templates.set[..]);
-        assert_eq!(data_records(&out, &templates), None);
+        assert_eq!(
+            quoted(&out, &templates),
+            Some(Quoted {
+                sequence: 7,
+                records: None
+            })
+        );
         let data = Chunk {
             template_id: 257,
             record_len: templates.v6.record_len,
@@ -178,7 +204,15 @@ mod tests {
         };
         let mut out = Vec::new();
         assert_eq!(framer.data(&data, &data.records, &mut out), 3);
-        assert_eq!(data_records(&out, &templates), Some(3));
-        assert_eq!(data_records(&out[..19], &templates), None);
+        assert_eq!(
+            quoted(&out, &templates),
+            Some(Quoted {
+                sequence: 7,
+                records: Some(3)
+            })
+        );
+        assert_eq!(quoted(&out[..19], &templates), None);
+        out[1] = 9;
+        assert_eq!(quoted(&out, &templates), None, "not IPFIX");
     }
 }

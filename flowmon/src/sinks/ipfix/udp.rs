@@ -8,13 +8,16 @@
 //!
 //! Loss: UDP says nothing of delivery, but a collector port that is closed or a host that is
 //! unreachable answers with ICMP errors. The socket asks for them (IP_RECVERR), each quoting the
-//! start of the message it reports, whose set header tells how many records were lost; they are
-//! counted as dropped. The collector is then held unreachable: records are counted as dropped
+//! start of the message it reports; its sequence number names the send it was part of, whose
+//! records are all counted as dropped (its messages went the same way to the same port: one
+//! error may stand for all, as it does when a send crosses the host's loopback or a veth
+//! unsegmented). The collector is then held unreachable: records are counted as dropped
 //! unsent, and every second a template message probes it; a probe that no error answers within
 //! half a second brings it back (and it has its templates). The kernel rate-limits ICMP errors
 //! from other hosts, so loss on the way to a remote collector is a lower bound.
 
 use std::{
+    collections::VecDeque,
     io,
     mem::MaybeUninit,
     net::{SocketAddr, ToSocketAddrs as _, UdpSocket},
@@ -27,7 +30,7 @@ use anyhow::{Context as _, Result};
 
 use super::{
     config::CollectorUrl,
-    message::{self, Chunk, Framer, HEADER_LEN, SET_HEADER_LEN},
+    message::{self, Chunk, Framer, HEADER_LEN, Quoted, SET_HEADER_LEN},
     queue::{ChunkQueue, Next},
     template::{Template, Templates},
 };
@@ -43,12 +46,22 @@ const TICK: Duration = Duration::from_millis(100);
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a probe waits for an error before the collector counts as reachable.
 const PROBE_WAIT: Duration = Duration::from_millis(500);
+/// Sends remembered for the errors that may come back about them.
+const RECENT_SENDS: usize = 4096;
 
 /// Records of `template` in one send of full messages of `message_size` bytes.
 pub fn records_per_send(template: &Template, message_size: usize) -> usize {
     let per_message = (message_size - HEADER_LEN - SET_HEADER_LEN) / template.record_len;
     let message_len = HEADER_LEN + SET_HEADER_LEN + per_message * template.record_len;
     per_message * MAX_SEGMENTS.min(MAX_SEND_BYTES / message_len)
+}
+
+/// The records of one send: those numbered from `first` on.
+struct Send {
+    first: u32,
+    records: u32,
+    /// Counted as dropped already (an error came about one of its messages).
+    lost: bool,
 }
 
 /// Whether the collector is known reachable.
@@ -77,6 +90,8 @@ pub struct UdpExporter {
     /// Messages of one send, and the records of each.
     out: Vec<u8>,
     segments: Vec<usize>,
+    /// The latest sends, oldest first.
+    recent: VecDeque<Send>,
 }
 
 impl UdpExporter {
@@ -111,6 +126,7 @@ impl UdpExporter {
             reach: Reach::Up,
             out: Vec::with_capacity(MAX_SEND_BYTES),
             segments: Vec::with_capacity(MAX_SEGMENTS),
+            recent: VecDeque::with_capacity(RECENT_SENDS),
         })
     }
 
@@ -145,6 +161,7 @@ impl UdpExporter {
             }
             self.out.clear();
             self.segments.clear();
+            let first = self.framer.sequence();
             let mut segment_len = 0;
             loop {
                 let before = self.out.len();
@@ -164,16 +181,20 @@ impl UdpExporter {
                     break;
                 }
             }
-            self.send_out(segment_len);
+            self.send_out(segment_len, first);
         }
     }
 
-    /// Sends what `out` holds: messages of `segment_len` bytes, the last one maybe shorter.
-    fn send_out(&mut self, segment_len: usize) {
+    /// Sends what `out` holds: messages of `segment_len` bytes, the last one maybe shorter, the
+    /// records numbered from `first` on.
+    fn send_out(&mut self, segment_len: usize, first: u32) {
         let records: usize = self.segments.iter().sum();
         if self.segments.len() > 1 && self.gso {
             match send_segmented(&self.socket, &self.out, segment_len) {
-                Ok(()) => return self.sent(self.segments.len(), self.out.len(), records),
+                Ok(()) => {
+                    self.remember(first, records);
+                    return self.sent(self.segments.len(), self.out.len(), records);
+                }
                 Err(err) if !refused_segmentation(&err) => {
                     return self.failed(&err, records);
                 }
@@ -186,17 +207,51 @@ impl UdpExporter {
                 }
             }
         }
-        let mut offset = 0;
+        let (mut offset, mut first) = (0, first);
         for index in 0..self.segments.len() {
             let end = (offset + segment_len).min(self.out.len());
+            let records = self.segments[index];
             match self.socket.send(&self.out[offset..end]) {
-                Ok(_) => self.sent(1, end - offset, self.segments[index]),
+                Ok(_) => {
+                    self.remember(first, records);
+                    self.sent(1, end - offset, records);
+                }
                 Err(err) => {
                     let unsent: usize = self.segments[index..].iter().sum();
                     return self.failed(&err, unsent);
                 }
             }
             offset = end;
+            first = first.wrapping_add(records as u32);
+        }
+    }
+
+    fn remember(&mut self, first: u32, records: usize) {
+        if self.recent.len() == RECENT_SENDS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Send {
+            first,
+            records: records as u32,
+            lost: false,
+        });
+    }
+
+    /// The records an error about the message numbered `sequence` (holding `records`) reports
+    /// lost: its whole send, unless an earlier error counted it.
+    fn lost(&mut self, sequence: u32, records: usize) -> usize {
+        let send = self
+            .recent
+            .iter_mut()
+            .rev()
+            .find(|send| sequence.wrapping_sub(send.first) < send.records);
+        match send {
+            Some(send) if send.lost => 0,
+            Some(send) => {
+                send.lost = true;
+                send.records as usize
+            }
+            None => records,
         }
     }
 
@@ -292,8 +347,15 @@ impl UdpExporter {
     /// Reads the ICMP errors the socket queued: each reports a message lost on its way.
     fn read_errors(&mut self) {
         while let Some(error) = next_error(&self.socket) {
-            let lost = message::data_records(&error.quoted, &self.templates).unwrap_or(0);
-            self.metrics.records_dropped.inc_by(lost as u64);
+            let quoted = message::quoted(&error.quoted, &self.templates);
+            if let Some(Quoted {
+                sequence,
+                records: Some(records),
+            }) = quoted
+            {
+                let lost = self.lost(sequence, records);
+                self.metrics.records_dropped.inc_by(lost as u64);
+            }
             if unreachable(&error.error) {
                 self.unreachable(&error.error);
             }
