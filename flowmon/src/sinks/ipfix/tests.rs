@@ -238,18 +238,13 @@ fn udp_collector(addr: &str) -> UdpSocket {
     socket
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let bytes: libc::c_int = 8 << 20;
-    // SAFETY: setsockopt reads an int from the pointer we pass, with its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&socket),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&bytes as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVBUFFORCE (the tests run as root)");
+    // As root, past the system's limit on receive buffers.
+    set_option(
+        &socket,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        &(8 << 20 as libc::c_int),
+    );
     socket
 }
 
@@ -354,10 +349,20 @@ fn udp_loss_to_a_closed_port_is_counted_and_the_collector_probed_back() {
     wait_until("the collector is up again", || series.up.get() == 1);
     sink.write(records(100..150, false));
     receive_udp(&collector, &mut collected, 150);
+    wait_until("the records are counted as sent", || {
+        series.records_sent.get() == 50
+    });
+
+    // It goes away again: the next records leave, and the port's errors report their loss.
+    drop(collector);
+    sink.write(records(150..210, false));
+    wait_until("the errors are counted", || {
+        series.records_dropped.get() == 160
+    });
+    assert_eq!(series.up.get(), 0);
+    assert_eq!(series.records_sent.get(), 110, "sent, then reported lost");
     drop(sink);
-    assert_eq!(collected.records.len(), 150, "nothing more came");
-    assert_eq!(series.records_dropped.get(), 100);
-    assert_eq!(series.records_sent.get(), 50);
+    assert_eq!(series.records_dropped.get(), 160);
 }
 
 #[test]
@@ -409,6 +414,109 @@ fn tcp_keeps_records_while_the_collector_is_away_and_sends_each_once() {
     drop(sink);
     assert_eq!(series.records_sent.get(), 1200);
     assert_eq!(series.records_dropped.get(), 0);
+}
+
+/// Sets a socket option of `fd`.
+fn set_option<T>(fd: &impl std::os::fd::AsRawFd, level: i32, option: i32, value: &T) {
+    // SAFETY: setsockopt reads size_of_val(value) bytes from the pointer we pass.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            option,
+            (value as *const T).cast(),
+            size_of_val(value) as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt {option}");
+}
+
+/// The bytes `stream` holds unread, left where they are.
+fn peek_all(stream: &std::net::TcpStream) -> Vec<u8> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(stream);
+    let mut unread: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into `unread`.
+    assert_eq!(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut unread) }, 0);
+    let mut buf = vec![0u8; unread as usize];
+    // SAFETY: recv writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK) };
+    assert_eq!(n, unread as isize);
+    buf
+}
+
+#[test]
+fn tcp_sends_again_what_a_dead_connection_left_unacknowledged_and_only_that() {
+    // A collector that takes the connection but never reads, with a small receive buffer:
+    // it acknowledges a few 64 KiB messages, the rest wait in the exporter's socket or queue.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    set_option(
+        &listener,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUF,
+        &(65536 as libc::c_int),
+    );
+    let addr = listener.local_addr().unwrap();
+    let url = format!("tcp://{addr}");
+    let metrics = Metrics::new();
+    let series = metrics.ipfix.collector(&url);
+    let sink = sink(&url, &metrics, |_| {});
+    let all = records(0..3000, false);
+    sink.write(all.clone());
+    let (stream, _) = listener.accept().unwrap();
+    let mut held = 0;
+    wait_until("the collector's buffer is full", || {
+        let now = peek_all(&stream).len();
+        let full = now > 0 && now == held;
+        held = now;
+        std::thread::sleep(Duration::from_millis(100));
+        full
+    });
+    // It dies with what it acknowledged unread: a reset, those messages lost with it.
+    let acknowledged = peek_all(&stream);
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    set_option(&stream, libc::SOL_SOCKET, libc::SO_LINGER, &linger);
+    drop((stream, listener));
+
+    let mut lost = Collected::default();
+    let mut rest = &acknowledged[..];
+    while rest.len() >= 4 {
+        let len = u16::from_be_bytes([rest[2], rest[3]]) as usize;
+        if rest.len() < len {
+            break;
+        }
+        lost.take(&rest[..len]);
+        rest = &rest[len..];
+    }
+    assert!(
+        !lost.records.is_empty() && lost.records.len() < 3000,
+        "{}",
+        lost.records.len()
+    );
+
+    let listener = TcpListener::bind(addr).unwrap();
+    let (mut stream, _) = listener.accept().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut after = Collected::default();
+    receive_tcp(&mut stream, &mut after, 3000 - lost.records.len());
+    let mut ids = lost.by_record_id();
+    for (id, record) in after.by_record_id() {
+        assert!(
+            ids.insert(id, record).is_none(),
+            "{id:?} sent again though acknowledged"
+        );
+    }
+    assert_eq!(ids.len(), 3000, "the others all sent again");
+    drop(sink);
+    assert_eq!(
+        series.records_sent.get() as usize,
+        3000,
+        "acknowledged by the first connection or the second"
+    );
 }
 
 #[test]
