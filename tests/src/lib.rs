@@ -1,10 +1,12 @@
 //! Support for flowmon's system tests: crafted frames, network namespaces with veth pairs,
-//! child processes and a redis-server, each cleaned up when dropped, also when a test fails.
+//! child processes, a redis-server and IPFIX collectors, each cleaned up when dropped, also when
+//! a test fails.
 
 pub mod agent;
 pub mod analyzer_support;
 pub mod browser;
 pub mod frames;
+pub mod ipfix;
 pub mod kernel;
 pub mod netns;
 pub mod process;
