@@ -167,7 +167,7 @@ impl FlowMonitor {
             .into_iter()
             .map(|(_, _, r)| r)
             .collect();
-        sinks.write(resend)?;
+        sinks.write(&resend)?;
         let map = datapath.flow_map()?;
         let capacity = map.capacity()?;
         let buckets = map.buckets()?;
@@ -508,7 +508,7 @@ impl FlowMonitor {
                 self.metrics.flows.finalised(reason);
             }
         }
-        self.sinks.write(records)?;
+        self.sinks.write(&records)?;
         self.mark_exported(now)
     }
 

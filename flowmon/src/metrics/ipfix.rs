@@ -1,5 +1,7 @@
 //! What the IPFIX exporter reports, per collector (its URL as given).
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -13,6 +15,8 @@ pub struct CollectorLabel {
 
 #[derive(Default)]
 pub struct IpfixMetrics {
+    /// CPU seconds the flow monitor's thread spent encoding records.
+    pub encode_seconds: Counter<f64, AtomicU64>,
     records_sent: Family<CollectorLabel, Counter>,
     messages_sent: Family<CollectorLabel, Counter>,
     bytes_sent: Family<CollectorLabel, Counter>,
@@ -33,6 +37,11 @@ pub struct CollectorMetrics {
 
 impl IpfixMetrics {
     pub(super) fn register(&self, r: &mut Registry) {
+        r.register(
+            "ipfix_encode_seconds",
+            "CPU seconds the flow monitor's thread spent encoding records for IPFIX",
+            self.encode_seconds.clone(),
+        );
         r.register(
             "ipfix_records_sent",
             "Flow records sent to an IPFIX collector: acknowledged by its TCP, or handed to the \

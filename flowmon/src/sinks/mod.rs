@@ -59,27 +59,25 @@ impl FlowSinks {
     }
 
     /// Hands `records` to every sink. Redis and IPFIX come first: their submission never
-    /// fails, so a file error cannot keep records from them. IPFIX takes the records
-    /// themselves, to encode them on its own thread.
-    pub fn write(&mut self, records: Vec<FlowRecord>) -> Result<()> {
+    /// fails, so a file error cannot keep records from them.
+    pub fn write(&mut self, records: &[FlowRecord]) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
         let count = records.len();
         if let Some(redis) = &self.redis {
-            redis.write_all(&records);
+            redis.write_all(records);
             self.written("redis", count);
         }
-        if let Some(peers) = &self.peers {
-            peers.record(&records);
-        }
-        let logged = self.log.as_mut().map(|log| log.write_all(&records));
-        if let Some(ipfix) = &self.ipfix {
+        if let Some(ipfix) = &mut self.ipfix {
             ipfix.write(records);
             self.written("ipfix", count);
         }
-        if let Some(logged) = logged {
-            logged?;
+        if let Some(peers) = &self.peers {
+            peers.record(records);
+        }
+        if let Some(log) = &mut self.log {
+            log.write_all(records)?;
             self.written("flow_log", count);
         }
         Ok(())

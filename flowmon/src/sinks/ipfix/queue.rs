@@ -101,6 +101,7 @@ mod tests {
             template_id: 256,
             record_len: 1,
             records: vec![0; bytes],
+            pool: None,
         })
     }
 

@@ -279,12 +279,12 @@ fn udp_sends_the_templates_first_and_every_record_as_it_was() {
     let collector = udp_collector("127.0.0.1:0");
     let url = format!("udp://{}", collector.local_addr().unwrap());
     let metrics = Metrics::new();
-    let sink = sink(&url, &metrics, |c| {
+    let mut sink = sink(&url, &metrics, |c| {
         c.template_refresh = Duration::from_millis(300)
     });
     let mut sent = records(0..1000, false);
     sent.extend(records(1000..1300, true));
-    sink.write(sent.clone());
+    sink.write(&sent);
 
     let mut collected = Collected::default();
     receive_udp(&collector, &mut collected, sent.len());
@@ -329,8 +329,8 @@ fn udp_loss_to_a_closed_port_is_counted_and_the_collector_probed_back() {
     let url = format!("udp://127.0.0.1:{port}");
     let metrics = Metrics::new();
     let series = metrics.ipfix.collector(&url);
-    let sink = sink(&url, &metrics, |_| {});
-    sink.write(records(0..100, false));
+    let mut sink = sink(&url, &metrics, |_| {});
+    sink.write(&records(0..100, false));
     wait_until("the records are counted as dropped", || {
         series.records_dropped.get() == 100
     });
@@ -347,7 +347,7 @@ fn udp_loss_to_a_closed_port_is_counted_and_the_collector_probed_back() {
     collected.take(&buf[..len]);
     assert_eq!(collected.messages, [None]);
     wait_until("the collector is up again", || series.up.get() == 1);
-    sink.write(records(100..150, false));
+    sink.write(&records(100..150, false));
     receive_udp(&collector, &mut collected, 150);
     wait_until("the records are counted as sent", || {
         series.records_sent.get() == 50
@@ -355,7 +355,7 @@ fn udp_loss_to_a_closed_port_is_counted_and_the_collector_probed_back() {
 
     // It goes away again: the next records leave, and the port's errors report their loss.
     drop(collector);
-    sink.write(records(150..210, false));
+    sink.write(&records(150..210, false));
     wait_until("the errors are counted", || {
         series.records_dropped.get() == 160
     });
@@ -372,9 +372,9 @@ fn tcp_keeps_records_while_the_collector_is_away_and_sends_each_once() {
     let url = format!("tcp://{addr}");
     let metrics = Metrics::new();
     let series = metrics.ipfix.collector(&url);
-    let sink = sink(&url, &metrics, |_| {});
+    let mut sink = sink(&url, &metrics, |_| {});
     let first = records(0..500, false);
-    sink.write(first.clone());
+    sink.write(&first);
     let (mut stream, _) = listener.accept().unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -389,7 +389,7 @@ fn tcp_keeps_records_while_the_collector_is_away_and_sends_each_once() {
         series.up.get() == 0
     });
     let second = records(500..1200, true);
-    sink.write(second.clone());
+    sink.write(&second);
     let listener = TcpListener::bind(addr).unwrap();
     let (mut stream, _) = listener.accept().unwrap();
     stream
@@ -459,9 +459,9 @@ fn tcp_sends_again_what_a_dead_connection_left_unacknowledged_and_only_that() {
     let url = format!("tcp://{addr}");
     let metrics = Metrics::new();
     let series = metrics.ipfix.collector(&url);
-    let sink = sink(&url, &metrics, |_| {});
+    let mut sink = sink(&url, &metrics, |_| {});
     let all = records(0..3000, false);
-    sink.write(all.clone());
+    sink.write(&all);
     let (stream, _) = listener.accept().unwrap();
     let mut held = 0;
     wait_until("the collector's buffer is full", || {
@@ -529,11 +529,11 @@ fn a_full_queue_refuses_records_and_a_shutdown_drops_what_no_collector_took() {
     let url = format!("tcp://127.0.0.1:{port}");
     let metrics = Metrics::new();
     let series = metrics.ipfix.collector(&url);
-    let sink = sink(&url, &metrics, |c| {
+    let mut sink = sink(&url, &metrics, |c| {
         c.queue_bytes = 120_000;
         c.shutdown_grace = Duration::from_millis(200);
     });
-    sink.write(records(0..1000, false));
+    sink.write(&records(0..1000, false));
     // Chunks of one send's worth, 51 messages of 7 records of 179 bytes: 357 records (63,903
     // bytes), 357, and 286 (51,194 bytes). The second does not fit beside the first.
     wait_until("the refused records are counted", || {

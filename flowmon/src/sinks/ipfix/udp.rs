@@ -46,6 +46,8 @@ const TICK: Duration = Duration::from_millis(100);
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a probe waits for an error before the collector counts as reachable.
 const PROBE_WAIT: Duration = Duration::from_millis(500);
+/// How long a send waits for the host's full queues before its records are dropped.
+const CONGESTION_WAIT: Duration = Duration::from_millis(200);
 /// Sends remembered for the errors that may come back about them.
 const RECENT_SENDS: usize = 4096;
 
@@ -190,7 +192,7 @@ impl UdpExporter {
     fn send_out(&mut self, segment_len: usize, first: u32) {
         let records: usize = self.segments.iter().sum();
         if self.segments.len() > 1 && self.gso {
-            match send_segmented(&self.socket, &self.out, segment_len) {
+            match patiently(|| send_segmented(&self.socket, &self.out, segment_len)) {
                 Ok(()) => {
                     self.remember(first, records);
                     return self.sent(self.segments.len(), self.out.len(), records);
@@ -211,7 +213,7 @@ impl UdpExporter {
         for index in 0..self.segments.len() {
             let end = (offset + segment_len).min(self.out.len());
             let records = self.segments[index];
-            match self.socket.send(&self.out[offset..end]) {
+            match patiently(|| self.socket.send(&self.out[offset..end])) {
                 Ok(_) => {
                     self.remember(first, records);
                     self.sent(1, end - offset, records);
@@ -300,7 +302,7 @@ impl UdpExporter {
     fn send_templates(&mut self) -> bool {
         self.out.clear();
         self.framer.templates(&self.templates, &mut self.out);
-        match self.socket.send(&self.out) {
+        match patiently(|| self.socket.send(&self.out)) {
             Ok(_) => {
                 self.templates_sent = Some(Instant::now());
                 self.sent(1, self.out.len(), 0);
@@ -389,6 +391,25 @@ fn connected_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
         return Err(io::Error::last_os_error());
     }
     Ok(socket)
+}
+
+/// Runs `send` again while the host's own queues are full (ENOBUFS, which IP_RECVERR reports
+/// instead of dropping silently): a burst waits for them to drain, up to [`CONGESTION_WAIT`].
+fn patiently<T>(mut send: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let started = Instant::now();
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match send() {
+            Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => {
+                if started.elapsed() >= CONGESTION_WAIT {
+                    return Err(err);
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Errors that say the collector cannot be reached (as opposed to a local failure).
