@@ -27,6 +27,7 @@ use flowmon::{
 };
 use flowmon_common::FlowKey;
 use flowmon_tests::{
+    cpu::thread_cpu,
     frames::{ACK, Frame, PSH, RST},
     process::TempDir,
 };
@@ -54,17 +55,6 @@ fn seconds(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// CPU time this thread has used, in seconds.
-fn thread_cpu() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 /// Resident memory of this process, bytes.

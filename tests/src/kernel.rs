@@ -1,11 +1,15 @@
 //! Running flowmon's programs under BPF_PROG_TEST_RUN and reading back what they counted.
 
+use std::net::Ipv4Addr;
+
 use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions, TestRunResult, Xdp};
 use flowmon::{
     datapath::{Datapath, EBPF_OBJECT},
     flow::Flow,
 };
 use flowmon_common::{BASELINE_PROGRAM, DatapathCounters, TC_BASELINE_PROGRAM};
+
+use crate::frames::{ACK, Frame};
 
 /// XDP_PASS, the only verdict flowmon ever gives.
 pub const XDP_PASS: u32 = 2;
@@ -211,4 +215,17 @@ pub fn empty_programs(object: &aya::Ebpf) -> (&Xdp, &SchedClassifier) {
             .try_into()
             .expect("a TC program"),
     )
+}
+
+/// A datapath holding `flows` live TCP flows, each made by the XDP program from a packet.
+pub fn filled(flows: u32) -> Datapath {
+    let datapath = Datapath::load(flows * 2, None).expect("load flowmon (run as root)");
+    for i in 0..flows {
+        let client = Ipv4Addr::from(0x0a00_0000 + i).to_string();
+        let frame = Frame::tcp(&client, 40000, "192.0.2.1", 80, ACK).build();
+        run_xdp(&datapath, &frame, None, 1);
+    }
+    let live = datapath.flow_map().unwrap().read_all().unwrap().len();
+    assert_eq!(live, flows as usize, "every flow in the map");
+    datapath
 }

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod analyzer_support;
 pub mod browser;
+pub mod cpu;
 pub mod frames;
 pub mod ipfix;
 pub mod kernel;

@@ -58,6 +58,8 @@ enum Bench {
     Traffic,
     /// The web console at 1M live flows: the flows page's latency, an open overview's CPU.
     Console,
+    /// IPFIX records encoded and sent per second, and the CPU a poll adds with IPFIX on.
+    Ipfix,
 }
 
 impl Bench {
@@ -69,6 +71,7 @@ impl Bench {
             Self::Analyzer => "analyzer",
             Self::Traffic => "traffic",
             Self::Console => "console",
+            Self::Ipfix => "ipfix",
         }
     }
 }
@@ -115,6 +118,7 @@ fn run(cli: Cli) -> Result<()> {
                 Bench::Analyzer,
                 Bench::Traffic,
                 Bench::Console,
+                Bench::Ipfix,
             ];
             let which = if which.is_empty() {
                 &all[..]
