@@ -151,12 +151,8 @@ impl Encoder {
                 Field::ClientPacketDelta => {
                     out.extend_from_slice(&record.client_packets_delta.to_be_bytes())
                 }
-                Field::ServerTcpFlags => {
-                    out.extend_from_slice(&u16::from(record.server_tcp_flags).to_be_bytes())
-                }
-                Field::ClientTcpFlags => {
-                    out.extend_from_slice(&u16::from(record.client_tcp_flags).to_be_bytes())
-                }
+                Field::ServerTcpFlags => out.push(record.server_tcp_flags),
+                Field::ClientTcpFlags => out.push(record.client_tcp_flags),
                 Field::ServerMac => out.extend_from_slice(&v.server_mac),
                 Field::ClientMac => out.extend_from_slice(&v.client_mac),
                 Field::ServerTtl => out.push(record.server_ttl),
@@ -403,7 +399,7 @@ mod tests {
         for counter in [9000u64, 8, 3000, 3, 1000, 10, 400, 4] {
             expected.extend(counter.to_be_bytes());
         }
-        expected.extend([0, 0x12, 0, 0x1b]);
+        expected.extend([0x12, 0x1b]);
         expected.extend([2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 10]);
         expected.extend([57, 64]);
         expected.extend(b"1:LQU9qZlK+B5F3KDmev6m5PMibrg=");

@@ -8,7 +8,10 @@
 //! place: nfdump 1.7 stores a total and a delta counter in one column, and maps a reverse
 //! element it does not know onto its forward element. Totals therefore come before deltas
 //! (the collector keeps the delta, which adds up), reverse elements before forward ones (it
-//! keeps the client's).
+//! keeps the client's). flowmon's own elements are numbered from 1001, away from IANA's
+//! numbers: pmacct 1.7 takes an enterprise element for the IANA one of the same number.
+//! tcpControlBits takes one octet (RFC 7011's reduced-size encoding; flowmon records the eight
+//! classic flags), as collectors that read only one octet of it expect.
 
 /// The enterprise number of RFC 5103's reverse information elements.
 pub const REVERSE_ENTERPRISE: u32 = 29305;
@@ -147,17 +150,17 @@ impl Field {
             Self::ClientPacketTotal => (86, Iana, 8, "packetTotalCount"),
             Self::ClientOctetDelta => (1, Iana, 8, "octetDeltaCount"),
             Self::ClientPacketDelta => (2, Iana, 8, "packetDeltaCount"),
-            Self::ServerTcpFlags => (6, Reverse, 2, "reverseTcpControlBits"),
-            Self::ClientTcpFlags => (6, Iana, 2, "tcpControlBits"),
+            Self::ServerTcpFlags => (6, Reverse, 1, "reverseTcpControlBits"),
+            Self::ClientTcpFlags => (6, Iana, 1, "tcpControlBits"),
             Self::ServerMac => (56, Reverse, 6, "reverseSourceMacAddress"),
             Self::ClientMac => (56, Iana, 6, "sourceMacAddress"),
             Self::ServerTtl => (192, Reverse, 1, "reverseIpTTL"),
             Self::ClientTtl => (192, Iana, 1, "ipTTL"),
-            Self::CommunityId => (1, Flowmon, COMMUNITY_ID_LEN, "communityId"),
-            Self::TcpState => (2, Flowmon, 1, "tcpState"),
-            Self::FlowUuid => (3, Flowmon, 16, "flowUuid"),
-            Self::RecordSequence => (4, Flowmon, 4, "recordSequence"),
-            Self::SensorId => (5, Flowmon, sensor_id_len, "sensorId"),
+            Self::CommunityId => (1001, Flowmon, COMMUNITY_ID_LEN, "communityId"),
+            Self::TcpState => (1002, Flowmon, 1, "tcpState"),
+            Self::FlowUuid => (1003, Flowmon, 16, "flowUuid"),
+            Self::RecordSequence => (1004, Flowmon, 4, "recordSequence"),
+            Self::SensorId => (1005, Flowmon, sensor_id_len, "sensorId"),
         };
         Element {
             id,
@@ -267,8 +270,8 @@ mod tests {
     fn records_have_the_size_of_their_elements() {
         let templates = Templates::new(8, 32473);
         // Addresses, ports, protocol, ICMP, VLAN, interface, times, end reason: 38 (IPv4);
-        // eight counters: 64; flags, MACs, TTLs: 18; flowmon's: 30 + 1 + 16 + 4 + 8.
-        assert_eq!(templates.v4.record_len, 38 + 64 + 18 + 59);
+        // eight counters: 64; flags, MACs, TTLs: 16; flowmon's: 30 + 1 + 16 + 4 + 8.
+        assert_eq!(templates.v4.record_len, 38 + 64 + 16 + 59);
         assert_eq!(templates.v6.record_len, templates.v4.record_len + 24);
         assert_eq!(
             Templates::new(0, 32473).v4.fields.len(),
@@ -292,7 +295,7 @@ mod tests {
         );
         // 18 IANA and 12 enterprise elements per template.
         assert_eq!(set.len(), 4 + 2 * (4 + 18 * 4 + 12 * 8));
-        // The last field of the IPv6 template: flowmon's sensorId, length 3.
-        assert_eq!(&set[set.len() - 8..], &[0x80, 5, 0, 3, 0, 0, 0x7e, 0xd9]);
+        // The last field of the IPv6 template: flowmon's sensorId (1005), length 3.
+        assert_eq!(&set[set.len() - 8..], &[0x83, 0xed, 0, 3, 0, 0, 0x7e, 0xd9]);
     }
 }

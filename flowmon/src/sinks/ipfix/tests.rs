@@ -147,8 +147,8 @@ impl Collected {
     fn by_record_id(&self) -> HashMap<(Uuid, u32), &Decoded> {
         let mut by_id = HashMap::new();
         for record in &self.records {
-            let uuid = Uuid::from_slice(&record[&(PEN, 3)]).unwrap();
-            let sequence = u32::from_be_bytes(record[&(PEN, 4)][..].try_into().unwrap());
+            let uuid = Uuid::from_slice(&record[&(PEN, 1003)]).unwrap();
+            let sequence = u32::from_be_bytes(record[&(PEN, 1004)][..].try_into().unwrap());
             assert!(
                 by_id.insert((uuid, sequence), record).is_none(),
                 "record {uuid}:{sequence} came twice"
@@ -196,8 +196,8 @@ fn assert_decoded(record: &FlowRecord, decoded: &Decoded) {
         (REVERSE, 6, record.server_tcp_flags as u64),
         (0, 192, record.client_ttl as u64),
         (REVERSE, 192, record.server_ttl as u64),
-        (PEN, 2, 6),
-        (PEN, 4, record.sequence),
+        (PEN, 1002, 6),
+        (PEN, 1004, record.sequence),
     ];
     for (pen, id, value) in numbers {
         assert_eq!(
@@ -208,12 +208,14 @@ fn assert_decoded(record: &FlowRecord, decoded: &Decoded) {
     }
     assert_eq!(decoded[&(0, 56)], [2, 0, 0, 0, 0, 0x0a]);
     assert_eq!(decoded[&(REVERSE, 56)], [2, 0, 0, 0, 0, 1]);
-    assert_eq!(decoded[&(PEN, 1)], record.community_id.as_bytes());
+    assert_eq!(decoded[&(PEN, 1001)], record.community_id.as_bytes());
     assert_eq!(
-        Uuid::from_slice(&decoded[&(PEN, 3)]).unwrap().to_string(),
+        Uuid::from_slice(&decoded[&(PEN, 1003)])
+            .unwrap()
+            .to_string(),
         record.flow_id
     );
-    assert_eq!(decoded[&(PEN, 5)], b"sensor-1");
+    assert_eq!(decoded[&(PEN, 1005)], b"sensor-1");
 }
 
 fn sink(collector: &str, metrics: &Metrics, tune: impl FnOnce(&mut IpfixConfig)) -> IpfixSink {
@@ -294,7 +296,7 @@ fn udp_sends_the_templates_first_and_every_record_as_it_was() {
         let uuid = Uuid::parse_str(&record.flow_id).unwrap();
         assert_decoded(record, by_id[&(uuid, 2)]);
     }
-    // Full messages: 7 IPv4 records of 179 bytes, 6 IPv6 of 203, in 1,400 bytes.
+    // Full messages: 7 IPv4 records of 177 bytes, 6 IPv6 of 201, in 1,400 bytes.
     let full = collected
         .messages
         .iter()
@@ -534,10 +536,10 @@ fn a_full_queue_refuses_records_and_a_shutdown_drops_what_no_collector_took() {
         c.shutdown_grace = Duration::from_millis(200);
     });
     sink.write(&records(0..1000, false));
-    // Chunks of one send's worth, 51 messages of 7 records of 179 bytes: 357 records (63,903
-    // bytes), 357, and 286 (51,194 bytes). The second does not fit beside the first.
+    // Chunks of one send's worth, 52 messages of 7 records of 177 bytes: 364 records (64,428
+    // bytes), 364, and 272 (48,144 bytes). The second does not fit beside the first.
     wait_until("the refused records are counted", || {
-        series.records_dropped.get() == 357
+        series.records_dropped.get() == 364
     });
     drop(sink);
     assert_eq!(series.records_dropped.get(), 1000);
