@@ -145,16 +145,18 @@ impl Nfcapd {
 }
 
 fn nfdump(args: &[&str]) -> String {
-    let output = Command::new("nfdump")
-        .args(args)
-        .output()
-        .expect("run nfdump");
+    output_of(Command::new("nfdump").args(args))
+}
+
+/// What `command` printed; panics with its standard error when it fails.
+fn output_of(command: &mut Command) -> String {
+    let output = command.output().expect("run the command");
     assert!(
         output.status.success(),
-        "nfdump {args:?}: {}",
+        "{command:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout).expect("nfdump prints UTF-8")
+    String::from_utf8(output.stdout).expect("UTF-8 output")
 }
 
 /// A TCP collector on 127.0.0.1:`port` of a namespace that reads whatever comes, one
@@ -283,12 +285,8 @@ impl Capture {
 
     /// Data records in the file as written so far (its last packet may be cut short).
     fn records_so_far(&self, decode_as: &[&str]) -> usize {
-        let mut command = Command::new("tshark");
-        command.args(["-r", self.file.to_str().unwrap()]);
-        for port in decode_as {
-            command.args(["-d", &format!("{port},cflow")]);
-        }
-        let output = command
+        let output = self
+            .reader(decode_as)
             .args(["-T", "fields", "-e", "cflow.flow_end_reason"])
             .stderr(Stdio::null())
             .output()
@@ -342,18 +340,17 @@ impl Capture {
 
     fn tshark(&self, decode_as: &[&str], args: &[&str]) -> String {
         assert!(self.process.is_none(), "stop the capture first");
+        output_of(self.reader(decode_as).args(args))
+    }
+
+    /// tshark reading the capture file, `decode_as` ports read as IPFIX.
+    fn reader(&self, decode_as: &[&str]) -> Command {
         let mut command = Command::new("tshark");
         command.args(["-r", self.file.to_str().unwrap()]);
         for port in decode_as {
             command.args(["-d", &format!("{port},cflow")]);
         }
-        let output = command.args(args).output().expect("run tshark");
-        assert!(
-            output.status.success(),
-            "tshark {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).expect("tshark prints UTF-8")
+        command
     }
 }
 

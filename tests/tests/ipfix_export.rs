@@ -5,7 +5,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::UdpSocket,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -362,39 +361,63 @@ fn real_traffic_reaches_nfcapd_and_tshark_with_the_json_records_numbers() {
     }
 }
 
-/// UDP datagrams from the client's `client_port` to the server's `server_port`, answered,
-/// every 50 ms until `stop`.
-fn steady_udp_flow(
-    pair: &VethPair,
-    client_port: u16,
-    server_port: u16,
+/// A UDP flow that goes on, a datagram answered every 50 ms, until stopped.
+struct SteadyFlow {
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    let server = pair
-        .server
-        .run(|| UdpSocket::bind((VethPair::SERVER_IP, server_port)).unwrap());
-    let client = pair
-        .client
-        .run(|| UdpSocket::bind((VethPair::CLIENT_IP, client_port)).unwrap());
-    for socket in [&server, &client] {
-        socket
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SteadyFlow {
+    fn start(pair: &VethPair, client_port: u16, server_port: u16) -> Self {
+        let (client, server) = udp_sockets(pair, client_port, (VethPair::SERVER_IP, server_port));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut size = 10;
+                while !stop.load(Ordering::Relaxed) {
+                    udp_round_trip(&client, &server, size);
+                    size = size % 500 + 7;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        })
+        .into();
+        Self { stop, thread }
     }
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        let mut size = 10;
-        while !stop.load(Ordering::Relaxed) {
-            client
-                .send_to(&vec![1u8; size], (VethPair::SERVER_IP, server_port))
-                .unwrap();
-            let (n, from) = server.recv_from(&mut buf).unwrap();
-            server.send_to(&buf[..n * 2], from).unwrap();
-            assert_eq!(client.recv(&mut buf).unwrap(), n * 2);
-            size = size % 500 + 7;
-            std::thread::sleep(Duration::from_millis(50));
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the flow's thread");
         }
-    })
+    }
+}
+
+impl Drop for SteadyFlow {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// flowmon exporting with an interim record of every flow each second, `--udp-timeout`
+/// `udp_timeout`, and a steady UDP flow from the client's `client_port` to `server_port`.
+fn exporting_interims(
+    pair: VethPair,
+    udp_timeout: &str,
+    ports: (u16, u16),
+) -> (Exporting, SteadyFlow) {
+    let args = [
+        "--interim-interval",
+        "1",
+        "--poll-interval",
+        "0.2",
+        "--udp-timeout",
+        udp_timeout,
+    ];
+    let exporting = Exporting::start(pair, &args);
+    let flow = SteadyFlow::start(&exporting.pair, ports.0, ports.1);
+    (exporting, flow)
 }
 
 /// The JSON records of the flow to `server_port`.
@@ -408,24 +431,11 @@ fn records_to(agent: &Agent, server_port: u64) -> Vec<Value> {
 
 #[test]
 fn interim_deltas_at_the_collector_add_up_to_the_final_totals() {
-    let mut exporting = Exporting::start(
-        VethPair::new(),
-        &[
-            "--interim-interval",
-            "1",
-            "--poll-interval",
-            "0.2",
-            "--udp-timeout",
-            "1",
-        ],
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = steady_udp_flow(&exporting.pair, 40600, 6000, stop.clone());
+    let (mut exporting, mut traffic) = exporting_interims(VethPair::new(), "1", (40600, 6000));
     wait_until("three interim records", Duration::from_secs(30), || {
         records_to(&exporting.agent, 6000).len() >= 3
     });
-    stop.store(true, Ordering::Relaxed);
-    traffic.join().unwrap();
+    traffic.stop();
     wait_until(
         "the flow's idle final record",
         Duration::from_secs(30),
@@ -486,19 +496,7 @@ fn collectors_away_for_ten_seconds_tcp_gets_every_record_once_udp_counts_its_los
     for netns in [&pair.client, &pair.server] {
         netns.exec(&["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"]);
     }
-    let mut exporting = Exporting::start(
-        pair,
-        &[
-            "--interim-interval",
-            "1",
-            "--poll-interval",
-            "0.2",
-            "--udp-timeout",
-            "300",
-        ],
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = steady_udp_flow(&exporting.pair, 40601, 6001, stop.clone());
+    let (mut exporting, mut traffic) = exporting_interims(pair, "300", (40601, 6001));
     let made = |exporting: &Exporting| exporting.agent.records().len() as f64;
     let exported = |exporting: &Exporting| {
         let records = made(exporting);
@@ -555,8 +553,7 @@ fn collectors_away_for_ten_seconds_tcp_gets_every_record_once_udp_counts_its_los
         exporting.metric("records_dropped_total", TCP_COLLECTOR),
         0.0
     );
-    stop.store(true, Ordering::Relaxed);
-    traffic.join().unwrap();
+    traffic.stop();
     let ifindex = ifindex(&exporting.pair.server, VethPair::SERVER_IF);
     let records = exporting.stop();
 

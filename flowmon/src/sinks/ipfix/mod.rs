@@ -18,6 +18,8 @@ mod udp;
 
 use std::{
     collections::HashMap,
+    io,
+    os::fd::AsRawFd,
     sync::{Arc, atomic::AtomicU64},
     thread::JoinHandle,
 };
@@ -182,6 +184,25 @@ impl IpfixSink {
                     .inc_by(chunk.count() as u64);
             }
         }
+    }
+}
+
+/// Sets a socket option of `socket` to `value`.
+fn set_option<T>(socket: &impl AsRawFd, level: i32, option: i32, value: &T) -> io::Result<()> {
+    // SAFETY: setsockopt reads size_of::<T>() bytes from the pointer to `value` we pass.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            option,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -21,6 +21,7 @@ use super::{
     config::{CollectorUrl, MAX_MESSAGE_SIZE},
     message::{Chunk, Framer},
     queue::{ChunkQueue, Next},
+    set_option,
     template::Templates,
 };
 use crate::metrics::CollectorMetrics;
@@ -353,19 +354,5 @@ fn acknowledged_bytes(session: &Session) -> Option<u64> {
 
 fn set_user_timeout(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
     let ms = timeout.as_millis() as libc::c_uint;
-    // SAFETY: setsockopt reads an unsigned int from the pointer we pass, with its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_USER_TIMEOUT,
-            (&ms as *const libc::c_uint).cast(),
-            size_of::<libc::c_uint>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_option(stream, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, &ms)
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::*;
 use crate::{
     flow::record::{EndReason, RecordType, sample},
-    metrics::Metrics,
+    metrics::{CollectorMetrics, Metrics},
 };
 
 const PEN: u32 = config::DEFAULT_ENTERPRISE_NUMBER;
@@ -218,11 +218,14 @@ fn assert_decoded(record: &FlowRecord, decoded: &Decoded) {
     assert_eq!(decoded[&(PEN, 1005)], b"sensor-1");
 }
 
-fn sink(collector: &str, metrics: &Metrics, tune: impl FnOnce(&mut IpfixConfig)) -> IpfixSink {
+/// A sink exporting to `collector` (the configuration as `tune` leaves it), and its series.
+fn sink(collector: &str, tune: impl FnOnce(&mut IpfixConfig)) -> (IpfixSink, CollectorMetrics) {
     let mut config = IpfixConfig::new(vec![collector.parse().unwrap()], "sensor-1".into());
     tune(&mut config);
     let interfaces = HashMap::from([("eth0".to_owned(), 3)]);
-    IpfixSink::start(&config, interfaces, &metrics.ipfix).unwrap()
+    let metrics = Metrics::new();
+    let sink = IpfixSink::start(&config, interfaces, &metrics.ipfix).unwrap();
+    (sink, metrics.ipfix.collector(collector))
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -241,12 +244,9 @@ fn udp_collector(addr: &str) -> UdpSocket {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     // As root, past the system's limit on receive buffers.
-    set_option(
-        &socket,
-        libc::SOL_SOCKET,
-        libc::SO_RCVBUFFORCE,
-        &(8 << 20 as libc::c_int),
-    );
+    let bytes: libc::c_int = 8 << 20;
+    set_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &bytes)
+        .expect("SO_RCVBUFFORCE (the tests run as root)");
     socket
 }
 
@@ -280,10 +280,7 @@ fn receive_tcp(stream: &mut std::net::TcpStream, collected: &mut Collected, reco
 fn udp_sends_the_templates_first_and_every_record_as_it_was() {
     let collector = udp_collector("127.0.0.1:0");
     let url = format!("udp://{}", collector.local_addr().unwrap());
-    let metrics = Metrics::new();
-    let mut sink = sink(&url, &metrics, |c| {
-        c.template_refresh = Duration::from_millis(300)
-    });
+    let (mut sink, series) = sink(&url, |c| c.template_refresh = Duration::from_millis(300));
     let mut sent = records(0..1000, false);
     sent.extend(records(1000..1300, true));
     sink.write(&sent);
@@ -309,7 +306,6 @@ fn udp_sends_the_templates_first_and_every_record_as_it_was() {
     collected.take(&buf[..len]);
     assert_eq!(collected.messages.last(), Some(&None));
 
-    let series = metrics.ipfix.collector(&url);
     assert_eq!(series.records_sent.get(), 1300);
     assert_eq!(series.records_dropped.get(), 0);
     assert_eq!(series.up.get(), 1);
@@ -321,17 +317,19 @@ fn udp_sends_the_templates_first_and_every_record_as_it_was() {
     );
 }
 
+/// A loopback port nothing listens on (it was free a moment ago).
+fn unused_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .expect("an ephemeral port")
+        .port()
+}
+
 #[test]
 fn udp_loss_to_a_closed_port_is_counted_and_the_collector_probed_back() {
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = unused_port();
     let url = format!("udp://127.0.0.1:{port}");
-    let metrics = Metrics::new();
-    let series = metrics.ipfix.collector(&url);
-    let mut sink = sink(&url, &metrics, |_| {});
+    let (mut sink, series) = sink(&url, |_| {});
     sink.write(&records(0..100, false));
     wait_until("the records are counted as dropped", || {
         series.records_dropped.get() == 100
@@ -372,9 +370,7 @@ fn tcp_keeps_records_while_the_collector_is_away_and_sends_each_once() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let url = format!("tcp://{addr}");
-    let metrics = Metrics::new();
-    let series = metrics.ipfix.collector(&url);
-    let mut sink = sink(&url, &metrics, |_| {});
+    let (mut sink, series) = sink(&url, |_| {});
     let first = records(0..500, false);
     sink.write(&first);
     let (mut stream, _) = listener.accept().unwrap();
@@ -418,21 +414,6 @@ fn tcp_keeps_records_while_the_collector_is_away_and_sends_each_once() {
     assert_eq!(series.records_dropped.get(), 0);
 }
 
-/// Sets a socket option of `fd`.
-fn set_option<T>(fd: &impl std::os::fd::AsRawFd, level: i32, option: i32, value: &T) {
-    // SAFETY: setsockopt reads size_of_val(value) bytes from the pointer we pass.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            option,
-            (value as *const T).cast(),
-            size_of_val(value) as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt {option}");
-}
-
 /// The bytes `stream` holds unread, left where they are.
 fn peek_all(stream: &std::net::TcpStream) -> Vec<u8> {
     let fd = std::os::fd::AsRawFd::as_raw_fd(stream);
@@ -451,17 +432,11 @@ fn tcp_sends_again_what_a_dead_connection_left_unacknowledged_and_only_that() {
     // A collector that takes the connection but never reads, with a small receive buffer:
     // it acknowledges a few 64 KiB messages, the rest wait in the exporter's socket or queue.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    set_option(
-        &listener,
-        libc::SOL_SOCKET,
-        libc::SO_RCVBUF,
-        &(65536 as libc::c_int),
-    );
+    let bytes: libc::c_int = 65536;
+    set_option(&listener, libc::SOL_SOCKET, libc::SO_RCVBUF, &bytes).unwrap();
     let addr = listener.local_addr().unwrap();
     let url = format!("tcp://{addr}");
-    let metrics = Metrics::new();
-    let series = metrics.ipfix.collector(&url);
-    let mut sink = sink(&url, &metrics, |_| {});
+    let (mut sink, series) = sink(&url, |_| {});
     let all = records(0..3000, false);
     sink.write(&all);
     let (stream, _) = listener.accept().unwrap();
@@ -479,7 +454,7 @@ fn tcp_sends_again_what_a_dead_connection_left_unacknowledged_and_only_that() {
         l_onoff: 1,
         l_linger: 0,
     };
-    set_option(&stream, libc::SOL_SOCKET, libc::SO_LINGER, &linger);
+    set_option(&stream, libc::SOL_SOCKET, libc::SO_LINGER, &linger).unwrap();
     drop((stream, listener));
 
     let mut lost = Collected::default();
@@ -523,15 +498,9 @@ fn tcp_sends_again_what_a_dead_connection_left_unacknowledged_and_only_that() {
 
 #[test]
 fn a_full_queue_refuses_records_and_a_shutdown_drops_what_no_collector_took() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = unused_port();
     let url = format!("tcp://127.0.0.1:{port}");
-    let metrics = Metrics::new();
-    let series = metrics.ipfix.collector(&url);
-    let mut sink = sink(&url, &metrics, |c| {
+    let (mut sink, series) = sink(&url, |c| {
         c.queue_bytes = 120_000;
         c.shutdown_grace = Duration::from_millis(200);
     });

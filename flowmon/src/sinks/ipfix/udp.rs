@@ -32,6 +32,7 @@ use super::{
     config::CollectorUrl,
     message::{self, Chunk, Framer, HEADER_LEN, Quoted, SET_HEADER_LEN},
     queue::{ChunkQueue, Next},
+    set_option,
     template::{Template, Templates},
 };
 use crate::metrics::CollectorMetrics;
@@ -376,20 +377,7 @@ fn connected_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
         SocketAddr::V4(_) => (libc::SOL_IP, libc::IP_RECVERR),
         SocketAddr::V6(_) => (libc::SOL_IPV6, libc::IPV6_RECVERR),
     };
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads an int from the pointer we pass, with its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            option,
-            (&on as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    set_option(&socket, level, option, &(1 as libc::c_int))?;
     Ok(socket)
 }
 
