@@ -853,6 +853,23 @@ mod tests {
         assert_eq!(ipfix.template_refresh, Duration::from_secs(60));
         assert_eq!(ipfix.udp_message_size, 1400);
         assert_eq!(ipfix.sensor_id, "s1");
+
+        // In the file, a list.
+        let dir = std::env::temp_dir().join(format!("flowmon-config-ipfix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("flowmon.toml");
+        std::fs::write(
+            &path,
+            "iface = [\"lo\"]\nipfix = [\"tcp://10.0.0.9\"]\nipfix-template-refresh = 5\n",
+        )
+        .unwrap();
+        let config = parse(&["--config", path.to_str().unwrap()])
+            .config()
+            .unwrap();
+        let ipfix = config.flows.unwrap().monitor.sinks.ipfix.unwrap();
+        assert_eq!(ipfix.collectors[0].to_string(), "tcp://10.0.0.9:4739");
+        assert_eq!(ipfix.template_refresh, Duration::from_secs(5));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub const VERSION: u16 = 10;
 pub const HEADER_LEN: usize = 16;
 pub const SET_HEADER_LEN: usize = 4;
 
-/// Encoded records of one template, back to back: what the encoder hands to every collector.
+/// Encoded records of one template, back to back: what the sink hands to every collector.
 #[derive(Debug)]
 pub struct Chunk {
     pub template_id: u16,

@@ -1,4 +1,4 @@
-//! A collector's queue of encoded records: the encoder pushes without ever waiting, the
+//! A collector's queue of encoded records: the sink pushes without ever waiting, the
 //! collector's exporter takes them in order. Bounded in bytes; what does not fit is refused and
 //! the caller counts it.
 
