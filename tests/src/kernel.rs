@@ -220,12 +220,18 @@ pub fn empty_programs(object: &aya::Ebpf) -> (&Xdp, &SchedClassifier) {
 /// A datapath holding `flows` live TCP flows, each made by the XDP program from a packet.
 pub fn filled(flows: u32) -> Datapath {
     let datapath = Datapath::load(flows * 2, None).expect("load flowmon (run as root)");
-    for i in 0..flows {
-        let client = Ipv4Addr::from(0x0a00_0000 + i).to_string();
-        let frame = Frame::tcp(&client, 40000, "192.0.2.1", 80, ACK).build();
-        run_xdp(&datapath, &frame, None, 1);
-    }
+    touch(&datapath, flows);
     let live = datapath.flow_map().unwrap().read_all().unwrap().len();
     assert_eq!(live, flows as usize, "every flow in the map");
     datapath
+}
+
+/// A packet through the XDP program for each of the flows [`filled`] makes, the first `flows`
+/// of them: TCP from 10.0.0.0 + its number to 192.0.2.1:80.
+pub fn touch(datapath: &Datapath, flows: u32) {
+    for i in 0..flows {
+        let client = Ipv4Addr::from(0x0a00_0000 + i).to_string();
+        let frame = Frame::tcp(&client, 40000, "192.0.2.1", 80, ACK).build();
+        run_xdp(datapath, &frame, None, 1);
+    }
 }
