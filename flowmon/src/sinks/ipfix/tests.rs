@@ -263,6 +263,19 @@ fn receive_udp(socket: &UdpSocket, collected: &mut Collected, records: usize) {
     }
 }
 
+/// Accepts the exporter's connection and reads `records` data records from it, the templates
+/// first (on every connection).
+fn accept_and_collect(listener: &TcpListener, records: usize) -> (std::net::TcpStream, Collected) {
+    let (mut stream, _) = listener.accept().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut collected = Collected::default();
+    receive_tcp(&mut stream, &mut collected, records);
+    assert_eq!(collected.messages[0], None, "templates first");
+    (stream, collected)
+}
+
 /// Reads the stream until `collected` holds `records` data records.
 fn receive_tcp(stream: &mut std::net::TcpStream, collected: &mut Collected, records: usize) {
     while collected.records.len() < records {
@@ -373,13 +386,7 @@ fn tcp_keeps_records_while_the_collector_is_away_and_sends_each_once() {
     let (mut sink, series) = sink(&url, |_| {});
     let first = records(0..500, false);
     sink.write(&first);
-    let (mut stream, _) = listener.accept().unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut before = Collected::default();
-    receive_tcp(&mut stream, &mut before, 500);
-    assert_eq!(before.messages[0], None, "templates first");
+    let (stream, before) = accept_and_collect(&listener, 500);
 
     // The collector goes away; records come meanwhile.
     drop((stream, listener));
@@ -389,16 +396,7 @@ fn tcp_keeps_records_while_the_collector_is_away_and_sends_each_once() {
     let second = records(500..1200, true);
     sink.write(&second);
     let listener = TcpListener::bind(addr).unwrap();
-    let (mut stream, _) = listener.accept().unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut after = Collected::default();
-    receive_tcp(&mut stream, &mut after, 700);
-    assert_eq!(
-        after.messages[0], None,
-        "templates first on every connection"
-    );
+    let (_stream, after) = accept_and_collect(&listener, 700);
 
     let mut by_id = before.by_record_id();
     let after_ids = after.by_record_id();
@@ -440,13 +438,9 @@ fn tcp_sends_again_what_a_dead_connection_left_unacknowledged_and_only_that() {
     let all = records(0..3000, false);
     sink.write(&all);
     let (stream, _) = listener.accept().unwrap();
-    let mut held = 0;
-    wait_until("the collector's buffer is full", || {
-        let now = peek_all(&stream).len();
-        let full = now > 0 && now == held;
-        held = now;
-        std::thread::sleep(Duration::from_millis(100));
-        full
+    // The templates (364 bytes) and a whole message of 364 records (64,448 bytes).
+    wait_until("the collector holds a whole message unread", || {
+        peek_all(&stream).len() >= 364 + 64_448
     });
     // It dies with what it acknowledged unread: a reset, those messages lost with it.
     let acknowledged = peek_all(&stream);
@@ -474,12 +468,7 @@ fn tcp_sends_again_what_a_dead_connection_left_unacknowledged_and_only_that() {
     );
 
     let listener = TcpListener::bind(addr).unwrap();
-    let (mut stream, _) = listener.accept().unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut after = Collected::default();
-    receive_tcp(&mut stream, &mut after, 3000 - lost.records.len());
+    let (_stream, after) = accept_and_collect(&listener, 3000 - lost.records.len());
     let mut ids = lost.by_record_id();
     for (id, record) in after.by_record_id() {
         assert!(
