@@ -5,7 +5,7 @@ use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::{
     netns::Netns,
     process::{ChildGuard, PinDir, TempDir, flowmon_binary},
+    wait::wait_until,
 };
 
 pub struct Agent {
@@ -90,6 +91,19 @@ impl Agent {
         metric(&self.scrape(netns), name)
     }
 
+    /// Waits until the agent has completed `polls` polls of the flow map that started after
+    /// this call: what the kernel saw before it is then in the records.
+    pub fn wait_for_polls(&self, netns: &Netns, polls: u64) {
+        let start = self.metric(netns, "flowmon_polls_total") as u64;
+        // The poll under way may have started before the call.
+        let target = start + polls + 1;
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{polls} polls after poll {start}"),
+            || self.metric(netns, "flowmon_polls_total") as u64 >= target,
+        );
+    }
+
     /// The whole Prometheus exposition.
     pub fn scrape(&self, netns: &Netns) -> String {
         assert_eq!(netns.name, self.netns_name);
@@ -99,14 +113,12 @@ impl Agent {
 
 /// Waits until the flowmon of `process` serves metrics in `netns`; panics if it exits first.
 pub fn wait_until_serving(netns: &Netns, process: &mut ChildGuard) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while scrape_metrics(netns).is_none() {
-        assert!(Instant::now() < deadline, "flowmon did not come up");
+    wait_until(Duration::from_secs(20), "flowmon serves metrics", || {
         if let Some(status) = process.child.try_wait().unwrap() {
             panic!("flowmon exited at start-up: {status}");
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        scrape_metrics(netns).is_some()
+    });
 }
 
 /// The metrics page of the flowmon in `netns` (on its default 127.0.0.1:9108), if it answers.

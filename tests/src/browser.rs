@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use crate::{
     netns::Netns,
     process::{ChildGuard, TempDir, free_port},
+    wait::probe_within,
 };
 
 /// How long a page condition may take to hold.
@@ -147,15 +148,11 @@ impl Browser {
     /// Waits until `condition` holds on the page, polling; panics with `what` and the page
     /// after [`PATIENCE`].
     pub fn wait_until(&self, what: &str, mut condition: impl FnMut(&Self) -> bool) {
-        let deadline = Instant::now() + PATIENCE;
-        while !condition(self) {
-            if Instant::now() > deadline {
-                panic!(
-                    "{what}: not within {PATIENCE:?}; the page:\n{}",
-                    self.source()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if probe_within(PATIENCE, || condition(self).then_some(())).is_none() {
+            panic!(
+                "{what}: not within {PATIENCE:?}; the page:\n{}",
+                self.source()
+            );
         }
     }
 

@@ -13,7 +13,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -21,16 +21,8 @@ use serde_json::Value;
 use crate::{
     netns::Netns,
     process::{ChildGuard, TempDir},
+    wait::wait_until,
 };
-
-/// Polls `done` until it holds; panics after `timeout`, naming `what`.
-pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// nfdump's collector, listening on 127.0.0.1:`port` of a namespace, writing its files in a
 /// directory of its own.
@@ -74,7 +66,7 @@ impl Nfcapd {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         self.process = Some(ChildGuard::spawn("nfcapd", &mut command));
-        wait_until("nfcapd listens", Duration::from_secs(10), || {
+        wait_until(Duration::from_secs(10), "nfcapd listens", || {
             self.receive_queue(netns).is_some()
         });
     }
@@ -91,8 +83,8 @@ impl Nfcapd {
     pub fn stop(&mut self, netns: &Netns) {
         assert_eq!(netns.name, self.netns);
         wait_until(
-            "nfcapd read every datagram",
             Duration::from_secs(10),
+            "nfcapd read every datagram",
             || self.receive_queue(netns) == Some(0),
         );
         let mut process = self.process.take().expect("nfcapd running");
@@ -258,7 +250,7 @@ impl Capture {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         let process = ChildGuard::spawn("tshark", &mut command);
-        wait_until("tshark captures", Duration::from_secs(30), || {
+        wait_until(Duration::from_secs(30), "tshark captures", || {
             std::fs::read_to_string(&log).is_ok_and(|text| text.contains("Capturing on"))
         });
         Self {
@@ -273,8 +265,8 @@ impl Capture {
     /// it has not handed over when the capture stops is lost.
     pub fn stop_with(&mut self, decode_as: &[&str], records: usize) {
         wait_until(
-            &format!("the capture holds {records} IPFIX records"),
             Duration::from_secs(30),
+            &format!("the capture holds {records} IPFIX records"),
             || self.records_so_far(decode_as) >= records,
         );
         if let Some(mut process) = self.process.take() {

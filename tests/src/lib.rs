@@ -1,6 +1,6 @@
 //! Support for flowmon's system tests: crafted frames, network namespaces with veth pairs,
 //! child processes, a redis-server and IPFIX collectors, each cleaned up when dropped, also when
-//! a test fails.
+//! a test fails; and waiting for a condition with a deadline.
 
 pub mod agent;
 pub mod analyzer_support;
@@ -20,3 +20,4 @@ pub mod snare_load;
 pub mod snare_service;
 pub mod tcp;
 pub mod traffic;
+pub mod wait;

@@ -4,8 +4,10 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command},
-    time::{Duration, Instant},
+    time::Duration,
 };
+
+use crate::wait::{wait_for, wait_until};
 
 /// A child process killed (SIGKILL) and reaped when dropped.
 pub struct ChildGuard {
@@ -37,18 +39,10 @@ impl ChildGuard {
 
     /// Waits up to `timeout` for the exit status.
     pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for child") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {timeout:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("{} exits", self.name);
+        wait_for(timeout, &what, || {
+            self.child.try_wait().expect("wait for child")
+        })
     }
 }
 
@@ -71,14 +65,9 @@ pub fn free_port() -> u16 {
 
 /// Waits until something accepts TCP connections on `addr`.
 pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nothing listened on {addr} within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(timeout, &format!("something listens on {addr}"), || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+    });
 }
 
 /// The `flowmon` binary of this build (`cargo xtask test` builds it before the tests run).

@@ -5,12 +5,13 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use crate::{
     netns::Netns,
     process::{ChildGuard, TempDir, free_port},
+    wait::wait_until,
 };
 
 /// The password a TLS server wants.
@@ -148,14 +149,10 @@ impl RedisServer {
                 .stderr(Stdio::null()),
         );
         self.process = Some(process);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self
-            .try_cli(&["ping"])
-            .is_none_or(|out| out.trim() != "PONG")
-        {
-            assert!(Instant::now() < deadline, "redis-server did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(Duration::from_secs(10), "redis-server answers PING", || {
+            self.try_cli(&["ping"])
+                .is_some_and(|out| out.trim() == "PONG")
+        });
     }
 
     fn try_cli(&self, args: &[&str]) -> Option<String> {

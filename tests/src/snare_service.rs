@@ -4,7 +4,7 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use flowmon::{
@@ -13,6 +13,8 @@ use flowmon::{
     snare::{HANDOFF_CAPACITY, Service, Session, SnareConfig, Stats},
 };
 use serde_json::Value;
+
+use crate::wait::wait_for;
 
 /// The event SNARE sends for a scanner's GET of `path` (its uuid, a peer, a user agent).
 pub fn scanner_get(path: &str) -> Value {
@@ -50,6 +52,7 @@ pub struct TestService {
     runtime: tokio::runtime::Runtime,
     service: Option<Service>,
     ended: Arc<Mutex<Vec<Session>>>,
+    metrics: SnareMetrics,
     /// Takes ended sessions into `ended` until the service has stopped.
     collector: tokio::task::JoinHandle<()>,
     client: reqwest::blocking::Client,
@@ -64,6 +67,7 @@ impl TestService {
             .build()
             .expect("tokio runtime");
         let ended = Arc::new(Mutex::new(Vec::new()));
+        let metrics = SnareMetrics::default();
         let (service, collector) = runtime.block_on(async {
             let (sender, mut receiver) = tokio::sync::mpsc::channel(HANDOFF_CAPACITY);
             let collected = ended.clone();
@@ -75,7 +79,7 @@ impl TestService {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind 127.0.0.1:0");
-            let service = Service::serve(listener, &config, sender, None, SnareMetrics::default())
+            let service = Service::serve(listener, &config, sender, None, metrics.clone())
                 .expect("start the SNARE service");
             (service, collector)
         });
@@ -83,6 +87,7 @@ impl TestService {
             runtime,
             service: Some(service),
             ended,
+            metrics,
             collector,
             client: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -101,6 +106,11 @@ impl TestService {
 
     pub fn client(&self) -> &reqwest::blocking::Client {
         &self.client
+    }
+
+    /// What the service counts into its metrics.
+    pub fn metrics(&self) -> &SnareMetrics {
+        &self.metrics
     }
 
     pub fn stats(&self) -> Stats {
@@ -138,19 +148,10 @@ impl TestService {
 
     /// Waits up to `timeout` for at least `count` sessions to have ended.
     pub fn wait_for_ended(&self, count: usize, timeout: Duration) -> Vec<Session> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        wait_for(timeout, &format!("{count} sessions ended"), || {
             let ended = self.ended();
-            if ended.len() >= count {
-                return ended;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {count} sessions ended within {timeout:?}",
-                ended.len()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            (ended.len() >= count).then_some(ended)
+        })
     }
 
     /// Stops the service: its final counts and every session ended over its life.

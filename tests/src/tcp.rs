@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use crate::netns::VethPair;
+use crate::{netns::VethPair, wait::wait_until};
 
 /// Ethernet, IPv4 and a TCP header with the timestamp option: every segment but the two SYNs
 /// (with SACK off, as the tests set it, so that retransmissions carry no SACK blocks).
@@ -62,13 +62,9 @@ pub fn tcp_sent(stream: &TcpStream) -> Sent {
 /// Waits until the peer has acknowledged our FIN (the socket reached TCP_CLOSE).
 pub fn wait_until_closed(stream: &TcpStream) {
     const TCP_CLOSE: u8 = 7;
-    for _ in 0..500 {
-        if tcp_info(stream).tcpi_state == TCP_CLOSE {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("TCP connection did not close");
+    wait_until(Duration::from_secs(5), "the TCP connection closed", || {
+        tcp_info(stream).tcpi_state == TCP_CLOSE
+    });
 }
 
 /// One HTTP exchange on its own connection, from the pair's client to `listener` (bound in

@@ -5,9 +5,10 @@
 use std::{
     net::SocketAddr,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
+use flowmon_tests::wait::wait_for;
 use flowmon_tests::{
     agent::{Agent, metric},
     netns::VethPair,
@@ -107,15 +108,10 @@ fn snare_analyzer_and_store_figures_are_exact() {
 
     // The session expires three seconds after its last request, is analysed and stored: two
     // writes, its sensor (at its first event) and the session.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let body = loop {
+    let body = wait_for(Duration::from_secs(15), "the session stored", || {
         let body = scrape(&client, metrics);
-        if metric(&body, "flowmon_redis_writes_total") >= 2.0 {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "no session stored:\n{body}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        (metric(&body, "flowmon_redis_writes_total") >= 2.0).then_some(body)
+    });
     assert_eq!(metric(&body, "flowmon_snare_live_sessions"), 0.0);
     assert_eq!(
         metric(
@@ -227,15 +223,11 @@ fn the_grafana_dashboard_queries_what_the_agent_exposes() {
     );
     pair.client
         .exec(&["ping", "-c", "1", "-W", "5", VethPair::SERVER_IP]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let body = loop {
+    let body = wait_for(Duration::from_secs(20), "a record written", || {
         let body = agent.scrape(&pair.server);
-        if body.contains("flowmon_records_written_total{") {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "no record written:\n{body}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        body.contains("flowmon_records_written_total{")
+            .then_some(body)
+    });
     let series = |name: &str| -> Vec<&str> {
         body.lines()
             .filter(|line| !line.starts_with('#'))

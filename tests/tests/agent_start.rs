@@ -5,9 +5,10 @@ use std::{
     net::SocketAddr,
     path::Path,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
+use flowmon_tests::wait::{wait_for, wait_until};
 use flowmon_tests::{
     netns::{Netns, VethPair},
     process::{ChildGuard, PinDir, TempDir, flowmon_binary, free_port, wait_for_port},
@@ -61,18 +62,16 @@ fn start_logged(netns: &Netns, state: &Path, args: &[&str]) -> (ChildGuard, Stri
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap()),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|line| line.contains(" ready: ")) {
-            return (flowmon, line.to_owned());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "flowmon did not get ready:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let ready = wait_for(
+        Duration::from_secs(30),
+        "flowmon logs its ready line",
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let line = text.lines().find(|line| line.contains(" ready: "))?;
+            Some(line.to_owned())
+        },
+    );
+    (flowmon, ready)
 }
 
 /// Pids of the children of process `pid` (of any of its threads) whose name is `name`.
@@ -135,13 +134,12 @@ fn a_first_run_without_redis_starts_a_redis_of_its_own() {
             .exec(&[&["redis-cli", "-p", "6379"][..], args].concat());
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while redis(&["XLEN", "flowmon:flows"]) == "0" {
-        assert!(Instant::now() < deadline, "no record reached Redis");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let record = redis(&["XRANGE", "flowmon:flows", "-", "+", "COUNT", "1"]);
-    assert!(record.contains(VethPair::CLIENT_IP), "{record}");
+    // The interface's own IPv6 neighbour solicitations may make records first.
+    wait_until(
+        Duration::from_secs(20),
+        "the ping's record is in Redis",
+        || redis(&["XRANGE", "flowmon:flows", "-", "+"]).contains(VethPair::CLIENT_IP),
+    );
     assert!(
         data.join("appendonlydir").is_dir(),
         "its data in the state directory"

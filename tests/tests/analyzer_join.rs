@@ -5,9 +5,10 @@
 
 use std::{
     net::{TcpListener, TcpStream},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
+use flowmon_tests::wait::wait_until;
 use flowmon_tests::{
     agent::{Agent, post_snare_event},
     netns::VethPair,
@@ -76,19 +77,18 @@ fn a_session_carries_the_exact_numbers_of_its_peers_flows() {
 
     // Once every flow of the peer has its final record, stopping flowmon ends the session,
     // which is analysed and stored on the way out.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let finals = agent
-            .records()
-            .iter()
-            .filter(|r| r["client_ip"] == VethPair::CLIENT_IP && r["record_type"] == "final")
-            .count();
-        if finals == REQUESTS + 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{finals} flows ended");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(15),
+        "every flow of the peer ended",
+        || {
+            agent
+                .records()
+                .iter()
+                .filter(|r| r["client_ip"] == VethPair::CLIENT_IP && r["record_type"] == "final")
+                .count()
+                == REQUESTS + 1
+        },
+    );
     agent.stop();
     let members = redis.cli(&["ZRANGE", SENSOR, "0", "-1"]);
     let [stored] = &members

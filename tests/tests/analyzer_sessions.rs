@@ -2,12 +2,7 @@
 //! flows in Redis, locations, and storage in a real redis-server read back as Tanner's readers
 //! parse it, through outages and from `flowmon replay`.
 
-use std::{
-    collections::HashSet,
-    path::Path,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashSet, path::Path, sync::Arc, time::Duration};
 
 use flowmon::{
     analyzer::{GeoIp, RedisFlowSource, SessionWrites},
@@ -16,6 +11,7 @@ use flowmon::{
     store::{Connection, Patience, RedisTarget},
 };
 use flowmon_tests::analyzer_support::*;
+use flowmon_tests::wait::wait_for_async;
 use flowmon_tests::{
     process::{TempDir, flowmon_replay_with_env},
     redis_server::RedisServer,
@@ -384,19 +380,25 @@ async fn sessions_analysed_while_redis_is_away_are_stored_once_it_is_back() {
     )
     .await;
     assert_eq!(analysed, 20);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(store.stats().spool_items > 0, "{:?}", store.stats());
+    wait_for_async(Duration::from_secs(10), "sessions spooled", || async {
+        (store.stats().spool_items > 0).then_some(())
+    })
+    .await;
     redis.restart();
 
     let mut connection = redis::Client::open(redis.url())
         .unwrap()
         .get_connection()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while connection.zcard::<_, usize>(SENSOR).unwrap() < 20 {
-        assert!(Instant::now() < deadline, "{:?}", store.stats());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_async(
+        Duration::from_secs(30),
+        "the spooled sessions stored",
+        || {
+            let stored = connection.zcard::<_, usize>(SENSOR).unwrap();
+            async move { (stored >= 20).then_some(()) }
+        },
+    )
+    .await;
     store.close().await;
     let mut stored: Vec<String> = stored_sessions(&mut connection, SENSOR)
         .iter()

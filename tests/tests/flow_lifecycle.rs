@@ -216,7 +216,7 @@ fn evicted_flows_are_accounted_within_one_percent() {
         client.send_to(b"x", (VethPair::SERVER_IP, 7100)).unwrap();
         server.recv(&mut buf).unwrap();
     }
-    std::thread::sleep(Duration::from_millis(500));
+    agent.wait_for_polls(&pair.server, 3);
     let evicted = agent.metric(&pair.server, "flowmon_flows_evicted_total");
     agent.stop();
     let records = agent.records();
@@ -322,7 +322,8 @@ fn a_killed_agent_restarts_with(hook: &str) {
     for _ in 0..10 {
         flow.send(20);
     }
-    std::thread::sleep(Duration::from_millis(700));
+    // Polls enough for an interim record (every third) to be out before the kill.
+    agent.wait_for_polls(&pair.server, 5);
     agent.kill();
     // The programs stay attached through their pinned links and keep counting.
     for _ in 0..5 {
@@ -342,7 +343,7 @@ fn a_killed_agent_restarts_with(hook: &str) {
     for _ in 0..7 {
         flow.send(20);
     }
-    std::thread::sleep(Duration::from_millis(700));
+    agent.wait_for_polls(&pair.server, 5);
     agent.stop();
     let records = agent.records();
     let flow_records = records_of(&records, "udp", 7300);

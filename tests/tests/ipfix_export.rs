@@ -14,9 +14,10 @@ use std::{
 
 use flowmon_tests::{
     agent::Agent,
-    ipfix::{Capture, Message, Nfcapd, NfdumpFlow, TcpCollector, wait_until},
+    ipfix::{Capture, Message, Nfcapd, NfdumpFlow, TcpCollector},
     netns::{Netns, VethPair},
     traffic::{tcp_exchange, udp_round_trip, udp_sockets},
+    wait::wait_until,
 };
 use serde_json::Value;
 
@@ -432,13 +433,13 @@ fn records_to(agent: &Agent, server_port: u64) -> Vec<Value> {
 #[test]
 fn interim_deltas_at_the_collector_add_up_to_the_final_totals() {
     let (mut exporting, mut traffic) = exporting_interims(VethPair::new(), "1", (40600, 6000));
-    wait_until("three interim records", Duration::from_secs(30), || {
+    wait_until(Duration::from_secs(30), "three interim records", || {
         records_to(&exporting.agent, 6000).len() >= 3
     });
     traffic.stop();
     wait_until(
-        "the flow's idle final record",
         Duration::from_secs(30),
+        "the flow's idle final record",
         || {
             records_to(&exporting.agent, 6000)
                 .iter()
@@ -505,11 +506,11 @@ fn collectors_away_for_ten_seconds_tcp_gets_every_record_once_udp_counts_its_los
     };
     // The flow's one interim record a second is the only export: the collectors stop just
     // after one, when both have it, so that none comes while they stop.
-    wait_until("records exported", Duration::from_secs(30), || {
+    wait_until(Duration::from_secs(30), "records exported", || {
         made(&exporting) >= 2.0 && exported(&exporting)
     });
     let before = made(&exporting);
-    wait_until("the next record exported", Duration::from_secs(30), || {
+    wait_until(Duration::from_secs(30), "the next record exported", || {
         made(&exporting) > before && exported(&exporting)
     });
     exporting.nfcapd.stop(&exporting.pair.server);
@@ -517,14 +518,14 @@ fn collectors_away_for_ten_seconds_tcp_gets_every_record_once_udp_counts_its_los
     let away = Instant::now();
     let at_stop = made(&exporting);
     wait_until(
-        "the exporters see the collectors gone",
         Duration::from_secs(30),
+        "the exporters see the collectors gone",
         || {
             exporting.metric("collector_up", UDP_COLLECTOR) == 0.0
                 && exporting.metric("collector_up", TCP_COLLECTOR) == 0.0
         },
     );
-    wait_until("ten seconds away", Duration::from_secs(30), || {
+    wait_until(Duration::from_secs(30), "ten seconds away", || {
         away.elapsed() >= Duration::from_secs(10)
     });
     assert!(
@@ -534,12 +535,12 @@ fn collectors_away_for_ten_seconds_tcp_gets_every_record_once_udp_counts_its_los
 
     exporting.nfcapd.restart(&exporting.pair.server);
     exporting.tcp = TcpCollector::start(&exporting.pair.server, TCP_PORT);
-    wait_until("both collectors up again", Duration::from_secs(30), || {
+    wait_until(Duration::from_secs(30), "both collectors up again", || {
         exporting.metric("collector_up", UDP_COLLECTOR) == 1.0
             && exporting.metric("collector_up", TCP_COLLECTOR) == 1.0
     });
     let after = made(&exporting);
-    wait_until("records flow again", Duration::from_secs(30), || {
+    wait_until(Duration::from_secs(30), "records flow again", || {
         exporting.metric("records_sent_total", UDP_COLLECTOR)
             + exporting.metric("records_dropped_total", UDP_COLLECTOR)
             > after

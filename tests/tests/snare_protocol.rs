@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use flowmon_tests::wait::wait_until;
 use flowmon_tests::{
     process::TempDir,
     redis_server::RedisServer,
@@ -508,20 +509,15 @@ fn the_binary_passes_tpots_smoke_test() {
             .json()
             .unwrap()
     };
-    let deadline = sent + Duration::from_secs(5);
-    loop {
-        let logged = smoke_lines().len() == 1;
-        let in_redis = redis.cli(&["SMEMBERS", "snare_ids"]).trim() == SENSOR;
-        let listed = api("/snares")["response"]["message"] == json!([SENSOR]);
-        if logged && in_redis && listed {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "after 5 s: logged {logged}, in snare_ids {in_redis}, in /snares {listed}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(5).saturating_sub(sent.elapsed()),
+        "the event logged, its sensor in snare_ids and in /snares",
+        || {
+            smoke_lines().len() == 1
+                && redis.cli(&["SMEMBERS", "snare_ids"]).trim() == SENSOR
+                && api("/snares")["response"]["message"] == json!([SENSOR])
+        },
+    );
     // The sensor has no stored session yet: its routes answer empty, not 404.
     assert_eq!(
         api(&format!("/snare/{SENSOR}")),

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use flowmon::snare::{AttackType, SessionLimits, SnareConfig};
 use flowmon_tests::snare_service::{TestService, config};
+use flowmon_tests::wait::wait_until;
 use serde_json::{Value, json};
 
 const SENSOR: &str = "9c10172f-7ce2-4fb4-b1c6-abc70141db56";
@@ -314,8 +315,11 @@ fn a_stalled_request_delays_shutdown_only_by_the_grace_period() {
     stalled
         .write_all(b"POST /event HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"pa")
         .unwrap();
-    // Time for the service to take the connection and wait in the handler for the rest.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(
+        Duration::from_secs(10),
+        "the handler waits for the rest of the body",
+        || service.metrics().events_in_flight_count() == 1,
+    );
     let started = Instant::now();
     let (stats, ended) = service.shutdown();
     // Five seconds for the request in flight, then it is cut off.

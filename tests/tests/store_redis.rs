@@ -14,6 +14,7 @@ use flowmon::{
     },
     store::{RedisTarget, Store, StoreConfig, StoreStats, spool::Spool},
 };
+use flowmon_tests::wait::{wait_for_async, wait_until};
 use flowmon_tests::{
     process::{ChildGuard, TempDir, free_port, wait_for_port},
     redis_server::RedisServer,
@@ -81,15 +82,10 @@ fn start(config: StoreConfig) -> (Store, RedisFlowSink) {
 
 /// Waits up to 30 s for `done` to hold of the store's stats.
 async fn wait_for(store: &Store, what: &str, done: impl Fn(&StoreStats) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let stats = store.stats();
-        if done(&stats) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: still {stats:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_async(Duration::from_secs(30), what, || async {
+        done(&store.stats()).then_some(())
+    })
+    .await
 }
 
 /// The record ids of the stream's entries, in stream order.
@@ -418,20 +414,19 @@ impl RedisCluster {
     }
 
     fn wait_until_ok(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for port in &self.ports {
-            loop {
-                let info = Command::new("redis-cli")
-                    .args(["-p", &port.to_string(), "CLUSTER", "INFO"])
-                    .output()
-                    .expect("run redis-cli");
-                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "the cluster never became ok");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        wait_until(
+            Duration::from_secs(20),
+            "every node's cluster_state:ok",
+            || {
+                self.ports.iter().all(|port| {
+                    let info = Command::new("redis-cli")
+                        .args(["-p", &port.to_string(), "CLUSTER", "INFO"])
+                        .output()
+                        .expect("run redis-cli");
+                    String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok")
+                })
+            },
+        );
     }
 
     fn url(&self) -> String {

@@ -370,6 +370,7 @@ impl FlowMonitor {
             .flows
             .poll_duration_seconds
             .set(duration.as_secs_f64());
+        self.metrics.flows.polls.inc();
         Ok(PollStats { duration, ..stats })
     }
 

@@ -66,6 +66,7 @@ pub struct FlowMetrics {
     pub flows_finalised: Family<EndReasonLabel, Counter>,
     pub flows_evicted: Counter,
     pub map_utilisation: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub polls: Counter,
     pub poll_duration_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub records_written: Family<SinkLabel, Counter>,
     pub hook_info: Family<HookLabel, Gauge>,
@@ -126,6 +127,11 @@ impl FlowMetrics {
             "flow_map_utilisation",
             "Live flows over the map's capacity",
             self.map_utilisation.clone(),
+        );
+        r.register(
+            "polls",
+            "Polls of the flow map completed (waiting for the next one waits for its records)",
+            self.polls.clone(),
         );
         r.register(
             "poll_duration_seconds",

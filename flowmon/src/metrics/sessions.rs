@@ -68,6 +68,7 @@ pub struct SnareMetrics {
     /// order): no label hashing per event.
     by_attack_type: Vec<Counter>,
     rejected: Counter,
+    events_in_flight: Gauge,
     live_sessions: Gauge,
     sessions_ended: Family<SessionEndLabel, Counter>,
     /// `sessions_ended`' counters by reason, in [`SessionEndReason::ALL`]'s order.
@@ -115,6 +116,7 @@ impl Default for SnareMetrics {
             detections,
             by_attack_type,
             rejected: Counter::default(),
+            events_in_flight: Gauge::default(),
             live_sessions: Gauge::default(),
             sessions_ended,
             by_end_reason,
@@ -138,6 +140,11 @@ impl SnareMetrics {
             "snare_rejected",
             "SNARE bodies that were no event (not JSON, not UTF-8)",
             self.rejected.clone(),
+        );
+        r.register(
+            "snare_events_in_flight",
+            "SNARE event requests being received or answered now",
+            self.events_in_flight.clone(),
         );
         r.register(
             "snare_live_sessions",
@@ -176,6 +183,16 @@ impl SnareMetrics {
         self.rejected.inc();
     }
 
+    /// Counts an event request from its head until the returned guard is dropped.
+    pub fn event_in_flight(&self) -> InFlight {
+        self.events_in_flight.inc();
+        InFlight(self.events_in_flight.clone())
+    }
+
+    pub fn events_in_flight_count(&self) -> u64 {
+        self.events_in_flight.get().max(0) as u64
+    }
+
     pub fn connection_cut(&self, cut: ConnectionCut) {
         self.by_cut[cut as usize].inc();
     }
@@ -206,6 +223,15 @@ impl SnareMetrics {
 
     pub fn ended_count(&self, reason: SessionEndReason) -> u64 {
         self.by_end_reason[reason as usize].get()
+    }
+}
+
+/// An event request counted in flight until dropped (also when its client goes away).
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

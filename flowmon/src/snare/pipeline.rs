@@ -198,6 +198,11 @@ impl Pipeline {
         self.dorks.choose(&mut fastrand::Rng::new())
     }
 
+    /// The service's counts.
+    pub fn metrics(&self) -> &SnareMetrics {
+        &self.metrics
+    }
+
     /// Counts a body that was no event.
     pub fn reject(&self) {
         self.metrics.rejected();

@@ -185,6 +185,7 @@ struct Shared {
 }
 
 async fn event(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let _in_flight = shared.pipeline.metrics().event_in_flight();
     let body = match read_body(request, shared.max_event_bytes).await {
         Ok(body) => body,
         Err(refusal) => return refusal,
