@@ -324,7 +324,7 @@ fn serve_pages(listener: TcpListener, stop: &std::sync::atomic::AtomicBool) {
 /// Not a check but the pictures of `docs/console.md`: a busier scene than the tests', over
 /// two minutes (traffic of several kinds, sessions of every kind of owner on two sensors),
 /// shot page by page into `docs/console/`. Run by hand:
-/// `cargo test -p flowmon-tests --test console -- --ignored`.
+/// `cargo test -p flowmon-tests --test agent console:: -- --ignored`.
 #[test]
 #[ignore]
 fn screenshots_for_the_docs() {
