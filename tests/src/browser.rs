@@ -1,7 +1,7 @@
-//! A real browser for the console's tests: Debian's headless Chromium driven over WebDriver
-//! (chromedriver, with fantoccini), inside a test's network namespace, with a fresh profile.
-//! Dropping it ends the session and kills chromedriver and every Chromium process it started,
-//! also when the test fails, and removes the profile.
+//! A real browser for the console's tests: Debian's headless Chromium or Firefox ESR driven
+//! over WebDriver (chromedriver or geckodriver, with fantoccini), inside a test's network
+//! namespace, with a fresh profile. Dropping it ends the session and kills the driver and every
+//! browser process it started, also when the test fails, and removes the profile.
 
 use std::{
     future::Future,
@@ -39,7 +39,69 @@ const CHROMIUM_ARGS: [&str; 10] = [
     "--window-size=1280,900",
 ];
 
+/// Firefox's preferences: nothing that would reach for the network.
+const FIREFOX_PREFS: [(&str, bool); 8] = [
+    ("app.update.enabled", false),
+    ("browser.shell.checkDefaultBrowser", false),
+    ("browser.safebrowsing.malware.enabled", false),
+    ("browser.safebrowsing.phishing.enabled", false),
+    ("datareporting.policy.dataSubmissionEnabled", false),
+    ("extensions.update.enabled", false),
+    ("network.captive-portal-service.enabled", false),
+    ("network.connectivity-service.enabled", false),
+];
+
+/// Which browser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Chromium,
+    Firefox,
+}
+
+impl Engine {
+    fn driver(self) -> &'static str {
+        match self {
+            Self::Chromium => "chromedriver",
+            Self::Firefox => "geckodriver",
+        }
+    }
+
+    /// The WebDriver capabilities of a session with the profile in `profile`.
+    fn capabilities(self, profile: &std::path::Path) -> serde_json::Map<String, Value> {
+        let capabilities = match self {
+            Self::Chromium => {
+                let mut args: Vec<String> = CHROMIUM_ARGS.map(str::to_owned).to_vec();
+                args.push(format!("--user-data-dir={}", profile.display()));
+                json!({
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+                })
+            }
+            Self::Firefox => json!({
+                "browserName": "firefox",
+                "moz:firefoxOptions": {
+                    "binary": "/usr/bin/firefox-esr",
+                    "args": ["-headless", "-profile", profile, "--width=1280", "--height=900"],
+                    "prefs": serde_json::Map::from_iter(
+                        FIREFOX_PREFS.map(|(name, value)| (name.to_owned(), json!(value)))
+                    ),
+                },
+            }),
+        };
+        serde_json::from_value(capabilities).unwrap()
+    }
+
+    /// What its screenshots' names start with: Chromium's are the docs' pictures.
+    fn shot_prefix(self) -> &'static str {
+        match self {
+            Self::Chromium => "",
+            Self::Firefox => "firefox-",
+        }
+    }
+}
+
 pub struct Browser {
+    engine: Engine,
     /// `None` once closed.
     client: Option<Client>,
     runtime: tokio::runtime::Runtime,
@@ -48,37 +110,32 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts chromedriver and a Chromium session inside `netns`. The calling thread must be
-    /// inside `netns` too (see [`Netns::run`]): the WebDriver connection is made from it.
-    pub fn start(netns: &Netns) -> Self {
-        let profile = TempDir::new("chromium");
+    /// Starts the engine's WebDriver and a browser session inside `netns`. The calling thread
+    /// must be inside `netns` too (see [`Netns::run`]): the WebDriver connection is made from
+    /// it.
+    pub fn start(netns: &Netns, engine: Engine) -> Self {
+        let profile = TempDir::new(engine.driver());
         let port = free_port();
-        let mut command = netns.command("chromedriver");
+        let mut command = netns.command(engine.driver());
         command
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            // Its own process group: Chromium's processes are in it, and are killed with it.
+            // Its own process group: the browser's processes are in it, and are killed with it.
             .process_group(0);
-        let driver = ChildGuard::spawn("chromedriver", &mut command);
+        let driver = ChildGuard::spawn(engine.driver(), &mut command);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime for the WebDriver client");
         let mut browser = Self {
+            engine,
             client: None,
             runtime,
             driver,
             profile,
         };
-        let user_data = format!("--user-data-dir={}", browser.profile.path().display());
-        let mut args: Vec<&str> = CHROMIUM_ARGS.to_vec();
-        args.push(&user_data);
-        let capabilities: serde_json::Map<String, Value> = serde_json::from_value(json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
-        }))
-        .unwrap();
+        let capabilities = engine.capabilities(browser.profile.path());
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + PATIENCE;
         let client = browser.runtime.block_on(async {
@@ -89,7 +146,7 @@ impl Browser {
                     .await;
                 match connected {
                     Ok(client) => break client,
-                    // chromedriver is not listening yet.
+                    // The driver is not listening yet.
                     Err(_) if Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(50)).await
                     }
@@ -157,7 +214,7 @@ impl Browser {
     }
 
     /// Saves a PNG of the whole page (its first 3,000 pixels or so), at the window's width, as
-    /// `target/console-screenshots/<name>.png`.
+    /// `target/console-screenshots/<name>.png` (`firefox-<name>.png` from Firefox).
     pub fn screenshot(&self, name: &str) -> PathBuf {
         let png = self
             .run(async {
@@ -183,7 +240,7 @@ impl Browser {
             "/../target/console-screenshots"
         ));
         std::fs::create_dir_all(&dir).expect("screenshot directory");
-        let path = dir.join(format!("{name}.png"));
+        let path = dir.join(format!("{}{name}.png", self.engine.shot_prefix()));
         std::fs::write(&path, png).expect("write screenshot");
         path
     }

@@ -11,8 +11,8 @@ use anyhow::{Context as _, Result, bail};
 
 /// Debian packages: LLVM 22 and the libraries bpf-linker links against, the Redis server and
 /// the tools the system tests drive (ip, ping, openssl for a TLS Redis's certificates,
-/// systemd-analyze, systemd-sysusers and strace for the service unit's sandbox, Chromium and
-/// its WebDriver for the console's, nfdump's nfcapd and tshark as IPFIX collectors; tshark's
+/// systemd-analyze, systemd-sysusers and strace for the service unit's sandbox, Chromium with
+/// its WebDriver and Firefox for the console's, nfdump's nfcapd and tshark as IPFIX collectors; tshark's
 /// debconf question takes its default, no setuid dumpcap, since packages install
 /// noninteractively).
 const PACKAGES: &[&str] = &[
@@ -28,6 +28,7 @@ const PACKAGES: &[&str] = &[
     "strace",
     "chromium",
     "chromium-driver",
+    "firefox-esr",
     "nfdump",
     "tshark",
 ];
@@ -44,6 +45,7 @@ pub fn run() -> Result<()> {
     install_packages(PACKAGES)?;
     install_rust_src()?;
     install_bpf_linker()?;
+    install_geckodriver()?;
     mount_bpffs()?;
     Ok(())
 }
@@ -144,17 +146,32 @@ fn cargo_bin(name: &str) -> PathBuf {
 
 fn install_bpf_linker() -> Result<()> {
     // A linker built against another LLVM than the nightly's cannot link its bitcode.
-    if succeeds("bpf-linker", &["--version"]) || cargo_bin("bpf-linker").exists() {
+    cargo_install(
+        "bpf-linker",
+        &["--no-default-features", "--features", "llvm-22"],
+        |command| command.env("LLVM_PREFIX", LLVM_PREFIX),
+    )
+}
+
+/// Firefox's WebDriver, which Debian 12 does not package, from crates.io.
+fn install_geckodriver() -> Result<()> {
+    cargo_install("geckodriver", &["--version", "0.37.1"], |command| command)
+}
+
+/// `cargo install --locked` of `tool` (about two minutes each), unless it is there.
+fn cargo_install(
+    tool: &str,
+    args: &[&str],
+    prepare: impl FnOnce(&mut Command) -> &mut Command,
+) -> Result<()> {
+    if succeeds(tool, &["--version"]) || cargo_bin(tool).exists() {
         return Ok(());
     }
-    eprintln!("setup: building bpf-linker against LLVM 22 (about two minutes)");
+    eprintln!("setup: building {tool} (about two minutes)");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run_checked(
-        Command::new(cargo)
-            .env("LLVM_PREFIX", LLVM_PREFIX)
-            .args(["install", "bpf-linker", "--locked", "--no-default-features"])
-            .args(["--features", "llvm-22"]),
-    )
+    let mut command = Command::new(cargo);
+    command.args(["install", tool, "--locked"]).args(args);
+    run_checked(prepare(&mut command))
 }
 
 fn mount_bpffs() -> Result<()> {

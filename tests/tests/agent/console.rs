@@ -14,7 +14,7 @@ use std::{
 use fantoccini::Locator;
 use flowmon_tests::{
     agent::{Agent, post_snare_event},
-    browser::Browser,
+    browser::{Browser, Engine},
     netns::VethPair,
     process::ChildGuard,
     redis_server::RedisServer,
@@ -56,7 +56,16 @@ fn post_request(pair: &VethPair, path: &str, client_port: u16) -> String {
 }
 
 #[test]
-fn the_console_shows_traffic_flows_and_sessions_live() {
+fn the_console_shows_traffic_flows_and_sessions_live_in_chromium() {
+    the_console_shows_traffic_flows_and_sessions_live(Engine::Chromium);
+}
+
+#[test]
+fn the_console_shows_traffic_flows_and_sessions_live_in_firefox() {
+    the_console_shows_traffic_flows_and_sessions_live(Engine::Firefox);
+}
+
+fn the_console_shows_traffic_flows_and_sessions_live(engine: Engine) {
     let pair = VethPair::new();
     pair.disable_tcp_sack();
     let redis = RedisServer::start_in(&pair.server);
@@ -82,7 +91,7 @@ fn the_console_shows_traffic_flows_and_sessions_live() {
         .run(|| TcpListener::bind((VethPair::SERVER_IP, WEB_PORT)).unwrap());
 
     pair.server.run(|| {
-        let browser = Browser::start(&pair.server);
+        let browser = Browser::start(&pair.server, engine);
 
         // The overview's figures move as traffic flows.
         browser.goto(CONSOLE);
@@ -262,7 +271,7 @@ fn with_a_token_the_console_asks_for_it() {
     assert!(head(&pair, "/api/overview").starts_with("HTTP/1.1 401"));
 
     pair.server.run(|| {
-        let browser = Browser::start(&pair.server);
+        let browser = Browser::start(&pair.server, Engine::Chromium);
         browser.goto(&format!("{CONSOLE}/flows"));
         assert_eq!(browser.path(), "/login");
         assert!(!browser.source().contains("live flows match"));
@@ -440,7 +449,7 @@ fn screenshots_for_the_docs() {
             std::thread::sleep(std::time::Duration::from_secs(5));
         }
         pair.server.run(|| {
-            let browser = Browser::start(&pair.server);
+            let browser = Browser::start(&pair.server, Engine::Chromium);
             browser.goto(&format!("{CONSOLE}/"));
             browser.screenshot("docs-login");
             browser
