@@ -95,34 +95,37 @@ impl FromStr for FlowId {
 /// The length of a Community ID v1 as text: "1:" and the base64 of a SHA-1 digest.
 pub const COMMUNITY_ID_TEXT_LEN: usize = 30;
 
-/// A flow's Community ID v1 (seed 0), the key Zeek, Suricata and others join on: its digest,
-/// written as text only when a record is. Text read back that is no such id is kept as it
-/// was, and a flow whose id cannot be computed has the empty one.
+/// A flow's Community ID v1 (seed 0), the key Zeek, Suricata and others join on. It is kept as
+/// the text records carry ("1:" and the base64 of its SHA-1 digest), made once per flow: the
+/// JSON and the IPFIX records of every record of the flow copy it. Text read back that is no
+/// such id is kept as it was, and a flow whose id cannot be computed has the empty one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum CommunityId {
-    V1([u8; 20]),
+pub struct CommunityId(CommunityText);
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum CommunityText {
+    /// Checked when made: "1:" and canonical base64 of 20 bytes, all ASCII.
+    V1([u8; COMMUNITY_ID_TEXT_LEN]),
     Other(Box<str>),
 }
 
 impl CommunityId {
-    /// The id's text, written into `buffer` for a digest.
-    pub fn text<'a>(&'a self, buffer: &'a mut [u8; COMMUNITY_ID_TEXT_LEN]) -> &'a str {
-        match self {
-            Self::V1(digest) => {
-                buffer[..2].copy_from_slice(b"1:");
-                BASE64
-                    .encode_slice(digest, &mut buffer[2..])
-                    .expect("20 bytes are 28 in base64");
-                std::str::from_utf8(buffer).expect("base64 is ASCII")
-            }
-            Self::Other(text) => text,
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            CommunityText::V1(text) => std::str::from_utf8(text).expect("checked ASCII"),
+            CommunityText::Other(text) => text,
         }
+    }
+
+    /// Whether it is a Community ID v1, rather than other text read back.
+    pub fn is_v1(&self) -> bool {
+        matches!(self.0, CommunityText::V1(_))
     }
 }
 
 impl fmt::Display for CommunityId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.text(&mut [0; COMMUNITY_ID_TEXT_LEN]))
+        f.write_str(self.as_str())
     }
 }
 
@@ -131,15 +134,14 @@ impl FromStr for CommunityId {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let mut digest = [0; 20];
-        // The engine refuses non-canonical base64: a digest reads back to the same text.
+        // The engine refuses non-canonical base64: only the text of a digest is a v1 id.
         let v1 = text.len() == COMMUNITY_ID_TEXT_LEN
             && text.starts_with("1:")
             && BASE64.decode_slice(&text[2..], &mut digest) == Ok(digest.len());
-        Ok(if v1 {
-            Self::V1(digest)
-        } else {
-            Self::Other(text.into())
-        })
+        Ok(Self(match text.as_bytes().try_into() {
+            Ok(bytes) if v1 => CommunityText::V1(bytes),
+            _ => CommunityText::Other(text.into()),
+        }))
     }
 }
 
@@ -495,12 +497,12 @@ mod tests {
         }
         let tcp: FlowRecord = serde_json::from_str(TCP_JSON).unwrap();
         assert!(matches!(tcp.flow_id, FlowId::Uuid(_)));
-        assert!(matches!(tcp.community_id, CommunityId::V1(_)));
+        assert!(tcp.community_id.is_v1());
         assert_eq!(tcp.client_mac, MacAddr([2, 0, 0x5e, 0x10, 0, 0x0a]));
         assert_eq!(tcp.tcp_state, TcpState::FinClient);
         let icmp: FlowRecord = serde_json::from_str(ICMP_JSON).unwrap();
         assert_eq!(icmp.flow_id, FlowId::Other("a".into()));
-        assert_eq!(icmp.community_id, CommunityId::Other("1:x".into()));
+        assert!(!icmp.community_id.is_v1());
         assert_eq!(icmp.protocol, Protocol::ICMPV6);
     }
 
@@ -615,8 +617,8 @@ mod tests {
             "2:LQU9qZlK+B5F3KDmev6m5PMibrg=",
         ] {
             let id: CommunityId = text.parse().unwrap();
-            assert_eq!(id, CommunityId::Other(text.into()), "{text}");
-            assert_eq!(id.to_string(), text);
+            assert!(!id.is_v1(), "{text}");
+            assert_eq!(id.as_str(), text);
         }
     }
 

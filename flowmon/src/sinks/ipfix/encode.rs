@@ -6,9 +6,7 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc};
 use rustc_hash::FxHashMap;
 
 use super::template::{COMMUNITY_ID_LEN, Family, Field, Template, Templates};
-use crate::flow::record::{
-    COMMUNITY_ID_TEXT_LEN, CommunityId, EndReason, FlowId, FlowRecord, Protocol,
-};
+use crate::flow::record::{CommunityId, EndReason, FlowId, FlowRecord, Protocol};
 
 /// flowEndReason of an interim record: "active timeout".
 const ACTIVE_TIMEOUT: u8 = 2;
@@ -61,12 +59,13 @@ impl Encoder {
             _ => (Family::V6, v6),
         };
         let template = self.templates.get(family);
-        out.reserve(template.record_len);
-        self.write(template, family, record, out);
+        let start = out.len();
+        out.resize(start + template.record_len, 0);
+        self.write(template, family, record, &mut Cursor(&mut out[start..]));
         family
     }
 
-    fn write(&self, template: &Template, family: Family, record: &FlowRecord, out: &mut Vec<u8>) {
+    fn write(&self, template: &Template, family: Family, record: &FlowRecord, out: &mut Cursor) {
         // ICMP "ports" are the client's message type and, for other messages than echo, the
         // code (docs/flow-records.md): IPFIX has an element for them, and no ports.
         let (client_port, server_port, icmp_type_code) = match record.protocol {
@@ -84,63 +83,47 @@ impl Encoder {
             match field {
                 Field::ClientAddress => write_address(out, family, record.client_ip),
                 Field::ServerAddress => write_address(out, family, record.server_ip),
-                Field::ClientPort => out.extend_from_slice(&client_port.to_be_bytes()),
-                Field::ServerPort => out.extend_from_slice(&server_port.to_be_bytes()),
-                Field::Protocol => out.push(record.protocol.0),
-                Field::IcmpTypeCode => out.extend_from_slice(&icmp_type_code.to_be_bytes()),
-                Field::Vlan => out.extend_from_slice(&record.vlan.to_be_bytes()),
+                Field::ClientPort => out.put(client_port.to_be_bytes()),
+                Field::ServerPort => out.put(server_port.to_be_bytes()),
+                Field::Protocol => out.put_byte(record.protocol.0),
+                Field::IcmpTypeCode => out.put(icmp_type_code.to_be_bytes()),
+                Field::Vlan => out.put(record.vlan.to_be_bytes()),
                 Field::IngressInterface => {
                     let index = self.interfaces.get(&record.iface).copied().unwrap_or(0);
-                    out.extend_from_slice(&index.to_be_bytes())
+                    out.put(index.to_be_bytes())
                 }
-                Field::FlowStart => out.extend_from_slice(&millis(record.first_seen).to_be_bytes()),
-                Field::FlowEnd => out.extend_from_slice(&millis(record.last_seen).to_be_bytes()),
+                Field::FlowStart => out.put(millis(record.first_seen).to_be_bytes()),
+                Field::FlowEnd => out.put(millis(record.last_seen).to_be_bytes()),
                 Field::EndReason => {
-                    out.push(record.end_reason.map_or(ACTIVE_TIMEOUT, end_reason_code))
+                    out.put_byte(record.end_reason.map_or(ACTIVE_TIMEOUT, end_reason_code))
                 }
-                Field::ServerOctetTotal => {
-                    out.extend_from_slice(&record.server_bytes.to_be_bytes())
-                }
-                Field::ServerPacketTotal => {
-                    out.extend_from_slice(&record.server_packets.to_be_bytes())
-                }
-                Field::ServerOctetDelta => {
-                    out.extend_from_slice(&record.server_bytes_delta.to_be_bytes())
-                }
-                Field::ServerPacketDelta => {
-                    out.extend_from_slice(&record.server_packets_delta.to_be_bytes())
-                }
-                Field::ClientOctetTotal => {
-                    out.extend_from_slice(&record.client_bytes.to_be_bytes())
-                }
-                Field::ClientPacketTotal => {
-                    out.extend_from_slice(&record.client_packets.to_be_bytes())
-                }
-                Field::ClientOctetDelta => {
-                    out.extend_from_slice(&record.client_bytes_delta.to_be_bytes())
-                }
-                Field::ClientPacketDelta => {
-                    out.extend_from_slice(&record.client_packets_delta.to_be_bytes())
-                }
-                Field::ServerTcpFlags => out.push(record.server_tcp_flags),
-                Field::ClientTcpFlags => out.push(record.client_tcp_flags),
-                Field::ServerMac => out.extend_from_slice(&record.server_mac.0),
-                Field::ClientMac => out.extend_from_slice(&record.client_mac.0),
-                Field::ServerTtl => out.push(record.server_ttl),
-                Field::ClientTtl => out.push(record.client_ttl),
+                Field::ServerOctetTotal => out.put(record.server_bytes.to_be_bytes()),
+                Field::ServerPacketTotal => out.put(record.server_packets.to_be_bytes()),
+                Field::ServerOctetDelta => out.put(record.server_bytes_delta.to_be_bytes()),
+                Field::ServerPacketDelta => out.put(record.server_packets_delta.to_be_bytes()),
+                Field::ClientOctetTotal => out.put(record.client_bytes.to_be_bytes()),
+                Field::ClientPacketTotal => out.put(record.client_packets.to_be_bytes()),
+                Field::ClientOctetDelta => out.put(record.client_bytes_delta.to_be_bytes()),
+                Field::ClientPacketDelta => out.put(record.client_packets_delta.to_be_bytes()),
+                Field::ServerTcpFlags => out.put_byte(record.server_tcp_flags),
+                Field::ClientTcpFlags => out.put_byte(record.client_tcp_flags),
+                Field::ServerMac => out.put(record.server_mac.0),
+                Field::ClientMac => out.put(record.client_mac.0),
+                Field::ServerTtl => out.put_byte(record.server_ttl),
+                Field::ClientTtl => out.put_byte(record.client_ttl),
                 Field::CommunityId => write_community_id(out, &record.community_id),
                 // The code of a state is its place in `TcpState::ALL` (docs/ipfix.md lists them).
-                Field::TcpState => out.push(record.tcp_state as u8),
-                Field::FlowUuid => out.extend_from_slice(match &record.flow_id {
-                    FlowId::Uuid(id) => id.as_bytes(),
+                Field::TcpState => out.put_byte(record.tcp_state as u8),
+                Field::FlowUuid => out.put(match &record.flow_id {
+                    FlowId::Uuid(id) => id.into_bytes(),
                     // Only records read back from elsewhere: the nil UUID.
-                    FlowId::Other(_) => &[0; 16],
+                    FlowId::Other(_) => [0; 16],
                 }),
                 Field::RecordSequence => {
                     let sequence = u32::try_from(record.sequence).unwrap_or(u32::MAX);
-                    out.extend_from_slice(&sequence.to_be_bytes())
+                    out.put(sequence.to_be_bytes())
                 }
-                Field::SensorId => out.extend_from_slice(&self.sensor_id),
+                Field::SensorId => out.put_slice(&self.sensor_id),
             }
         }
     }
@@ -153,23 +136,42 @@ fn millis(secs: f64) -> u64 {
 }
 
 /// An address as `family`'s templates carry it.
-fn write_address(out: &mut Vec<u8>, family: Family, address: IpAddr) {
+fn write_address(out: &mut Cursor, family: Family, address: IpAddr) {
     match (family, address) {
-        (Family::V4, IpAddr::V4(v4)) => out.extend_from_slice(&v4.octets()),
-        (Family::V6, IpAddr::V4(v4)) => out.extend_from_slice(&v4.to_ipv6_mapped().octets()),
-        (_, IpAddr::V6(v6)) => out.extend_from_slice(&v6.octets()),
+        (Family::V4, IpAddr::V4(v4)) => out.put(v4.octets()),
+        (Family::V6, IpAddr::V4(v4)) => out.put(v4.to_ipv6_mapped().octets()),
+        (_, IpAddr::V6(v6)) => out.put(v6.octets()),
     }
 }
 
 /// The id's text in its fixed-size field, zero-padded (a text read back from elsewhere is cut
 /// to fit).
-fn write_community_id(out: &mut Vec<u8>, id: &CommunityId) {
-    let mut buffer = [0; COMMUNITY_ID_TEXT_LEN];
-    let text = id.text(&mut buffer).as_bytes();
-    let len = COMMUNITY_ID_LEN as usize;
-    let text = &text[..text.len().min(len)];
-    out.extend_from_slice(text);
-    out.resize(out.len() + len - text.len(), 0);
+fn write_community_id(out: &mut Cursor, id: &CommunityId) {
+    let mut field = [0; COMMUNITY_ID_LEN as usize];
+    let text = id.as_str().as_bytes();
+    let len = text.len().min(field.len());
+    field[..len].copy_from_slice(&text[..len]);
+    out.put(field);
+}
+
+/// Where the rest of a data record goes: its bytes, made ready beforehand, written field by
+/// field (no capacity to check at each).
+struct Cursor<'a>(&'a mut [u8]);
+
+impl Cursor<'_> {
+    fn put<const N: usize>(&mut self, bytes: [u8; N]) {
+        self.put_slice(&bytes);
+    }
+
+    fn put_byte(&mut self, byte: u8) {
+        self.put([byte]);
+    }
+
+    fn put_slice(&mut self, bytes: &[u8]) {
+        let (field, rest) = std::mem::take(&mut self.0).split_at_mut(bytes.len());
+        field.copy_from_slice(bytes);
+        self.0 = rest;
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::{
-    flow::record::{CommunityId, EndReason, FlowId, MacAddr, Protocol, RecordType, sample},
+    flow::record::{EndReason, FlowId, MacAddr, Protocol, RecordType, sample},
     metrics::{CollectorMetrics, Metrics},
 };
 
@@ -43,7 +43,7 @@ fn record(i: u32, v6: bool) -> FlowRecord {
         record_type: RecordType::Final,
         end_reason: Some(EndReason::Idle),
         protocol: Protocol::TCP,
-        community_id: CommunityId::V1([i as u8; 20]),
+        community_id: format!("1:{i:0>28}").parse().unwrap(),
         client_ip,
         client_port: 40000 + (i % 1000) as u16,
         server_ip,
