@@ -2,11 +2,11 @@
 //! biflow records (RFC 5103) in one template per IP version, flowmon's own fields as
 //! enterprise elements. The wire format is documented in `docs/ipfix.md`.
 //!
-//! The flow monitor's thread encodes each poll's records once, 0.2-0.6 µs each (BENCHMARKS.md),
-//! and queues them for every collector without ever waiting: a thread per collector frames and
+//! The flow monitor's thread encodes each poll's records once, 0.1 µs each (BENCHMARKS.md), and
+//! queues them for every collector without ever waiting: a thread per collector frames and
 //! sends them, and a collector that is slow or away only fills its own bounded queue. (Handing
-//! the records themselves to another thread cost more: freeing a million records' strings
-//! away from the thread that made them took seconds.)
+//! the records themselves to another thread cost more: records are freed best on the thread
+//! that made them.)
 
 pub mod config;
 mod encode;
