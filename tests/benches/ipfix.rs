@@ -12,7 +12,7 @@
 use std::{
     collections::HashMap,
     io::Read as _,
-    net::{TcpListener, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket},
     os::fd::AsRawFd as _,
     sync::{
         Arc,
@@ -22,10 +22,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use flowmon_common::TcpState;
+
 use flowmon::{
     flow::{
         monitor::{FlowMonitor, MonitorConfig},
-        record::{FlowRecord, RecordType},
+        record::{CommunityId, FlowId, FlowRecord, MacAddr, Protocol, RecordType},
         tracker::Timeouts,
     },
     metrics::{CollectorMetrics, Metrics},
@@ -136,32 +138,36 @@ impl Drop for Collector {
 
 /// `count` records of distinct flows, one in ten IPv6, as a poll makes them.
 fn records(count: usize) -> Vec<FlowRecord> {
+    let (sensor_id, iface): (Arc<str>, Arc<str>) = ("bench-sensor".into(), "eth0".into());
+    let community_id: CommunityId = "1:LQU9qZlK+B5F3KDmev6m5PMibrg=".parse().unwrap();
     (0..count)
         .map(|i| {
             let n = i as u64;
-            let (client_ip, server_ip) = if i % 10 == 9 {
+            let (client_ip, server_ip): (IpAddr, IpAddr) = if i % 10 == 9 {
                 (
-                    format!("2001:db8::{:x}:{:x}", i >> 16, i & 0xffff),
-                    "2001:db8:ffff::1".to_owned(),
+                    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, (i >> 16) as u16, i as u16).into(),
+                    "2001:db8:ffff::1".parse().unwrap(),
                 )
             } else {
                 (
-                    std::net::Ipv4Addr::from(0x0a00_0000 + i as u32).to_string(),
-                    "192.0.2.1".to_owned(),
+                    Ipv4Addr::from(0x0a00_0000 + i as u32).into(),
+                    "192.0.2.1".parse().unwrap(),
                 )
             };
-            let flow_id = format!("{:08x}-0000-4000-8000-{:012x}", i, n * 7919);
+            let flow_id: FlowId = format!("{:08x}-0000-4000-8000-{:012x}", i, n * 7919)
+                .parse()
+                .unwrap();
             FlowRecord {
                 record_id: format!("{flow_id}:1"),
                 flow_id,
                 sequence: 1,
-                sensor_id: "bench-sensor".into(),
-                iface: "eth0".into(),
+                sensor_id: sensor_id.clone(),
+                iface: iface.clone(),
                 record_type: RecordType::Interim,
                 end_reason: None,
                 time: 1_700_000_100.0,
-                protocol: "tcp".into(),
-                community_id: "1:LQU9qZlK+B5F3KDmev6m5PMibrg=".into(),
+                protocol: Protocol::TCP,
+                community_id: community_id.clone(),
                 client_ip,
                 client_port: 1024 + (i % 60000) as u16,
                 server_ip,
@@ -178,11 +184,11 @@ fn records(count: usize) -> Vec<FlowRecord> {
                 server_bytes_delta: (n % 90) * 1200,
                 client_tcp_flags: 0x1b,
                 server_tcp_flags: 0x12,
-                tcp_state: "established".into(),
+                tcp_state: TcpState::Established,
                 client_ttl: 64,
                 server_ttl: 57,
-                client_mac: "02:00:00:00:00:0a".into(),
-                server_mac: "02:00:00:00:00:01".into(),
+                client_mac: MacAddr([2, 0, 0, 0, 0, 0x0a]),
+                server_mac: MacAddr([2, 0, 0, 0, 0, 1]),
                 first_seen: 1_700_000_000.004 + (n % 1000) as f64 * 0.004,
                 last_seen: 1_700_000_099.996,
             }

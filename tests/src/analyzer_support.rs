@@ -214,7 +214,6 @@ impl FlowSource for RecordedFlows {
     }
 
     fn flows_of(&self, peer: IpAddr, _from: f64, _to: f64) -> FlowsFuture<'_> {
-        let peer = peer.to_string();
         let records = self
             .0
             .iter()

@@ -14,7 +14,7 @@ use redis::AsyncCommands as _;
 use serde::Serialize;
 
 use crate::{
-    flow::record::FlowRecord,
+    flow::record::{FlowId, FlowRecord, Protocol},
     sinks::redis::{FLOW_STREAM, peer_index},
     store::Connection,
 };
@@ -94,7 +94,7 @@ impl FlowSource for RedisFlowSource {
                         None
                     }
                 })
-                .filter(|record| record.sensor_id == self.sensor_id)
+                .filter(|record| *record.sensor_id == *self.sensor_id)
                 .collect::<Vec<_>>()
                 .into())
         })
@@ -137,7 +137,7 @@ impl Network {
         from: f64,
         to: f64,
     ) -> Self {
-        let mut latest: HashMap<&str, &FlowRecord> = HashMap::new();
+        let mut latest: HashMap<&FlowId, &FlowRecord> = HashMap::new();
         for record in records {
             if record.last_seen < from || record.first_seen > to {
                 continue;
@@ -176,15 +176,15 @@ impl Network {
             network.bytes_from_peer += from_peer.1;
             network.packets_to_peer += to_peer.0;
             network.bytes_to_peer += to_peer.1;
-            let tcp = record.protocol == "tcp";
-            if peer_is_client && (tcp || record.protocol == "udp") {
+            let tcp = record.protocol == Protocol::TCP;
+            if peer_is_client && (tcp || record.protocol == Protocol::UDP) {
                 ports.push(record.server_port);
             }
             if peer_is_client && tcp && record.client_tcp_flags & (SYN | ACK) == SYN {
                 network.half_open += 1;
             }
             if network.community_ids.len() < MAX_LISTED {
-                network.community_ids.push(record.community_id.clone());
+                network.community_ids.push(record.community_id.to_string());
             }
             let ttl = if peer_is_client {
                 record.client_ttl
@@ -226,13 +226,10 @@ impl Network {
 /// Which side of `record` `peer` is: `Some(true)` the client, `Some(false)` the server, `None`
 /// neither.
 fn peer_is_client(peer: IpAddr, record: &FlowRecord) -> Option<bool> {
-    let is_peer = |ip: &str| {
-        ip.parse::<IpAddr>()
-            .is_ok_and(|ip| ip.to_canonical() == peer)
-    };
-    if is_peer(&record.client_ip) {
+    let is_peer = |ip: IpAddr| ip.to_canonical() == peer;
+    if is_peer(record.client_ip) {
         Some(true)
-    } else if is_peer(&record.server_ip) {
+    } else if is_peer(record.server_ip) {
         Some(false)
     } else {
         None
@@ -279,7 +276,7 @@ pub(crate) mod tests {
         syn_only.client_tcp_flags = SYN;
         syn_only.client_ttl = 0;
         let mut udp = record("d", 0, (PEER, 40003), (SENSOR, 53), (108.0, 108.5));
-        udp.protocol = "udp".into();
+        udp.protocol = Protocol::UDP;
         let mut outbound = record("e", 0, (SENSOR, 5000), (PEER, 443), (109.0, 109.5));
         outbound.server_ttl = 50;
         let records = [

@@ -429,7 +429,6 @@ pub mod fake {
         }
 
         fn peer_records(&self, peer: IpAddr, from: f64, to: f64) -> Answer<'_, Vec<FlowRecord>> {
-            let peer = peer.to_string();
             let result = self.check().map(|()| {
                 self.records
                     .iter()

@@ -130,7 +130,7 @@ fn stored_session() -> Value {
 fn stored() -> fake::Stored {
     let peer_record = |flow: &str, first_seen: f64, last_seen: f64| {
         let mut record = record(flow, 2, RecordType::Interim);
-        record.client_ip = "74.217.37.84".into();
+        record.client_ip = "74.217.37.84".parse().unwrap();
         (record.first_seen, record.last_seen) = (first_seen, last_seen);
         record
     };

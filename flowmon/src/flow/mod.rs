@@ -11,6 +11,7 @@ pub mod wall_clock;
 
 use std::net::{IpAddr, Ipv6Addr};
 
+use self::record::{CommunityId, Protocol};
 use crate::datapath::{FlowTable, KernelClock};
 use flowmon_common::{
     Address, FlowBlock, FlowKey, SIDE_LO, TcpState, address_bytes, ip_proto, key_kind,
@@ -94,18 +95,18 @@ impl Flow {
         (self.key.kind == key_kind::ICMP_ECHO).then_some(self.key.port_lo)
     }
 
-    pub fn protocol_name(&self) -> String {
-        match self.key.protocol {
-            ip_proto::TCP => "tcp".into(),
-            ip_proto::UDP => "udp".into(),
-            ip_proto::ICMP => "icmp".into(),
-            ip_proto::ICMPV6 => "icmpv6".into(),
-            other => other.to_string(),
-        }
+    pub fn protocol(&self) -> Protocol {
+        Protocol(self.key.protocol)
     }
 
-    /// Community ID v1 of the flow, the key Zeek, Suricata and others join on.
-    pub fn community_id(&self) -> String {
+    /// The protocol's name as records write it.
+    pub fn protocol_name(&self) -> String {
+        self.protocol().to_string()
+    }
+
+    /// Community ID v1 of the flow, the key Zeek, Suricata and others join on; the empty one
+    /// where the crate computes none (ICMPv6 over IPv4).
+    pub fn community_id(&self) -> CommunityId {
         let has_ports = matches!(
             self.key.protocol,
             ip_proto::TCP | ip_proto::UDP | ip_proto::ICMP | ip_proto::ICMPV6 | SCTP
@@ -125,6 +126,8 @@ impl Flow {
             false,
         )
         .unwrap_or_default()
+        .parse()
+        .unwrap_or_else(|never| match never {})
     }
 }
 
@@ -245,6 +248,10 @@ mod tests {
             ..FlowBlock::default()
         };
         let flow = Flow::from_block(key, &block, &clock());
-        assert_eq!(flow.community_id(), "1:LQU9qZlK+B5F3KDmev6m5PMibrg=");
+        assert_eq!(
+            flow.community_id().to_string(),
+            "1:LQU9qZlK+B5F3KDmev6m5PMibrg="
+        );
+        assert!(flow.community_id().is_v1());
     }
 }

@@ -9,7 +9,7 @@ use std::{
     sync::Mutex,
 };
 
-use super::record::FlowRecord;
+use super::record::{FlowId, FlowRecord};
 
 /// Records of the flows of each address, the latest per flow.
 pub struct PeerFlows {
@@ -23,9 +23,9 @@ pub struct PeerFlows {
 #[derive(Default)]
 struct Index {
     /// Address -> flow_id -> the flow's latest record.
-    by_peer: HashMap<IpAddr, HashMap<String, FlowRecord>>,
+    by_peer: HashMap<IpAddr, HashMap<FlowId, FlowRecord>>,
     /// (last_seen, flow_id) of every flow held, oldest first, for pruning.
-    by_age: BTreeMap<(OrderedSecs, String), [IpAddr; 2]>,
+    by_age: BTreeMap<(OrderedSecs, FlowId), [IpAddr; 2]>,
 }
 
 /// Epoch seconds, ordered (records never carry NaN).
@@ -65,10 +65,7 @@ impl PeerFlows {
     pub fn record(&self, records: &[FlowRecord]) {
         let mut index = self.inner.lock().expect("peer index lock");
         for record in records {
-            let (Ok(client), Ok(server)) = (record.client_ip.parse(), record.server_ip.parse())
-            else {
-                continue;
-            };
+            let (client, server) = (record.client_ip, record.server_ip);
             if let Some(previous) = index
                 .by_peer
                 .get(&client)
@@ -184,13 +181,13 @@ mod tests {
         peers.record(&[at("old", 0, 100.0)]);
         peers.record(&[at("x", 0, 160.0), at("y", 0, 170.0)]);
         let client: IpAddr = "10.0.0.2".parse().unwrap();
-        let kept: Vec<String> = peers
+        let kept: Vec<FlowId> = peers
             .flows_of(client, 0.0, 1000.0)
             .into_iter()
             .map(|r| r.flow_id)
             .collect();
         assert_eq!(kept.len(), 2);
-        assert!(!kept.contains(&"old".to_owned()));
+        assert!(!kept.contains(&"old".parse().unwrap()));
         peers.record(&[at("z", 0, 175.0)]);
         assert_eq!(
             peers.flows_of(client, 0.0, 1000.0).len(),

@@ -10,6 +10,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    sync::Arc,
     time::Duration,
 };
 
@@ -22,7 +23,7 @@ use super::{
     Flow,
     journal::LastRecord,
     query::Known,
-    record::{Deltas, EndReason, FlowRecord, Origin, RecordType},
+    record::{Deltas, EndReason, FlowId, FlowRecord, Labels, RecordType},
     wall_clock::WallClock,
 };
 use crate::datapath::KernelClock;
@@ -160,8 +161,10 @@ pub struct FlowTracker<N> {
     interim_ticks: u64,
     clock: KernelClock,
     wall: WallClock,
-    sensor_id: String,
+    sensor_id: Arc<str>,
     ifaces: N,
+    /// The names `ifaces` gave, shared by the records.
+    iface_names: FxHashMap<u32, Arc<str>>,
 }
 
 impl<N: IfaceNames> FlowTracker<N> {
@@ -186,8 +189,9 @@ impl<N: IfaceNames> FlowTracker<N> {
             interim_ticks: (nanos(timeouts.interim) / clock.tick_ns()).max(1),
             clock,
             wall,
-            sensor_id,
+            sensor_id: sensor_id.into(),
             ifaces,
+            iface_names: FxHashMap::default(),
         }
     }
 
@@ -473,8 +477,10 @@ impl<N: IfaceNames> FlowTracker<N> {
                 key,
                 Reported {
                     // Ids this agent made are uuids; anything else starts the flow anew.
-                    flow_id: Uuid::parse_str(&last.record.flow_id)
-                        .unwrap_or_else(|_| Uuid::new_v4()),
+                    flow_id: match last.record.flow_id {
+                        FlowId::Uuid(id) => id,
+                        FlowId::Other(_) => Uuid::new_v4(),
+                    },
                     records: last.record.sequence + 1,
                     last_record_ns: last.made_ns,
                     last_record: Box::new(last.record),
@@ -526,19 +532,27 @@ impl<N: IfaceNames> FlowTracker<N> {
             Some(live) => live.reported.as_ref(),
             None => self.restored.get(&flow.key),
         };
-        let flow_id = previous.map_or_else(Uuid::new_v4, |t| t.flow_id);
         let sequence = previous.map_or(0, |t| t.records);
         let deltas = Deltas::since(flow, previous.map(|t| &*t.last_record));
-        let iface = self.ifaces.name(flow.ifindex);
-        let origin = Origin {
-            sensor_id: &self.sensor_id,
-            iface: &iface,
+        let labels = Labels {
+            flow_id: previous.map_or_else(Uuid::new_v4, |t| t.flow_id),
+            // The flow's endpoints do not change, nor does its id: it is hashed once.
+            community_id: previous.map_or_else(
+                || flow.community_id(),
+                |t| t.last_record.community_id.clone(),
+            ),
+            sensor_id: self.sensor_id.clone(),
+            iface: self
+                .iface_names
+                .entry(flow.ifindex)
+                .or_insert_with(|| self.ifaces.name(flow.ifindex).into())
+                .clone(),
         };
+        let flow_id = labels.flow_id;
         let record = FlowRecord::new(
             flow,
-            &flow_id.to_string(),
+            labels,
             sequence,
-            &origin,
             record_type,
             end_reason,
             deltas,

@@ -79,17 +79,17 @@ impl FlowWrites {
             maxlen: self.maxlen,
             fields: vec![
                 ("record".to_owned(), json.clone()),
-                ("flow_id".to_owned(), record.flow_id.clone()),
+                ("flow_id".to_owned(), record.flow_id.to_string()),
                 (
                     "record_type".to_owned(),
                     record.record_type.as_str().to_owned(),
                 ),
             ],
         }];
-        let mut peers = vec![&record.client_ip, &record.server_ip];
+        let mut peers = vec![record.client_ip, record.server_ip];
         peers.dedup();
         for ip in peers {
-            let key = peer_index(ip);
+            let key = peer_index(&ip.to_string());
             ops.extend([
                 Op::ZAdd {
                     key: key.clone(),
@@ -121,8 +121,8 @@ mod tests {
     fn record(client_ip: &str, server_ip: &str) -> FlowRecord {
         FlowRecord {
             record_id: "f1:2".into(),
-            client_ip: client_ip.into(),
-            server_ip: server_ip.into(),
+            client_ip: client_ip.parse().unwrap(),
+            server_ip: server_ip.parse().unwrap(),
             last_seen: 1700000090.25,
             time: 1700000100.5,
             ..sample::record("f1", 2, RecordType::Final)

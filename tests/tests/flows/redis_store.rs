@@ -97,7 +97,10 @@ fn stream_record_ids(con: &mut impl ConnectionLike) -> Vec<String> {
         .map(|entry| {
             let json: String = entry.get("record").expect("a record field");
             let record: FlowRecord = serde_json::from_str(&json).expect("a record");
-            assert_eq!(entry.get::<String>("flow_id"), Some(record.flow_id));
+            assert_eq!(
+                entry.get::<String>("flow_id"),
+                Some(record.flow_id.to_string())
+            );
             record.record_id
         })
         .collect()
@@ -142,7 +145,7 @@ async fn records_reach_the_stream_once_in_order_and_their_peer_indexes() {
         let key = peer_index(&client_ip(client));
         let expected: Vec<(String, f64)> = sent
             .iter()
-            .filter(|r| r.client_ip == client_ip(client))
+            .filter(|r| r.client_ip.to_string() == client_ip(client))
             .map(|r| (serde_json::to_string(r).unwrap(), r.last_seen))
             .collect();
         let indexed: Vec<(String, f64)> = con.zrange_withscores(&key, 0, -1).unwrap();

@@ -20,7 +20,7 @@ use crate::{
     flow::{
         Endpoint,
         query::{FlowFilter, FlowOrder, FlowPage, FlowQuery, FlowRef, FlowView, MAX_LIMIT},
-        record::FlowRecord,
+        record::{FlowRecord, Protocol},
     },
 };
 
@@ -261,17 +261,16 @@ pub async fn one(State(ctx): State<Ctx>, Path(flow_ref): Path<String>) -> Respon
     let now = crate::snare::tanner_time::now();
     // The records of this key: both ends and ports match, either way round.
     let ends = |record: &FlowRecord| {
-        let client = (record.client_ip.parse().ok(), record.client_port);
-        let server = (record.server_ip.parse().ok(), record.server_port);
-        let (a, b) = ((Some(lo), key.port_lo), (Some(hi), key.port_hi));
+        let client = (record.client_ip, record.client_port);
+        let server = (record.server_ip, record.server_port);
+        let (a, b) = ((lo, key.port_lo), (hi, key.port_hi));
         let icmp = !matches!(key.protocol, ip_proto::TCP | ip_proto::UDP);
-        let same =
-            |x: (Option<IpAddr>, u16), y: (Option<IpAddr>, u16)| x.0 == y.0 && (icmp || x.1 == y.1);
+        let same = |x: (IpAddr, u16), y: (IpAddr, u16)| x.0 == y.0 && (icmp || x.1 == y.1);
         (same(client, a) && same(server, b)) || (same(client, b) && same(server, a))
     };
     let mut records =
         sessions::peer_records(&ctx, lo, now - RECORDS_WINDOW, now, &mut notices).await;
-    records.retain(|record| ends(record) && record.protocol == protocol_name(key.protocol));
+    records.retain(|record| ends(record) && record.protocol == Protocol(key.protocol));
     records.sort_by(|a, b| b.time.total_cmp(&a.time));
     // The sessions of the flow's client (either end when it is not live).
     let peers: Vec<IpAddr> = match &live {
@@ -401,7 +400,7 @@ pub fn records_table(records: &[FlowRecord]) -> Markup {
                             td { (record.client_ip) ":" (record.client_port) }
                             td { (record.server_ip) ":" (record.server_port) }
                             td { (record.protocol) }
-                            td { (record.tcp_state) }
+                            td { (record.tcp_state.as_str()) }
                             td.num { (count(record.client_packets)) }
                             td.num { (count(record.server_packets)) }
                             td.num { (bytes(record.client_bytes as f64)) }

@@ -57,7 +57,7 @@ pub async fn one(State(ctx): State<Ctx>, Path(ip): Path<String>) -> Response {
         sessions::peer_records(&ctx, peer, now - RECORDS_WINDOW, now, &mut notices).await;
     records.sort_by(|a, b| b.time.total_cmp(&a.time));
     let sensors = {
-        let mut sensors: Vec<&str> = records.iter().map(|r| r.sensor_id.as_str()).collect();
+        let mut sensors: Vec<&str> = records.iter().map(|r| &*r.sensor_id).collect();
         sensors.sort_unstable();
         sensors.dedup();
         sensors.join(", ")

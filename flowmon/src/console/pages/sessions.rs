@@ -28,7 +28,7 @@ use crate::{
     },
     flow::{
         query::{FlowRef, FlowView},
-        record::FlowRecord,
+        record::{CommunityId, FlowId, FlowRecord},
     },
     snare::{AttackType, Session},
 };
@@ -409,9 +409,9 @@ pub async fn peer_records(
 
 /// The latest record of each flow.
 fn latest_per_flow(records: &[FlowRecord]) -> Vec<&FlowRecord> {
-    let mut latest: std::collections::BTreeMap<&str, &FlowRecord> = Default::default();
+    let mut latest: std::collections::BTreeMap<&FlowId, &FlowRecord> = Default::default();
     for record in records {
-        let entry = latest.entry(record.flow_id.as_str()).or_insert(record);
+        let entry = latest.entry(&record.flow_id).or_insert(record);
         if record.sequence > entry.sequence {
             *entry = record;
         }
@@ -456,7 +456,7 @@ async fn live_session(ctx: &Ctx, session: &Session, notices: &mut Vec<Notice>) -
             .filter(|view| view.last_seen >= from)
             .collect();
         // A live flow is drawn from the map, not from its last record.
-        let live_ids: Vec<String> = live.iter().map(|view| view.flow.community_id()).collect();
+        let live_ids: Vec<CommunityId> = live.iter().map(|view| view.flow.community_id()).collect();
         bars.extend(
             latest_per_flow(&records)
                 .into_iter()

@@ -13,6 +13,8 @@
 //! tcpControlBits takes one octet (RFC 7011's reduced-size encoding; flowmon records the eight
 //! classic flags), as collectors that read only one octet of it expect.
 
+use crate::flow::record::COMMUNITY_ID_TEXT_LEN;
+
 /// The enterprise number of RFC 5103's reverse information elements.
 pub const REVERSE_ENTERPRISE: u32 = 29305;
 /// Template ids: data sets carry these as their set id.
@@ -22,7 +24,7 @@ pub const IPV6_TEMPLATE_ID: u16 = 257;
 pub const TEMPLATE_SET_ID: u16 = 2;
 
 /// Community ID v1 is "1:" and the base64 of a SHA-1 hash: always 30 characters.
-pub const COMMUNITY_ID_LEN: u16 = 30;
+pub const COMMUNITY_ID_LEN: u16 = COMMUNITY_ID_TEXT_LEN as u16;
 
 /// The IP version a template is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -4,15 +4,16 @@
 use std::{
     collections::HashMap,
     io::Read as _,
-    net::{Ipv4Addr, TcpListener, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket},
     time::{Duration, Instant},
 };
 
+use flowmon_common::TcpState;
 use uuid::Uuid;
 
 use super::*;
 use crate::{
-    flow::record::{EndReason, RecordType, sample},
+    flow::record::{EndReason, FlowId, MacAddr, Protocol, RecordType, sample},
     metrics::{CollectorMetrics, Metrics},
 };
 
@@ -21,16 +22,16 @@ const REVERSE: u32 = template::REVERSE_ENTERPRISE;
 
 /// Record `i`: a TCP flow from its own client (IPv4 or IPv6), counts that depend on `i`.
 fn record(i: u32, v6: bool) -> FlowRecord {
-    let flow_id = Uuid::from_u128(i as u128 + 1).to_string();
-    let (client_ip, server_ip) = if v6 {
+    let flow_id = FlowId::Uuid(Uuid::from_u128(i as u128 + 1));
+    let (client_ip, server_ip): (IpAddr, IpAddr) = if v6 {
         (
-            format!("2001:db8::{:x}", i + 1),
-            "2001:db8:ffff::1".to_owned(),
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i as u16 + 1).into(),
+            "2001:db8:ffff::1".parse().unwrap(),
         )
     } else {
         (
-            Ipv4Addr::from(0x0a00_0001 + i).to_string(),
-            "192.0.2.1".to_owned(),
+            Ipv4Addr::from(0x0a00_0001 + i).into(),
+            "192.0.2.1".parse().unwrap(),
         )
     };
     let n = i as u64;
@@ -41,8 +42,8 @@ fn record(i: u32, v6: bool) -> FlowRecord {
         iface: "eth0".into(),
         record_type: RecordType::Final,
         end_reason: Some(EndReason::Idle),
-        protocol: "tcp".into(),
-        community_id: format!("1:{:0>28}", i),
+        protocol: Protocol::TCP,
+        community_id: format!("1:{i:0>28}").parse().unwrap(),
         client_ip,
         client_port: 40000 + (i % 1000) as u16,
         server_ip,
@@ -58,14 +59,22 @@ fn record(i: u32, v6: bool) -> FlowRecord {
         server_bytes_delta: 200 * n + 3,
         client_tcp_flags: 0x1b,
         server_tcp_flags: 0x13,
-        tcp_state: "closed".into(),
+        tcp_state: TcpState::Closed,
         client_ttl: 64,
         server_ttl: 63,
-        client_mac: "02:00:00:00:00:0a".into(),
-        server_mac: "02:00:00:00:00:01".into(),
+        client_mac: MacAddr([2, 0, 0, 0, 0, 0x0a]),
+        server_mac: MacAddr([2, 0, 0, 0, 0, 1]),
         first_seen: 1_700_000_000.0 + i as f64 * 0.004,
         last_seen: 1_700_000_100.0 + i as f64 * 0.004,
         ..sample::record("f", 2, RecordType::Final)
+    }
+}
+
+/// The UUID of a record made by [`record`].
+fn uuid(record: &FlowRecord) -> Uuid {
+    match record.flow_id {
+        FlowId::Uuid(id) => id,
+        FlowId::Other(_) => panic!("records of the tests have UUIDs"),
     }
 }
 
@@ -166,14 +175,14 @@ fn number(decoded: &Decoded, pen: u32, id: u16) -> u64 {
 
 /// `record` as the collector decoded it, field by field.
 fn assert_decoded(record: &FlowRecord, decoded: &Decoded) {
-    let v6 = record.client_ip.contains(':');
-    let address = |text: &str| match text.parse::<std::net::IpAddr>().unwrap() {
-        std::net::IpAddr::V4(a) => a.octets().to_vec(),
-        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    let v6 = record.client_ip.is_ipv6();
+    let address = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
     };
     let (source, destination) = if v6 { (27, 28) } else { (8, 12) };
-    assert_eq!(decoded[&(0, source)], address(&record.client_ip));
-    assert_eq!(decoded[&(0, destination)], address(&record.server_ip));
+    assert_eq!(decoded[&(0, source)], address(record.client_ip));
+    assert_eq!(decoded[&(0, destination)], address(record.server_ip));
     let numbers = [
         (0, 7, record.client_port as u64),
         (0, 11, record.server_port as u64),
@@ -208,11 +217,12 @@ fn assert_decoded(record: &FlowRecord, decoded: &Decoded) {
     }
     assert_eq!(decoded[&(0, 56)], [2, 0, 0, 0, 0, 0x0a]);
     assert_eq!(decoded[&(REVERSE, 56)], [2, 0, 0, 0, 0, 1]);
-    assert_eq!(decoded[&(PEN, 1001)], record.community_id.as_bytes());
     assert_eq!(
-        Uuid::from_slice(&decoded[&(PEN, 1003)])
-            .unwrap()
-            .to_string(),
+        decoded[&(PEN, 1001)],
+        record.community_id.to_string().as_bytes()
+    );
+    assert_eq!(
+        FlowId::Uuid(Uuid::from_slice(&decoded[&(PEN, 1003)]).unwrap()),
         record.flow_id
     );
     assert_eq!(decoded[&(PEN, 1005)], b"sensor-1");
@@ -303,8 +313,7 @@ fn udp_sends_the_templates_first_and_every_record_as_it_was() {
     assert_eq!(collected.messages[0], None, "templates first");
     let by_id = collected.by_record_id();
     for record in &sent {
-        let uuid = Uuid::parse_str(&record.flow_id).unwrap();
-        assert_decoded(record, by_id[&(uuid, 2)]);
+        assert_decoded(record, by_id[&(uuid(record), 2)]);
     }
     // Full messages: 7 IPv4 records of 177 bytes, 6 IPv6 of 201, in 1,400 bytes.
     let full = collected
@@ -404,8 +413,7 @@ fn tcp_keeps_records_while_the_collector_is_away_and_sends_each_once() {
         assert!(by_id.insert(id, decoded).is_none(), "{id:?} came twice");
     }
     for record in first.iter().chain(&second) {
-        let uuid = Uuid::parse_str(&record.flow_id).unwrap();
-        assert_decoded(record, by_id[&(uuid, 2)]);
+        assert_decoded(record, by_id[&(uuid(record), 2)]);
     }
     drop(sink);
     assert_eq!(series.records_sent.get(), 1200);
