@@ -155,8 +155,10 @@ impl Protocol {
     pub const UDP: Self = Self(ip_proto::UDP);
     pub const ICMP: Self = Self(ip_proto::ICMP);
     pub const ICMPV6: Self = Self(ip_proto::ICMPV6);
+    /// The protocols records write by name; every other by number.
+    pub const NAMED: [Self; 4] = [Self::TCP, Self::UDP, Self::ICMP, Self::ICMPV6];
 
-    fn name(self) -> Option<&'static str> {
+    pub fn name(self) -> Option<&'static str> {
         match self {
             Self::TCP => Some("tcp"),
             Self::UDP => Some("udp"),
@@ -185,7 +187,7 @@ impl FromStr for Protocol {
     type Err = UnknownProtocol;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        [Self::TCP, Self::UDP, Self::ICMP, Self::ICMPV6]
+        Self::NAMED
             .into_iter()
             .find(|protocol| protocol.name() == Some(text))
             .or_else(|| text.parse().ok().map(Self))

@@ -28,13 +28,6 @@ const DEFAULT_LIMIT: usize = 100;
 /// How far back a flow's records are looked for: the peer index's default retention.
 const RECORDS_WINDOW: f64 = 86_400.0;
 
-const PROTOCOLS: [(&str, u8); 4] = [
-    ("tcp", ip_proto::TCP),
-    ("udp", ip_proto::UDP),
-    ("icmp", ip_proto::ICMP),
-    ("icmpv6", ip_proto::ICMPV6),
-];
-
 /// `None` for an empty field.
 fn optional(text: &str) -> Option<&str> {
     (!text.is_empty()).then_some(text)
@@ -83,12 +76,11 @@ impl Form {
                 .transpose()?,
             protocol: optional(&self.proto)
                 .map(|proto| {
-                    PROTOCOLS
-                        .iter()
-                        .find(|(name, _)| name.eq_ignore_ascii_case(proto))
-                        .map(|(_, number)| *number)
-                        .or_else(|| proto.parse().ok())
-                        .ok_or_else(|| format!("protocol: {proto:?} is no IP protocol"))
+                    proto
+                        .to_ascii_lowercase()
+                        .parse::<Protocol>()
+                        .map(|protocol| protocol.0)
+                        .map_err(|_| format!("protocol: {proto:?} is no IP protocol"))
                 })
                 .transpose()?,
             state: optional(&self.state)
@@ -129,7 +121,12 @@ impl Form {
             )
             .collect();
         let protocols: Vec<(&str, &str)> = std::iter::once(("", "any"))
-            .chain(PROTOCOLS.iter().map(|(name, _)| (*name, *name)))
+            .chain(
+                Protocol::NAMED
+                    .iter()
+                    .filter_map(|protocol| protocol.name())
+                    .map(|name| (name, name)),
+            )
             .collect();
         let iface_options: Vec<(&str, &str)> = std::iter::once(("", "any"))
             .chain(ifaces.iter().map(|iface| (iface.as_str(), iface.as_str())))
@@ -280,7 +277,7 @@ pub async fn one(State(ctx): State<Ctx>, Path(flow_ref): Path<String>) -> Respon
     let sessions = sessions::of_peers(&ctx, &peers, &mut notices).await;
     let name = format!(
         "{} {}:{} ↔ {}:{}",
-        protocol_name(key.protocol),
+        Protocol(key.protocol),
         lo,
         key.port_lo,
         hi,
@@ -333,13 +330,6 @@ pub async fn of_peer(
             None
         }
     }
-}
-
-fn protocol_name(protocol: u8) -> String {
-    PROTOCOLS
-        .iter()
-        .find(|(_, number)| *number == protocol)
-        .map_or_else(|| protocol.to_string(), |(name, _)| (*name).to_owned())
 }
 
 /// Both directions of a live flow, side by side.
