@@ -14,7 +14,32 @@ pub fn thread_cpu() -> f64 {
 /// CPU time the live threads of this process named `name` have used, seconds (the
 /// scheduler's count, to the nanosecond).
 pub fn threads_cpu(name: &str) -> f64 {
-    let mut ns = 0u64;
+    let ns: u64 = threads_read(name, "schedstat", |schedstat| {
+        let on_cpu = schedstat
+            .split_whitespace()
+            .next()
+            .expect("a schedstat line");
+        on_cpu.parse::<u64>().expect("nanoseconds on the CPU")
+    });
+    ns as f64 / 1e9
+}
+
+/// The part of [`threads_cpu`] spent in the kernel, seconds (in clock ticks: to 10 ms).
+pub fn threads_system_cpu(name: &str) -> f64 {
+    let ticks: u64 = threads_read(name, "stat", |stat| {
+        // After the command's closing parenthesis: state is field 3, stime field 15.
+        let fields = stat.rsplit_once(") ").expect("a stat line").1;
+        let stime = fields.split_whitespace().nth(12).expect("stime");
+        stime.parse::<u64>().expect("clock ticks")
+    });
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks as f64 / per_second as f64
+}
+
+/// The sum of `value` of the `file` in /proc of each live thread of this process named `name`.
+fn threads_read(name: &str, file: &str, value: impl Fn(&str) -> u64) -> u64 {
+    let mut sum = 0;
     for task in std::fs::read_dir("/proc/self/task").expect("list this process's threads") {
         let path = task.expect("a thread").path();
         let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
@@ -22,13 +47,9 @@ pub fn threads_cpu(name: &str) -> f64 {
             continue;
         }
         // A thread may end between the listing and this read.
-        if let Ok(schedstat) = std::fs::read_to_string(path.join("schedstat")) {
-            let on_cpu = schedstat
-                .split_whitespace()
-                .next()
-                .expect("a schedstat line");
-            ns += on_cpu.parse::<u64>().expect("nanoseconds on the CPU");
+        if let Ok(text) = std::fs::read_to_string(path.join(file)) {
+            sum += value(&text);
         }
     }
-    ns as f64 / 1e9
+    sum
 }

@@ -12,6 +12,8 @@ use super::template::{TEMPLATE_SET_ID, Templates};
 pub const VERSION: u16 = 10;
 pub const HEADER_LEN: usize = 16;
 pub const SET_HEADER_LEN: usize = 4;
+/// What precedes the records of a data message: its header and its one set header.
+pub const DATA_HEAD_LEN: usize = HEADER_LEN + SET_HEADER_LEN;
 
 /// Encoded records of one template, back to back: what the sink hands to every collector.
 #[derive(Debug)]
@@ -100,16 +102,24 @@ impl Framer {
         out.extend_from_slice(&templates.set);
     }
 
-    /// Appends a message of the first records of `records` (whole records of `template_id`,
-    /// `record_len` each) that fit; returns how many it holds.
+    /// Appends a message of the first records of `records` (whole records of `chunk`'s
+    /// template) that fit; returns how many it holds.
     pub fn data(&mut self, chunk: &Chunk, records: &[u8], out: &mut Vec<u8>) -> usize {
-        let per_message = (self.max_len - HEADER_LEN - SET_HEADER_LEN) / chunk.record_len;
+        let count = self.data_head(chunk, records, out);
+        out.extend_from_slice(&records[..count * chunk.record_len]);
+        count
+    }
+
+    /// Appends the message header and set header of a message of the first records of
+    /// `records` that fit, [`DATA_HEAD_LEN`] bytes, for a sender that sends the records from
+    /// where they are; returns how many the message holds.
+    pub fn data_head(&mut self, chunk: &Chunk, records: &[u8], out: &mut Vec<u8>) -> usize {
+        let per_message = (self.max_len - DATA_HEAD_LEN) / chunk.record_len;
         let count = (records.len() / chunk.record_len).min(per_message);
         let set_len = SET_HEADER_LEN + count * chunk.record_len;
         self.header(out, HEADER_LEN + set_len);
         out.extend_from_slice(&chunk.template_id.to_be_bytes());
         out.extend_from_slice(&(set_len as u16).to_be_bytes());
-        out.extend_from_slice(&records[..count * chunk.record_len]);
         self.skip(count);
         count
     }

@@ -4,7 +4,9 @@
 //! A burst of records leaves in few system calls: full messages of a template are all the same
 //! size (records are fixed-size), so up to 64 of them go in one send with UDP segmentation
 //! offload (UDP_SEGMENT), which the kernel or the NIC cuts into one datagram each. Without it,
-//! each message is sent alone.
+//! each message is sent alone. The records are not copied into messages: a send is a scatter
+//! list of each message's headers and its records where the chunk holds them, which the kernel
+//! reads once.
 //!
 //! Loss: UDP says nothing of delivery, but a collector port that is closed or a host that is
 //! unreachable answers with ICMP errors. The socket asks for them (IP_RECVERR), each quoting the
@@ -30,7 +32,7 @@ use anyhow::{Context as _, Result};
 
 use super::{
     config::CollectorUrl,
-    message::{self, Chunk, Framer, HEADER_LEN, Quoted, SET_HEADER_LEN},
+    message::{self, Chunk, DATA_HEAD_LEN, Framer, Quoted},
     queue::{ChunkQueue, Next},
     set_option,
     template::{Template, Templates},
@@ -54,8 +56,8 @@ const RECENT_SENDS: usize = 4096;
 
 /// Records of `template` in one send of full messages of `message_size` bytes.
 pub fn records_per_send(template: &Template, message_size: usize) -> usize {
-    let per_message = (message_size - HEADER_LEN - SET_HEADER_LEN) / template.record_len;
-    let message_len = HEADER_LEN + SET_HEADER_LEN + per_message * template.record_len;
+    let per_message = (message_size - DATA_HEAD_LEN) / template.record_len;
+    let message_len = DATA_HEAD_LEN + per_message * template.record_len;
     per_message * MAX_SEGMENTS.min(MAX_SEND_BYTES / message_len)
 }
 
@@ -90,9 +92,11 @@ pub struct UdpExporter {
     refresh: Duration,
     templates_sent: Option<Instant>,
     reach: Reach,
-    /// Messages of one send, and the records of each.
-    out: Vec<u8>,
+    /// The headers of one send's messages, and the records of each.
+    heads: Vec<u8>,
     segments: Vec<usize>,
+    /// The template message, framed anew for each send.
+    template_message: Vec<u8>,
     /// The latest sends, oldest first.
     recent: VecDeque<Send>,
 }
@@ -127,8 +131,9 @@ impl UdpExporter {
             refresh,
             templates_sent: None,
             reach: Reach::Up,
-            out: Vec::with_capacity(MAX_SEND_BYTES),
+            heads: Vec::with_capacity(MAX_SEGMENTS * DATA_HEAD_LEN),
             segments: Vec::with_capacity(MAX_SEGMENTS),
+            template_message: Vec::new(),
             recent: VecDeque::with_capacity(RECENT_SENDS),
         })
     }
@@ -156,50 +161,71 @@ impl UdpExporter {
         if self.templates_due() {
             self.send_templates();
         }
-        let mut rest = &chunk.records[..];
-        while !rest.is_empty() {
+        let records = &chunk.records[..];
+        let mut offset = 0;
+        while offset < records.len() {
             if let Reach::Unreachable { .. } = self.reach {
-                self.drop_unsent(rest.len() / chunk.record_len);
+                self.drop_unsent((records.len() - offset) / chunk.record_len);
                 return;
             }
-            self.out.clear();
+            self.heads.clear();
             self.segments.clear();
-            let first = self.framer.sequence();
+            let (first, start) = (self.framer.sequence(), offset);
             let mut segment_len = 0;
             loop {
-                let before = self.out.len();
-                let records = self.framer.data(chunk, rest, &mut self.out);
-                rest = &rest[records * chunk.record_len..];
-                self.segments.push(records);
-                let len = self.out.len() - before;
+                let count = self
+                    .framer
+                    .data_head(chunk, &records[offset..], &mut self.heads);
+                offset += count * chunk.record_len;
+                self.segments.push(count);
+                let len = DATA_HEAD_LEN + count * chunk.record_len;
                 if self.segments.len() == 1 {
                     segment_len = len;
                 }
                 // Only the last segment of a send may be shorter.
-                if rest.is_empty()
+                if offset == records.len()
                     || len < segment_len
                     || self.segments.len() == MAX_SEGMENTS
-                    || self.out.len() + segment_len > MAX_SEND_BYTES
+                    || self.heads.len() + offset - start + segment_len > MAX_SEND_BYTES
                 {
                     break;
                 }
             }
-            self.send_out(segment_len, first);
+            self.send_out(
+                &records[start..offset],
+                chunk.record_len,
+                segment_len,
+                first,
+            );
         }
     }
 
-    /// Sends what `out` holds: messages of `segment_len` bytes, the last one maybe shorter, the
-    /// records numbered from `first` on.
-    fn send_out(&mut self, segment_len: usize, first: u32) {
-        let records: usize = self.segments.iter().sum();
+    /// Sends the messages whose headers `heads` holds, of `records` (`record_len` bytes each;
+    /// `segments` says how many in each message): messages of `segment_len` bytes, the last
+    /// one maybe shorter, the records numbered from `first` on.
+    fn send_out(&mut self, records: &[u8], record_len: usize, segment_len: usize, first: u32) {
+        // Each message's headers, then its records.
+        let mut iov = [EMPTY_IOVEC; 2 * MAX_SEGMENTS];
+        let mut rest = records;
+        let heads = self.heads.chunks(DATA_HEAD_LEN);
+        for (index, (head, &count)) in heads.zip(&self.segments).enumerate() {
+            let (message_records, after) = rest.split_at(count * record_len);
+            iov[2 * index] = iovec(head);
+            iov[2 * index + 1] = iovec(message_records);
+            rest = after;
+        }
+        let iov = &iov[..2 * self.segments.len()];
+        let count: usize = self.segments.iter().sum();
         if self.segments.len() > 1 && self.gso {
-            match patiently(|| send_segmented(&self.socket, &self.out, segment_len)) {
+            let bytes = self.heads.len() + records.len();
+            // SAFETY: `iov` points into `self.heads` and `records`, untouched until it is sent.
+            match patiently(|| unsafe { send_iov(&self.socket, iov, Some(segment_len)) }) {
                 Ok(()) => {
-                    self.remember(first, records);
-                    return self.sent(self.segments.len(), self.out.len(), records);
+                    self.remember(first, count);
+                    return self.sent(self.segments.len(), bytes, count);
                 }
                 Err(err) if !refused_segmentation(&err) => {
-                    return self.failed(&err, records);
+                    return self.failed(&err, count);
                 }
                 Err(err) => {
                     tracing::info!(
@@ -210,21 +236,20 @@ impl UdpExporter {
                 }
             }
         }
-        let (mut offset, mut first) = (0, first);
-        for index in 0..self.segments.len() {
-            let end = (offset + segment_len).min(self.out.len());
+        let mut first = first;
+        for (index, message) in iov.chunks(2).enumerate() {
             let records = self.segments[index];
-            match patiently(|| self.socket.send(&self.out[offset..end])) {
-                Ok(_) => {
+            // SAFETY: as above.
+            match patiently(|| unsafe { send_iov(&self.socket, message, None) }) {
+                Ok(()) => {
                     self.remember(first, records);
-                    self.sent(1, end - offset, records);
+                    self.sent(1, message[0].iov_len + message[1].iov_len, records);
                 }
                 Err(err) => {
                     let unsent: usize = self.segments[index..].iter().sum();
                     return self.failed(&err, unsent);
                 }
             }
-            offset = end;
             first = first.wrapping_add(records as u32);
         }
     }
@@ -301,12 +326,13 @@ impl UdpExporter {
 
     /// Sends the template message; true when the kernel took it.
     fn send_templates(&mut self) -> bool {
-        self.out.clear();
-        self.framer.templates(&self.templates, &mut self.out);
-        match patiently(|| self.socket.send(&self.out)) {
+        self.template_message.clear();
+        self.framer
+            .templates(&self.templates, &mut self.template_message);
+        match patiently(|| self.socket.send(&self.template_message)) {
             Ok(_) => {
                 self.templates_sent = Some(Instant::now());
-                self.sent(1, self.out.len(), 0);
+                self.sent(1, self.template_message.len(), 0);
                 true
             }
             Err(err) => {
@@ -417,34 +443,53 @@ fn refused_segmentation(err: &io::Error) -> bool {
     )
 }
 
-/// One send of `buf`, which the kernel cuts into datagrams of `segment_len` bytes.
-fn send_segmented(socket: &UdpSocket, buf: &[u8], segment_len: usize) -> io::Result<()> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
+const EMPTY_IOVEC: libc::iovec = libc::iovec {
+    iov_base: std::ptr::null_mut(),
+    iov_len: 0,
+};
+
+fn iovec(bytes: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    }
+}
+
+/// One send of the bytes `iov` lists, back to back; with `segment_len`, the kernel cuts them
+/// into datagrams of that many bytes.
+///
+/// # Safety
+///
+/// Every iovec of `iov` points at `iov_len` readable bytes.
+unsafe fn send_iov(
+    socket: &UdpSocket,
+    iov: &[libc::iovec],
+    segment_len: Option<usize>,
+) -> io::Result<()> {
     // SAFETY: CMSG_SPACE only computes a size.
     const SPACE: usize = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
     let mut control = [0u64; SPACE.div_ceil(8)];
     // SAFETY: msghdr is plain data; zero is a valid empty header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = SPACE as _;
-    // SAFETY: the control buffer holds one cmsg of a u16 (CMSG_SPACE above), aligned for
-    // cmsghdr; CMSG_FIRSTHDR and CMSG_DATA point inside it.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_UDP;
-        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-        libc::CMSG_DATA(cmsg)
-            .cast::<u16>()
-            .write_unaligned(segment_len as u16);
+    msg.msg_iov = iov.as_ptr().cast_mut();
+    msg.msg_iovlen = iov.len() as _;
+    if let Some(segment_len) = segment_len {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = SPACE as _;
+        // SAFETY: the control buffer holds one cmsg of a u16 (CMSG_SPACE above), aligned for
+        // cmsghdr; CMSG_FIRSTHDR and CMSG_DATA point inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+            libc::CMSG_DATA(cmsg)
+                .cast::<u16>()
+                .write_unaligned(segment_len as u16);
+        }
     }
-    // SAFETY: msg points at the iovec and control buffer above, alive for the call; buf is
-    // only read.
+    // SAFETY: msg points at `iov` (readable, by the caller's word) and the control buffer
+    // above, alive for the call; sendmsg only reads them.
     let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, 0) };
     if sent < 0 {
         Err(io::Error::last_os_error())
@@ -462,7 +507,7 @@ struct QueuedError {
 /// The next error queued on `socket`, without waiting.
 fn next_error(socket: &UdpSocket) -> Option<QueuedError> {
     // The message header and a data set header are all that is read of the quote.
-    let mut quoted = [0u8; HEADER_LEN + SET_HEADER_LEN];
+    let mut quoted = [0u8; DATA_HEAD_LEN];
     let mut iov = libc::iovec {
         iov_base: quoted.as_mut_ptr().cast(),
         iov_len: quoted.len(),
@@ -509,4 +554,76 @@ fn next_error(socket: &UdpSocket) -> Option<QueuedError> {
         error: io::Error::from_raw_os_error(errno),
         quoted: quoted[..(len as usize).min(quoted.len())].to_vec(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// The datagrams a collector on loopback gets when an exporter sends `chunk`, with
+    /// segmentation offload or one send a message; the export times zeroed.
+    fn datagrams(gso: bool, chunk: &Chunk, templates: Arc<Templates>) -> Vec<Vec<u8>> {
+        let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+        collector
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let url = format!("udp://{}", collector.local_addr().unwrap());
+        let metrics = Metrics::new().ipfix.collector(&url);
+        let queue = Arc::new(ChunkQueue::new(1 << 20));
+        let mut exporter = UdpExporter::new(
+            &url.parse().unwrap(),
+            templates,
+            7,
+            1400,
+            Duration::from_secs(60),
+            queue,
+            metrics.clone(),
+        )
+        .unwrap();
+        exporter.gso = gso;
+        exporter.export(chunk);
+        let mut received = Vec::new();
+        let mut buf = [0u8; 2048];
+        for _ in 0..metrics.messages_sent.get() {
+            let len = collector.recv(&mut buf).expect("every message sent");
+            buf[4..8].fill(0);
+            received.push(buf[..len].to_vec());
+        }
+        assert_eq!(metrics.records_sent.get() as usize, chunk.count());
+        received
+    }
+
+    #[test]
+    fn messages_leave_as_framed_with_segmentation_offload_or_one_send_each() {
+        let templates = Arc::new(Templates::new(4, 32473));
+        let template = &templates.v4;
+        // A full send, then a shorter one ending in a short message (within what the
+        // collector's socket buffer holds).
+        let count = records_per_send(template, 1400) + 10;
+        let chunk = Chunk {
+            template_id: template.id,
+            record_len: template.record_len,
+            records: (0..count * template.record_len)
+                .map(|i| (i / 7) as u8)
+                .collect(),
+            pool: None,
+        };
+        // What the framer makes of the chunk, message by message, after the templates.
+        let mut framer = Framer::new(7, 1400);
+        let mut expected = vec![Vec::new()];
+        framer.templates(&templates, &mut expected[0]);
+        let mut rest = &chunk.records[..];
+        while !rest.is_empty() {
+            let mut message = Vec::new();
+            let records = framer.data(&chunk, rest, &mut message);
+            rest = &rest[records * chunk.record_len..];
+            expected.push(message);
+        }
+        for message in &mut expected {
+            message[4..8].fill(0);
+        }
+        assert_eq!(datagrams(true, &chunk, templates.clone()), expected);
+        assert_eq!(datagrams(false, &chunk, templates), expected);
+    }
 }
