@@ -227,9 +227,9 @@ pub struct Settings {
           default_value = shown(ipfix::config::DEFAULT_TEMPLATE_REFRESH.as_secs_f64()))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ipfix_template_refresh: Option<f64>,
-    /// Largest IPFIX message over UDP, bytes: keep it under the path MTU.
-    #[arg(long, value_name = "BYTES", global = true,
-          default_value = shown(ipfix::config::DEFAULT_UDP_MESSAGE_SIZE))]
+    /// Largest IPFIX message over UDP, bytes [default: what a datagram carries on the route to
+    /// each collector, its MTU less the IP and UDP headers]. Lower it behind a tunnel.
+    #[arg(long, value_name = "BYTES", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ipfix_message_size: Option<usize>,
     /// Private enterprise number of flowmon's own IPFIX elements (docs/ipfix.md).
@@ -516,9 +516,7 @@ impl Settings {
                     self.ipfix_template_refresh,
                     ipfix::config::DEFAULT_TEMPLATE_REFRESH,
                 )?,
-                udp_message_size: self
-                    .ipfix_message_size
-                    .unwrap_or(ipfix::config::DEFAULT_UDP_MESSAGE_SIZE),
+                udp_message_size: self.ipfix_message_size,
                 enterprise_number: at_least_one(
                     "ipfix-enterprise-number",
                     self.ipfix_enterprise_number
@@ -830,7 +828,11 @@ mod tests {
     #[test]
     fn ipfix_collectors_take_the_defaults_the_help_shows() {
         let help = Cli::command().render_long_help().to_string();
-        for shown in ["port 4739 when none", "[default: 1400]", "[default: 32473]"] {
+        for shown in [
+            "port 4739 when none",
+            "[default: what a datagram carries on the route",
+            "[default: 32473]",
+        ] {
             assert!(help.contains(shown), "{shown} missing from:\n{help}");
         }
         let cli = parse(&[
@@ -851,7 +853,7 @@ mod tests {
         assert_eq!(urls, ["udp://127.0.0.1:4739", "tcp://[::1]:2055"]);
         assert_eq!(ipfix.observation_domain, 7);
         assert_eq!(ipfix.template_refresh, Duration::from_secs(60));
-        assert_eq!(ipfix.udp_message_size, 1400);
+        assert_eq!(ipfix.udp_message_size, None);
         assert_eq!(ipfix.sensor_id, "s1");
 
         // In the file, a list.

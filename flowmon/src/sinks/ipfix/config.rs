@@ -6,10 +6,7 @@ use std::{fmt, str::FromStr, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{
-    message::{HEADER_LEN, SET_HEADER_LEN},
-    template::Templates,
-};
+use super::template::Templates;
 
 /// The IANA port of IPFIX over UDP and TCP (RFC 7011, section 10).
 pub const DEFAULT_PORT: u16 = 4739;
@@ -18,9 +15,6 @@ pub const DEFAULT_OBSERVATION_DOMAIN: u32 = 1;
 /// Seconds between two sends of the templates over UDP (`--ipfix-template-refresh`), as RFC
 /// 7011 suggests for UDP.
 pub const DEFAULT_TEMPLATE_REFRESH: Duration = Duration::from_secs(60);
-/// Largest message over UDP, bytes (`--ipfix-message-size`): under a 1,500-byte path MTU with
-/// room for IPv6, UDP and a tunnel's headers.
-pub const DEFAULT_UDP_MESSAGE_SIZE: usize = 1400;
 /// The enterprise number of flowmon's own information elements
 /// (`--ipfix-enterprise-number`): RFC 5612's number for documentation, which IANA never
 /// assigns, so it cannot collide with a vendor's elements. flowmon has no registered number;
@@ -59,7 +53,10 @@ pub struct IpfixConfig {
     pub collectors: Vec<CollectorUrl>,
     pub observation_domain: u32,
     pub template_refresh: Duration,
-    pub udp_message_size: usize,
+    /// Largest message over UDP, bytes (`--ipfix-message-size`); `None`: what one datagram
+    /// carries on the route to each collector, its MTU less the IP and UDP headers (RFC 7011,
+    /// section 10.3.3), so that a collector on this host takes messages of 64 KiB.
+    pub udp_message_size: Option<usize>,
     pub enterprise_number: u32,
     pub queue_bytes: usize,
     pub shutdown_grace: Duration,
@@ -74,7 +71,7 @@ impl IpfixConfig {
             collectors,
             observation_domain: DEFAULT_OBSERVATION_DOMAIN,
             template_refresh: DEFAULT_TEMPLATE_REFRESH,
-            udp_message_size: DEFAULT_UDP_MESSAGE_SIZE,
+            udp_message_size: None,
             enterprise_number: DEFAULT_ENTERPRISE_NUMBER,
             queue_bytes: DEFAULT_QUEUE_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -89,12 +86,11 @@ impl IpfixConfig {
         if len > MAX_SENSOR_ID_LEN {
             return Err(IpfixConfigError::SensorIdTooLong { len });
         }
-        let templates = self.templates();
-        let needed = (HEADER_LEN + templates.set.len())
-            .max(HEADER_LEN + SET_HEADER_LEN + templates.v6.record_len);
-        let size = self.udp_message_size;
-        if !(needed..=MAX_MESSAGE_SIZE).contains(&size) {
-            return Err(IpfixConfigError::MessageSize { size, needed });
+        if let Some(size) = self.udp_message_size {
+            let needed = self.templates().smallest_message();
+            if !(needed..=MAX_MESSAGE_SIZE).contains(&size) {
+                return Err(IpfixConfigError::MessageSize { size, needed });
+            }
         }
         if self.queue_bytes < MAX_MESSAGE_SIZE {
             return Err(IpfixConfigError::QueueBytes {
@@ -256,11 +252,11 @@ mod tests {
         // The template set: 4 + 2 * (4 + 18 * 4 + 12 * 8) bytes, and the message header.
         let needed = 16 + 4 + 2 * (4 + 18 * 4 + 12 * 8);
         assert_eq!(
-            check(|c| c.udp_message_size = 363),
+            check(|c| c.udp_message_size = Some(363)),
             IpfixConfigError::MessageSize { size: 363, needed }
         );
         assert!(matches!(
-            check(|c| c.udp_message_size = 65536),
+            check(|c| c.udp_message_size = Some(65536)),
             IpfixConfigError::MessageSize { .. }
         ));
         assert_eq!(

@@ -113,8 +113,11 @@ impl IpfixSink {
                 metrics: series,
             });
         }
+        // Chunks of one send's worth at the largest messages a collector may take: the framer
+        // of each splits them into messages of its own size.
+        let send_size = config.udp_message_size.unwrap_or(udp::MAX_SEND_BYTES);
         let chunk_records = [Family::V4, Family::V6]
-            .map(|family| udp::records_per_send(templates.get(family), config.udp_message_size));
+            .map(|family| udp::records_per_send(templates.get(family), send_size));
         let encoder = Encoder::new(templates, &config.sensor_id, interfaces);
         let pending = [Family::V4, Family::V6]
             .map(|family| Vec::with_capacity(chunk_bytes(&encoder, chunk_records, family)));

@@ -13,6 +13,7 @@
 //! tcpControlBits takes one octet (RFC 7011's reduced-size encoding; flowmon records the eight
 //! classic flags), as collectors that read only one octet of it expect.
 
+use super::message::{HEADER_LEN, SET_HEADER_LEN};
 use crate::flow::record::COMMUNITY_ID_TEXT_LEN;
 
 /// The enterprise number of RFC 5103's reverse information elements.
@@ -261,6 +262,11 @@ impl Templates {
     /// The template of a data set id.
     pub fn by_id(&self, id: u16) -> Option<&Template> {
         [&self.v4, &self.v6].into_iter().find(|t| t.id == id)
+    }
+
+    /// The smallest message that holds the templates, and a record of either.
+    pub fn smallest_message(&self) -> usize {
+        (HEADER_LEN + self.set.len()).max(HEADER_LEN + SET_HEADER_LEN + self.v6.record_len)
     }
 }
 

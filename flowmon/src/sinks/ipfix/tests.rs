@@ -265,10 +265,7 @@ fn receive_udp(socket: &UdpSocket, collected: &mut Collected, records: usize) {
     let mut buf = [0u8; 65536];
     while collected.records.len() < records {
         let len = socket.recv(&mut buf).expect("a message before the timeout");
-        assert!(
-            len <= config::DEFAULT_UDP_MESSAGE_SIZE,
-            "message of {len} bytes"
-        );
+        assert!(len <= super::udp::MAX_SEND_BYTES, "message of {len} bytes");
         collected.take(&buf[..len]);
     }
 }
@@ -300,10 +297,27 @@ fn receive_tcp(stream: &mut std::net::TcpStream, collected: &mut Collected, reco
 }
 
 #[test]
+fn by_default_messages_fill_what_a_datagram_carries_on_the_route() {
+    let collector = udp_collector("127.0.0.1:0");
+    let url = format!("udp://{}", collector.local_addr().unwrap());
+    let (mut sink, _) = sink(&url, |_| {});
+    sink.write(&records(0..1000, false));
+    let mut collected = Collected::default();
+    receive_udp(&collector, &mut collected, 1000);
+    // Loopback carries 65,507 bytes in a datagram: 369 IPv4 records of 177 bytes a message,
+    // after the header (16) and the set's (4).
+    let data: Vec<_> = collected.messages.iter().flatten().collect();
+    assert_eq!(data, [&(256, 369), &(256, 369), &(256, 262)]);
+}
+
+#[test]
 fn udp_sends_the_templates_first_and_every_record_as_it_was() {
     let collector = udp_collector("127.0.0.1:0");
     let url = format!("udp://{}", collector.local_addr().unwrap());
-    let (mut sink, series) = sink(&url, |c| c.template_refresh = Duration::from_millis(300));
+    let (mut sink, series) = sink(&url, |c| {
+        c.template_refresh = Duration::from_millis(300);
+        c.udp_message_size = Some(1400);
+    });
     let mut sent = records(0..1000, false);
     sent.extend(records(1000..1300, true));
     sink.write(&sent);
@@ -500,6 +514,7 @@ fn a_full_queue_refuses_records_and_a_shutdown_drops_what_no_collector_took() {
     let (mut sink, series) = sink(&url, |c| {
         c.queue_bytes = 120_000;
         c.shutdown_grace = Duration::from_millis(200);
+        c.udp_message_size = Some(1400);
     });
     sink.write(&records(0..1000, false));
     // Chunks of one send's worth, 52 messages of 7 records of 177 bytes: 364 records (64,428

@@ -1,5 +1,8 @@
 //! Export to a collector over UDP (RFC 7011, section 10.3): the templates first and again every
-//! `--ipfix-template-refresh`, each message within `--ipfix-message-size`.
+//! `--ipfix-template-refresh`, each message within `--ipfix-message-size`, by default within
+//! what one datagram carries on the route to the collector (its MTU less the IP and UDP
+//! headers: 1,472 bytes over Ethernet, 64 KiB to a collector on this host, which then takes
+//! some 50 times fewer datagrams).
 //!
 //! A burst of records leaves in few system calls: full messages of a template are all the same
 //! size (records are fixed-size), so up to 64 of them go in one send with UDP segmentation
@@ -42,7 +45,7 @@ use crate::metrics::CollectorMetrics;
 /// Most messages in one send (the kernel's UDP_MAX_SEGMENTS is 64 or more).
 const MAX_SEGMENTS: usize = 64;
 /// Largest payload of one send: a UDP datagram's.
-const MAX_SEND_BYTES: usize = 65507;
+pub const MAX_SEND_BYTES: usize = 65507;
 /// How often the exporter looks for ICMP errors and due templates when no records come.
 const TICK: Duration = Duration::from_millis(100);
 /// Between two probes of an unreachable collector.
@@ -107,7 +110,7 @@ impl UdpExporter {
         url: &CollectorUrl,
         templates: Arc<Templates>,
         domain: u32,
-        message_size: usize,
+        message_size: Option<usize>,
         refresh: Duration,
         queue: Arc<ChunkQueue>,
         metrics: CollectorMetrics,
@@ -119,6 +122,20 @@ impl UdpExporter {
             .next()
             .with_context(|| format!("IPFIX collector {url}: no address"))?;
         let socket = connected_socket(addr).with_context(|| format!("IPFIX collector {url}"))?;
+        let message_size = match message_size {
+            Some(size) => size,
+            None => {
+                let size = route_payload(&socket, addr)
+                    .with_context(|| format!("IPFIX collector {url}: the route's MTU"))?
+                    .clamp(templates.smallest_message(), MAX_SEND_BYTES);
+                tracing::info!(
+                    collector = %url,
+                    message_size = size,
+                    "IPFIX messages up to what a datagram carries on the route"
+                );
+                size
+            }
+        };
         metrics.up.set(1);
         Ok(Self {
             label: url.to_string(),
@@ -407,6 +424,32 @@ fn connected_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket)
 }
 
+/// What one datagram to `addr` carries on the route `socket` is connected by: its MTU less the
+/// IP and UDP headers.
+fn route_payload(socket: &UdpSocket, addr: SocketAddr) -> io::Result<usize> {
+    const UDP_HEADER: usize = 8;
+    let (level, option, ip_header) = match addr {
+        SocketAddr::V4(_) => (libc::SOL_IP, libc::IP_MTU, 20),
+        SocketAddr::V6(_) => (libc::SOL_IPV6, libc::IPV6_MTU, 40),
+    };
+    let mut mtu: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes, the size of `mtu`, and sets `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            level,
+            option,
+            (&raw mut mtu).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((mtu as usize).saturating_sub(ip_header + UDP_HEADER))
+}
+
 /// Runs `send` again while the host's own queues are full (ENOBUFS, which IP_RECVERR reports
 /// instead of dropping silently): a burst waits for them to drain, up to [`CONGESTION_WAIT`].
 fn patiently<T>(mut send: impl FnMut() -> io::Result<T>) -> io::Result<T> {
@@ -575,7 +618,7 @@ mod tests {
             &url.parse().unwrap(),
             templates,
             7,
-            1400,
+            Some(1400),
             Duration::from_secs(60),
             queue,
             metrics.clone(),
@@ -592,6 +635,24 @@ mod tests {
         }
         assert_eq!(metrics.records_sent.get() as usize, chunk.count());
         received
+    }
+
+    #[test]
+    fn a_datagram_carries_the_routes_mtu_less_the_headers() {
+        let mtu: usize = std::fs::read_to_string("/sys/class/net/lo/mtu")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // An IPv4 packet holds at most 65,535 bytes, headers included.
+        for (addr, expected) in [
+            ("127.0.0.1:4739", mtu.min(65535) - 28),
+            ("[::1]:4739", mtu - 48),
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let socket = connected_socket(addr).unwrap();
+            assert_eq!(route_payload(&socket, addr).unwrap(), expected);
+        }
     }
 
     #[test]
