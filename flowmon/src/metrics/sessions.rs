@@ -184,9 +184,9 @@ impl SnareMetrics {
     }
 
     /// Counts an event request from its head until the returned guard is dropped.
-    pub fn event_in_flight(&self) -> InFlight {
+    pub fn event_in_flight(&self) -> InFlight<'_> {
         self.events_in_flight.inc();
-        InFlight(self.events_in_flight.clone())
+        InFlight(&self.events_in_flight)
     }
 
     pub fn events_in_flight_count(&self) -> u64 {
@@ -227,9 +227,9 @@ impl SnareMetrics {
 }
 
 /// An event request counted in flight until dropped (also when its client goes away).
-pub struct InFlight(Gauge);
+pub struct InFlight<'a>(&'a Gauge);
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.dec();
     }
