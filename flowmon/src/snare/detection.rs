@@ -229,14 +229,9 @@ impl Detector {
     /// The detection for one event: POST fields for a POST, else the path, its query values
     /// and the cookies.
     pub fn detect(&self, event: &Event) -> Detection {
-        let fields = |fields: &super::event::Fields| -> Vec<(String, String)> {
-            fields
-                .iter()
-                .filter_map(|(name, value)| Some((name.clone(), value.clone()?)))
-                .collect()
-        };
+        let query;
         let (baseline, scanned) = if event.method.as_deref() == Some("POST") {
-            let posted = event.post_data.as_ref().map(fields).unwrap_or_default();
+            let posted = event.post_data.as_ref().map(present).unwrap_or_default();
             let found = self.scan(&self.scanners, &posted, |_| true);
             (
                 found.unwrap_or(Detection::none(AttackType::Unknown)),
@@ -251,13 +246,17 @@ impl Detector {
             } else {
                 AttackType::Unknown
             });
-            let query = query_params(path);
+            query = query_params(path);
+            let query: Vec<(&str, &str)> = query
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str()))
+                .collect();
             if let Some(found) = self.scan(&self.scanners, &query, |_| true)
                 && found.attack.order() > best.attack.order()
             {
                 best = found;
             }
-            let cookies = fields(&event.cookies);
+            let cookies = present(&event.cookies);
             if let Some(found) =
                 self.scan(&self.scanners, &cookies, |a| COOKIE_SCANNERS.contains(&a))
                 && found.attack.order() > best.attack.order()
@@ -278,7 +277,7 @@ impl Detector {
     fn scan(
         &self,
         scanners: &[Scanner],
-        params: &[(String, String)],
+        params: &[(&str, &str)],
         wanted: impl Fn(AttackType) -> bool,
     ) -> Option<Detection> {
         let mut best: Option<(&Scanner, usize)> = None;
@@ -296,13 +295,13 @@ impl Detector {
             }
         }
         let (scanner, at) = best?;
-        let triggered = |(name, value): &(String, String)| Param {
-            name: name.clone(),
+        let triggered = |&(name, value): &(&str, &str)| Param {
+            name: name.to_owned(),
             value: match scanner.check {
                 Check::DecodedPattern(_) => {
                     percent_decode_str(value).decode_utf8_lossy().into_owned()
                 }
-                _ => value.clone(),
+                _ => value.to_owned(),
             },
         };
         let params = if scanner.attack == AttackType::Xss {
@@ -343,6 +342,14 @@ fn is_sqli(value: &str) -> bool {
 /// The query parameters Tanner scans, in query order: it percent-decodes the whole path,
 /// protects `&&` and `;` from splitting, and lets yarl cut off a fragment and the query and
 /// form-decode each `&`-separated name and value (so `%2527` reaches the scanners as `'`).
+/// The fields that have a value, as (name, value).
+fn present(fields: &super::event::Fields) -> Vec<(&str, &str)> {
+    fields
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str(), value.as_deref()?)))
+        .collect()
+}
+
 fn query_params(path: &str) -> Vec<(String, String)> {
     let decoded = percent_decode_str(path).decode_utf8_lossy();
     let protected: Cow<str> = if decoded.contains([';', '&']) {
