@@ -20,7 +20,7 @@ use std::{
 };
 
 use anyhow::Result;
-use flowmon_common::{FlowBlock, FlowEvent, FlowKey};
+use flowmon_common::{DatapathCounters, FlowBlock, FlowEvent, FlowKey};
 use rustc_hash::FxHashMap;
 use tokio_util::sync::CancellationToken;
 
@@ -364,7 +364,7 @@ impl FlowMonitor {
             .flows
             .flows_evicted
             .inc_by(verdicts.evicted_count as u64);
-        self.account(stats.live)?;
+        self.account(stats.live, &counters);
         let duration = started.elapsed();
         self.metrics
             .flows
@@ -523,10 +523,9 @@ impl FlowMonitor {
     }
 
     /// Reports the kernel's counters and how full the map is.
-    fn account(&mut self, live: usize) -> Result<()> {
-        let counters = self.datapath.counters()?;
+    fn account(&mut self, live: usize, counters: &DatapathCounters) {
         let metrics = &self.metrics.flows;
-        metrics.observe_kernel(&counters);
+        metrics.observe_kernel(counters);
         metrics.flows_live.set(live as i64);
         let utilisation = live as f64 / self.capacity as f64;
         metrics.map_utilisation.set(utilisation);
@@ -540,7 +539,6 @@ impl FlowMonitor {
             );
         }
         self.warned_full = utilisation > UTILISATION_WARNING;
-        Ok(())
     }
 
     /// Final "forced" records for every flow, taken out of the map with its exact counts;

@@ -52,8 +52,8 @@ const POOLED_BUFFERS: usize = 256;
 /// for every collector.
 pub struct IpfixSink {
     encoder: Encoder,
-    /// Records of a chunk: one UDP send's worth, for IPv4 and for IPv6.
-    chunk_records: [usize; 2],
+    /// Bytes of a chunk: one UDP send's worth of records, for IPv4 and for IPv6.
+    chunk_bytes: [usize; 2],
     /// Encoded records not yet queued, by family.
     pending: [Vec<u8>; 2],
     pool: Arc<BufferPool>,
@@ -116,14 +116,15 @@ impl IpfixSink {
         // Chunks of one send's worth at the largest messages a collector may take: the framer
         // of each splits them into messages of its own size.
         let send_size = config.udp_message_size.unwrap_or(udp::MAX_SEND_BYTES);
-        let chunk_records = [Family::V4, Family::V6]
-            .map(|family| udp::records_per_send(templates.get(family), send_size));
+        let chunk_bytes = [Family::V4, Family::V6].map(|family| {
+            let template = templates.get(family);
+            udp::records_per_send(template, send_size) * template.record_len
+        });
         let encoder = Encoder::new(templates, &config.sensor_id, interfaces);
-        let pending = [Family::V4, Family::V6]
-            .map(|family| Vec::with_capacity(chunk_bytes(&encoder, chunk_records, family)));
+        let pending = chunk_bytes.map(Vec::with_capacity);
         Ok(Self {
             encoder,
-            chunk_records,
+            chunk_bytes,
             pending,
             pool: Arc::new(BufferPool::new(POOLED_BUFFERS)),
             collectors,
@@ -138,8 +139,7 @@ impl IpfixSink {
         for record in records {
             let [v4, v6] = &mut self.pending;
             let family = self.encoder.encode(record, v4, v6);
-            let full = chunk_bytes(&self.encoder, self.chunk_records, family);
-            if self.pending[family as usize].len() >= full {
+            if self.pending[family as usize].len() >= self.chunk_bytes[family as usize] {
                 self.ship(family);
             }
         }
@@ -155,7 +155,7 @@ impl IpfixSink {
             return;
         }
         let template = self.encoder.templates().get(family);
-        let capacity = chunk_bytes(&self.encoder, self.chunk_records, family);
+        let capacity = self.chunk_bytes[family as usize];
         let records =
             std::mem::replace(&mut self.pending[family as usize], self.pool.take(capacity));
         let chunk = Arc::new(Chunk {
@@ -203,11 +203,6 @@ fn thread_cpu_seconds() -> f64 {
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
     now.tv_sec as f64 + now.tv_nsec as f64 / 1e9
-}
-
-/// Bytes of a chunk of `family`'s records.
-fn chunk_bytes(encoder: &Encoder, chunk_records: [usize; 2], family: Family) -> usize {
-    chunk_records[family as usize] * encoder.templates().get(family).record_len
 }
 
 impl Drop for IpfixSink {
