@@ -366,8 +366,9 @@ impl<N: IfaceNames> FlowTracker<N> {
         let reads = self.reads;
         let live = self.flows.get_mut(key).expect("looked at flows are known");
         live.read = reads;
-        let closing = key.protocol == ip_proto::TCP
-            && TcpState::from_flags(block.lo.tcp_flags(), block.hi.tcp_flags()).is_closing();
+        let seen = Known::of_block(*key, block, &clock);
+        // Closing (both FINs, or an RST) does not depend on which side is the client.
+        let closing = seen.state.is_closing();
         let changed = match &live.reported {
             Some(reported) => {
                 let record = &reported.last_record;
@@ -380,10 +381,8 @@ impl<N: IfaceNames> FlowTracker<N> {
         live.last_seen = block.last_seen();
         live.closing = closing;
         live.active = false;
-        let seen = Known::of_block(*key, block, &clock);
         (live.ifindex, live.state) = (seen.ifindex, seen.state);
         (live.bytes, live.packets) = (seen.bytes, seen.packets);
-        // Closing (both FINs, or an RST) does not depend on which side is the client.
         let idle_deadline =
             clock.monotonic_ns(live.last_seen) + idle_timeouts.idle_ns(key.protocol, closing);
         if now_ns >= idle_deadline {
