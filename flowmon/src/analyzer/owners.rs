@@ -120,16 +120,13 @@ impl<'a> Evidence<'a> {
 
     /// From a stored analysis, as far as it has the keys (Tanner's lack `network`).
     pub fn of_json(analysis: &'a serde_json::Value) -> Self {
-        use serde::{Deserialize as _, de::value::StrDeserializer};
         let count = |value: &serde_json::Value| value.as_u64().unwrap_or(0);
         let attacks = analysis["attack_types"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(serde_json::Value::as_str)
-            .filter_map(|name| {
-                AttackType::deserialize(StrDeserializer::<serde::de::value::Error>::new(name)).ok()
-            });
+            .filter_map(AttackType::from_name);
         Self {
             peer_ip: analysis["peer_ip"].as_str(),
             user_agent: analysis["user_agent"].as_str(),

@@ -137,10 +137,8 @@ impl Filterable for Session {
     }
 
     fn has_attack_type(&self, name: &str) -> bool {
-        use serde::{Deserialize as _, de::value::StrDeserializer};
-        let name = StrDeserializer::<serde::de::value::Error>::new(name);
-        AttackType::deserialize(name)
-            .is_ok_and(|wanted| self.paths.iter().any(|entry| entry.attack_type == wanted))
+        AttackType::from_name(name)
+            .is_some_and(|wanted| self.paths.iter().any(|entry| entry.attack_type == wanted))
     }
 
     fn has_possible_owner(&self, _: &str) -> bool {

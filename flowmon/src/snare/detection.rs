@@ -81,6 +81,15 @@ impl AttackType {
         }
     }
 
+    /// The attack type SNARE and Tanner's readers know by `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        use serde::{
+            Deserialize as _,
+            de::value::{Error, StrDeserializer},
+        };
+        Self::deserialize(StrDeserializer::<Error>::new(name)).ok()
+    }
+
     /// The emulator that answers this attack type, if it is an attack.
     pub const fn emulator(self) -> Option<Kind> {
         use AttackType::*;

@@ -12,8 +12,8 @@ use flowmon_common::{TcpState, ip_proto};
 use maud::{Markup, html};
 
 use super::{
-    Notice, Section, bad_request, bytes, count, page, param, params, per_second, segment, select,
-    sessions, span, tcp_flags, time,
+    Notice, RECORDS_WINDOW, Section, bad_request, bytes, count, page, param, params, per_second,
+    segment, select, sessions, span, tcp_flags, time,
 };
 use crate::{
     console::Ctx,
@@ -25,8 +25,6 @@ use crate::{
 };
 
 const DEFAULT_LIMIT: usize = 100;
-/// How far back a flow's records are looked for: the peer index's default retention.
-const RECORDS_WINDOW: f64 = 86_400.0;
 
 /// `None` for an empty field.
 fn optional(text: &str) -> Option<&str> {

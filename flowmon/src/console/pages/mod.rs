@@ -18,6 +18,9 @@ use maud::{DOCTYPE, Markup, html};
 
 use super::{Ctx, assets};
 
+/// How far back a peer's flow records are read, seconds: the peer index's default retention.
+const RECORDS_WINDOW: f64 = crate::sinks::redis::DEFAULT_PEER_INDEX_RETENTION.as_secs_f64();
+
 /// The sections of the navigation bar.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Section {

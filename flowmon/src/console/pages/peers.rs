@@ -9,13 +9,11 @@ use axum::{
 };
 use maud::{Markup, html};
 
-use super::{Section, bad_request, page, param, params, segment, sessions};
+use super::{RECORDS_WINDOW, Section, bad_request, page, param, params, segment, sessions};
 use crate::console::Ctx;
 
 /// Live flows listed.
 const LIVE_FLOWS: usize = 100;
-/// How far back records are read: the peer index's default retention.
-const RECORDS_WINDOW: f64 = 86_400.0;
 
 fn form(value: &str) -> Markup {
     html! {
