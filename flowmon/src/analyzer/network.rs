@@ -2,7 +2,6 @@
 //! session lasted, from the records of the flows between the peer and this sensor.
 
 use std::{
-    collections::HashMap,
     net::IpAddr,
     pin::Pin,
     sync::atomic::{AtomicBool, Ordering::Relaxed},
@@ -14,7 +13,7 @@ use redis::AsyncCommands as _;
 use serde::Serialize;
 
 use crate::{
-    flow::record::{FlowId, FlowRecord, Protocol},
+    flow::record::{FlowRecord, Protocol, latest_per_flow},
     sinks::redis::{FLOW_STREAM, peer_index},
     store::Connection,
 };
@@ -137,25 +136,13 @@ impl Network {
         from: f64,
         to: f64,
     ) -> Self {
-        let mut latest: HashMap<&FlowId, &FlowRecord> = HashMap::new();
-        for record in records {
-            if record.last_seen < from || record.first_seen > to {
-                continue;
-            }
-            latest
-                .entry(&record.flow_id)
-                .and_modify(|kept| {
-                    if record.sequence > kept.sequence {
-                        *kept = record;
-                    }
-                })
-                .or_insert(record);
-        }
-        let mut flows: Vec<(&FlowRecord, bool)> = latest
-            .into_values()
+        let active = records
+            .iter()
+            .filter(|record| record.last_seen >= from && record.first_seen <= to);
+        let flows: Vec<(&FlowRecord, bool)> = latest_per_flow(active)
+            .into_iter()
             .filter_map(|record| Some((record, peer_is_client(peer, record)?)))
             .collect();
-        flows.sort_by(|(a, _), (b, _)| a.first_seen.total_cmp(&b.first_seen));
 
         let mut network = Self::none_from(source);
         let mut ports = Vec::new();

@@ -438,6 +438,22 @@ impl FlowRecord {
     }
 }
 
+/// The latest record (highest sequence) of each flow among `records`, earliest flow first.
+pub fn latest_per_flow<'a>(
+    records: impl IntoIterator<Item = &'a FlowRecord>,
+) -> Vec<&'a FlowRecord> {
+    let mut latest: std::collections::BTreeMap<&FlowId, &FlowRecord> = Default::default();
+    for record in records {
+        let kept = latest.entry(&record.flow_id).or_insert(record);
+        if record.sequence > kept.sequence {
+            *kept = record;
+        }
+    }
+    let mut flows: Vec<&FlowRecord> = latest.into_values().collect();
+    flows.sort_by(|a, b| a.first_seen.total_cmp(&b.first_seen));
+    flows
+}
+
 impl FlowRecord {
     /// The final record of a flow the kernel evicted, known only by this, its last record:
     /// same totals, nothing added.

@@ -28,7 +28,7 @@ use crate::{
     },
     flow::{
         query::{FlowRef, FlowView},
-        record::{CommunityId, FlowId, FlowRecord},
+        record::{CommunityId, FlowRecord, latest_per_flow},
     },
     snare::{AttackType, Session},
 };
@@ -405,20 +405,6 @@ pub async fn peer_records(
             Vec::new()
         }
     }
-}
-
-/// The latest record of each flow.
-fn latest_per_flow(records: &[FlowRecord]) -> Vec<&FlowRecord> {
-    let mut latest: std::collections::BTreeMap<&FlowId, &FlowRecord> = Default::default();
-    for record in records {
-        let entry = latest.entry(&record.flow_id).or_insert(record);
-        if record.sequence > entry.sequence {
-            *entry = record;
-        }
-    }
-    let mut flows: Vec<&FlowRecord> = latest.into_values().collect();
-    flows.sort_by(|a, b| a.first_seen.total_cmp(&b.first_seen));
-    flows
 }
 
 fn record_bar(record: &FlowRecord) -> Bar {
