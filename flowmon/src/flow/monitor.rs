@@ -100,11 +100,10 @@ struct Sweep {
     table: FlowTable,
 }
 
+/// The reads of the whole map, kept while consecutive polls read it.
 struct Reads {
     table: FlowTable,
     previous: FlowTable,
-    /// `previous` is the read of the poll before this one.
-    consecutive: bool,
 }
 
 /// What one poll did, for logs, metrics and the benchmarks.
@@ -421,21 +420,21 @@ impl FlowMonitor {
     /// lacks were dropped by the LRU. Returns how many flows were read.
     fn read_all(&mut self, now: u64, created: u64, verdicts: &mut Verdicts) -> Result<usize> {
         let map = self.datapath.flow_map()?;
+        // `previous` is the read of the poll before this one.
+        let consecutive = self.reads.is_some();
         let reads = match &mut self.reads {
             Some(reads) => {
                 std::mem::swap(&mut reads.table, &mut reads.previous);
-                reads.consecutive = true;
                 reads
             }
             None => self.reads.insert(Reads {
                 table: map.empty_table()?,
                 previous: map.empty_table()?,
-                consecutive: false,
             }),
         };
         map.read_into(&mut reads.table)?;
         // Dropped since the last read, which has their blocks: they end with the counts read.
-        if reads.consecutive {
+        if consecutive {
             for slot in reads.previous.missing_from(&reads.table) {
                 let (key, block) = reads.previous.get(slot);
                 if self.tracker.knows(&key, block.first_seen) {
