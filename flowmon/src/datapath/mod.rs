@@ -9,10 +9,7 @@ mod hook;
 mod jiffies;
 mod pinning;
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use aya::{
@@ -178,12 +175,11 @@ impl Datapath {
         }
     }
 
-    /// Tells the programs the interim interval, so that they mark a flow's first packet of
-    /// each interval ([`flowmon_common::event::ACTIVE`]).
-    pub fn set_interim_interval(&mut self, interval: Duration) -> Result<()> {
-        let ticks = interval.as_nanos() / u128::from(self.clock.tick_ns());
+    /// Tells the programs the interim interval in jiffies, the tracker's own, so that they mark
+    /// a flow's first packet of each interval ([`flowmon_common::event::ACTIVE`]).
+    pub fn set_interim_ticks(&mut self, ticks: u64) -> Result<()> {
         let settings = KernelSettings {
-            interim_jiffies: u64::try_from(ticks.max(1)).unwrap_or(u64::MAX),
+            interim_jiffies: ticks.max(1),
         };
         let map = self
             .ebpf

@@ -150,9 +150,7 @@ impl FlowMonitor {
             config.sensor_id.clone(),
             ifaces.clone(),
         );
-        datapath.set_interim_interval(Duration::from_nanos(
-            tracker.interim_ticks() * datapath.clock().tick_ns(),
-        ))?;
+        datapath.set_interim_ticks(tracker.interim_ticks())?;
         if !recovered.flows.is_empty() || !recovered.unexported.is_empty() {
             tracing::info!(
                 flows = recovered.flows.len(),
