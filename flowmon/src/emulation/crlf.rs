@@ -29,7 +29,7 @@ pub fn emulate(param: &Param) -> Answer {
     Answer::Content {
         value: String::new(),
         page: true,
-        headers,
+        headers: Some(headers),
     }
 }
 
@@ -62,7 +62,7 @@ mod tests {
                 headers,
             } => {
                 assert_eq!((value.as_str(), page), ("", true));
-                headers
+                headers.expect("crlf's answer has its headers")
             }
             other => panic!("{other:?}"),
         }

@@ -129,11 +129,12 @@ pub struct Attack<'a> {
 /// What the attacker is shown.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
-    /// `value` in the site's latest page (`page`) or alone as text, with `headers` added.
+    /// `value` in the site's latest page (`page`) or alone as text, with `headers` added
+    /// (`None` but for the crlf answer, which always has them, even none).
     Content {
         value: String,
         page: bool,
-        headers: Vec<(String, String)>,
+        headers: Option<Vec<(String, String)>>,
     },
     /// Only this HTTP status.
     Status(u16),
@@ -144,7 +145,7 @@ impl Answer {
         Answer::Content {
             value,
             page,
-            headers: Vec::new(),
+            headers: None,
         }
     }
 }

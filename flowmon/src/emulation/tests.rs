@@ -659,10 +659,10 @@ fn crlf_object_injection_and_rfi() {
         Answer::Content {
             value: String::new(),
             page: true,
-            headers: vec![
+            headers: Some(vec![
                 ("next".into(), "/home".into()),
                 ("Set-Cookie".into(), "flowmon=1".into())
-            ],
+            ]),
         }
     );
     assert_eq!(

@@ -186,8 +186,7 @@ impl Pipeline {
             } => Payload::Content {
                 value,
                 page: page.then(|| context.page.unwrap_or_else(|| DEFAULT_PAGE.to_owned())),
-                // Tanner's crlf answer always has its headers, if none could be sent.
-                headers: (kind == Kind::Crlf || !headers.is_empty()).then_some(headers),
+                headers,
             },
             emulation::Answer::Status(status) => Payload::Status(status),
         })
