@@ -7,11 +7,11 @@
 //! 500 for every HTML page.
 
 use std::{
-    collections::HashSet,
     sync::{Arc, Mutex, PoisonError, RwLock, Weak},
     time::Duration,
 };
 
+use indexmap::IndexSet;
 use redis::RedisResult;
 
 use crate::store::Connection;
@@ -55,21 +55,14 @@ pub fn user_dork(path: &str) -> Option<String> {
     (dork.len() <= MAX_DORK_BYTES).then(|| dork.to_owned())
 }
 
+/// The user dorks learned, in the order they came, at most [`MAX_USER_DORKS`].
 #[derive(Default)]
-struct UserDorks {
-    known: HashSet<String>,
-    list: Vec<String>,
-}
+struct UserDorks(IndexSet<String>);
 
 impl UserDorks {
     /// Whether `dork` is new (and now kept).
-    fn add(&mut self, dork: String) -> bool {
-        if self.list.len() >= MAX_USER_DORKS || self.known.contains(&dork) {
-            return false;
-        }
-        self.known.insert(dork.clone());
-        self.list.push(dork);
-        true
+    fn add(&mut self, dork: &str) -> bool {
+        self.0.len() < MAX_USER_DORKS && !self.0.contains(dork) && self.0.insert(dork.to_owned())
     }
 }
 
@@ -141,7 +134,7 @@ impl DorkPool {
         }
         let mut known = self.user.lock().unwrap_or_else(PoisonError::into_inner);
         for dork in user {
-            known.add(dork);
+            known.add(&dork);
         }
         Ok(())
     }
@@ -153,7 +146,7 @@ impl DorkPool {
             .user
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .add(dork.clone());
+            .add(&dork);
         if let (true, Some(connection)) = (new, &self.redis) {
             let mut connection = connection.clone();
             tokio::spawn(async move {
@@ -176,9 +169,9 @@ impl DorkPool {
         let mut chosen = rng.choose_multiple(dorks.iter().cloned(), count);
         drop(dorks);
         let user = self.user.lock().unwrap_or_else(PoisonError::into_inner);
-        let most = user.list.len().min(50);
+        let most = user.0.len().min(50);
         let count = rng.usize(most / 2..=most);
-        chosen.extend(rng.choose_multiple(user.list.iter().cloned(), count));
+        chosen.extend(rng.choose_multiple(user.0.iter().cloned(), count));
         chosen
     }
 }
@@ -191,7 +184,7 @@ mod tests {
     fn the_shipped_list_is_several_hundred_distinct_paths() {
         let dorks: Vec<&str> = shipped().collect();
         assert!(dorks.len() >= 400, "{}", dorks.len());
-        let distinct: HashSet<&str> = dorks.iter().copied().collect();
+        let distinct: std::collections::HashSet<&str> = dorks.iter().copied().collect();
         assert_eq!(distinct.len(), dorks.len());
         assert!(dorks.iter().all(|d| d.starts_with('/') && d.ends_with('=')));
     }
@@ -224,7 +217,7 @@ mod tests {
             dorks.learn(&format!("/learned{i}.php?id=1"));
         }
         dorks.learn("/learned0.php?id=2");
-        assert_eq!(dorks.user.lock().unwrap().list.len(), 80);
+        assert_eq!(dorks.user.lock().unwrap().0.len(), 80);
         for _ in 0..20 {
             let chosen = dorks.choose(&mut rng);
             let learned = chosen.iter().filter(|d| d.starts_with("/learned")).count();
